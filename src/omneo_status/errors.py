@@ -1,0 +1,115 @@
+"""One exception tree for the whole tool; every error knows its exit code.
+
+The core raises these and never prints or exits; ``cli.py`` is the one boundary that turns
+them into an ``Error: ...`` line (and a ``Hint: ...`` line) on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes of every command."""
+
+    OK = 0
+    """Finished, and no row failed (skips are not failures unless ``--strict``)."""
+    FATAL = 1
+    """Fatal runtime error: API unreachable after retries, auth rejected, unreadable answer."""
+    USAGE = 2
+    """Usage, configuration or input error (unknown handle included); nothing was written."""
+    ROWS_FAILED = 3
+    """Finished, but rows failed, verification found problems, or a guardrail stopped the run."""
+    LOCKED = 4
+    """Another run of the same job holds its lock."""
+    GAVE_UP_WAITING = 5
+    """Gave up waiting for batches; they were accepted, and re-running picks them up."""
+    INTERRUPTED = 130
+    """Interrupted by Ctrl-C or SIGTERM; the journal is saved and the run can be resumed."""
+
+
+class OmneoStatusError(Exception):
+    """Base of every error the tool reports to the user as one line."""
+
+    exit_code: ExitCode = ExitCode.FATAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(OmneoStatusError):
+    """A flag, argument or combination of them is wrong."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """The configuration (tenant, base URL, token, config file) is missing or invalid."""
+
+
+class InputError(UsageError):
+    """The input file cannot be used (encoding, no email column, empty ...)."""
+
+
+class UnknownHandleError(UsageError):
+    """A status handle has no definition on the tenant."""
+
+
+class LockedError(OmneoStatusError):
+    """Another run of the same job is in progress."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class GuardrailError(OmneoStatusError):
+    """A safety limit stopped the run before any write."""
+
+    exit_code = ExitCode.ROWS_FAILED
+
+
+class ApiError(OmneoStatusError):
+    """The Omneo API answered with an error the tool cannot get past."""
+
+    exit_code = ExitCode.FATAL
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status_code = status_code
+
+
+class AuthError(ApiError):
+    """401 or 403: the token is missing, wrong, expired or lacks a scope."""
+
+
+class NotFoundError(ApiError):
+    """404 for a resource the tool asked for by id."""
+
+
+class ValidationFailed(ApiError):
+    """422: the API refused the request body."""
+
+
+class RateLimited(ApiError):
+    """429 that outlasted every retry."""
+
+
+class ServerError(ApiError):
+    """5xx that outlasted every retry."""
+
+
+class Unreachable(ApiError):
+    """The API could not be reached (connection refused, DNS, TLS, timeouts) after retries."""
+
+
+class BadResponse(ApiError):
+    """The API answered something the tool cannot read."""
+
+
+class Interrupted(OmneoStatusError):
+    """The run was stopped by a signal; the journal is saved."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,143 @@
+"""How the core tells the outside world what it is doing, without knowing who listens.
+
+The pipeline calls a ``Reporter``; the rich display (``console.py``), the JSON-lines log file
+(``logfile.py``) and the list that tests read are three implementations of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Step(StrEnum):
+    """The stages of a run, in the order a user sees them."""
+
+    READ = "reading"
+    HANDLES = "checking handles"
+    RECONCILE = "reconciling"
+    RESOLVE = "resolving"
+    SEND = "sending"
+    WAIT = "waiting for batches"
+    VERIFY = "verifying"
+    REPORT = "writing report"
+
+
+class Reporter(Protocol):
+    """Receives progress from the core. Every method must return quickly and never raise."""
+
+    def start(self, step: Step, total: int | None = None) -> None:
+        """A stage begins; ``total`` is how many units it has, when known."""
+
+    def advance(self, step: Step, amount: int = 1) -> None:
+        """Units of a stage are done."""
+
+    def extend(self, step: Step, amount: int) -> None:
+        """A stage has more units than first announced (chunks formed while resolving)."""
+
+    def finish(self, step: Step) -> None:
+        """A stage is over."""
+
+    def info(self, message: str) -> None:
+        """Something worth a line in a log."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should notice."""
+
+    def row_failed(self, line: int, email: str, detail: str) -> None:
+        """A row ended as ``failed``."""
+
+
+class NullReporter:
+    """A reporter that ignores everything."""
+
+    def start(self, step: Step, total: int | None = None) -> None:
+        """Ignore."""
+
+    def advance(self, step: Step, amount: int = 1) -> None:
+        """Ignore."""
+
+    def extend(self, step: Step, amount: int) -> None:
+        """Ignore."""
+
+    def finish(self, step: Step) -> None:
+        """Ignore."""
+
+    def info(self, message: str) -> None:
+        """Ignore."""
+
+    def warn(self, message: str) -> None:
+        """Ignore."""
+
+    def row_failed(self, line: int, email: str, detail: str) -> None:
+        """Ignore."""
+
+
+@dataclass
+class RecordingReporter(NullReporter):
+    """Keeps what it was told, for tests."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self, step: Step, total: int | None = None) -> None:
+        """Keep the stage's start."""
+        self.events.append(("start", step.value))
+
+    def finish(self, step: Step) -> None:
+        """Keep the stage's end."""
+        self.events.append(("finish", step.value))
+
+    def info(self, message: str) -> None:
+        """Keep the line."""
+        self.events.append(("info", message))
+
+    def warn(self, message: str) -> None:
+        """Keep the warning."""
+        self.events.append(("warn", message))
+
+    def row_failed(self, line: int, email: str, detail: str) -> None:
+        """Keep the failure."""
+        self.events.append(("row_failed", f"{line}: {detail}"))
+
+
+class FanoutReporter:
+    """Passes every call on to several reporters."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def start(self, step: Step, total: int | None = None) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.start(step, total)
+
+    def advance(self, step: Step, amount: int = 1) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.advance(step, amount)
+
+    def extend(self, step: Step, amount: int) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.extend(step, amount)
+
+    def finish(self, step: Step) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.finish(step)
+
+    def info(self, message: str) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.info(message)
+
+    def warn(self, message: str) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.warn(message)
+
+    def row_failed(self, line: int, email: str, detail: str) -> None:
+        """Pass on."""
+        for r in self.reporters:
+            r.row_failed(line, email, detail)
