@@ -1,0 +1,146 @@
+"""The per-row CSV report: one line per input row with the outcome it got.
+
+The report is written to a private temporary file next to its destination and renamed into
+place, so a reader sees either the previous report or the complete new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from omneo_status.errors import ExitCode, OmneoStatusError
+from omneo_status.models import Outcome
+
+REPORT_COLUMNS = ("line", "email", "outcome", "profile_id", "batch_id", "detail")
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ReportError(OmneoStatusError):
+    """The report cannot be written (or read back)."""
+
+    exit_code = ExitCode.FATAL
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """What happened to one input row."""
+
+    line: int
+    email: str
+    outcome: Outcome
+    profile_id: str | None = None
+    batch_id: str | None = None
+    detail: str = ""
+
+
+def safe_cell(value: str) -> str:
+    """The value, prefixed with ``'`` if a spreadsheet would otherwise run it as a formula."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def write_report(path: Path, rows: Iterable[ReportRow]) -> int:
+    """Write the report to ``path`` (UTF-8 CSV, header first) and return the number of rows.
+
+    Rows are streamed, so ``rows`` may be a generator of any length. Parent directories are
+    created; the file is readable by its owner only (mode 0600) and replaces any previous file
+    atomically. Text cells a spreadsheet would run as formulas are made safe with
+    :func:`safe_cell`, and line breaks in cells are written as ``"\\n"``. An OS error becomes
+    ``ReportError("Cannot write the report to PATH: reason")``; an error raised by ``rows``
+    propagates unchanged. Either way no partial file is left behind.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file with os.open(..., 0o600): it is never readable by others.
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from error
+    replaced = False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
+            count = _write_rows(stream, rows)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+        replaced = True
+    except OSError as error:
+        raise _write_error(path, error) from error
+    finally:
+        if not replaced:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+    return count
+
+
+def read_report(path: Path) -> list[ReportRow]:
+    """The rows of a report written by :func:`write_report`.
+
+    Cells come back as stored: a ``'`` that :func:`safe_cell` added stays, and empty
+    ``profile_id``/``batch_id`` cells become None.
+    """
+    try:
+        with path.open(encoding="utf-8", newline="") as stream:
+            reader = csv.reader(stream)
+            header = next(reader, None)
+            if header is None or tuple(header) != REPORT_COLUMNS:
+                raise ReportError(f"{path} is not a report: its header is {header!r}")
+            return [_parse_row(cells, path=path, line=reader.line_num) for cells in reader]
+    except OSError as error:
+        raise ReportError(f"Cannot read the report {path}: {_reason(error)}") from error
+
+
+def _write_rows(stream: TextIO, rows: Iterable[ReportRow]) -> int:
+    writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(REPORT_COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow(
+            (
+                row.line,
+                _text_cell(row.email),
+                row.outcome.value,
+                _text_cell(row.profile_id),
+                _text_cell(row.batch_id),
+                _text_cell(row.detail),
+            )
+        )
+        count += 1
+    return count
+
+
+def _text_cell(value: str | None) -> str:
+    # csv quotes a cell holding "\n" (the line terminator) but not one holding a bare "\r",
+    # which would then end the line early for every reader: write every line break as "\n".
+    return safe_cell(value or "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _parse_row(cells: list[str], *, path: Path, line: int) -> ReportRow:
+    if len(cells) != len(REPORT_COLUMNS):
+        raise ReportError(f"{path}, line {line}: {len(cells)} cells, not {len(REPORT_COLUMNS)}")
+    number, email, outcome, profile_id, batch_id, detail = cells
+    try:
+        return ReportRow(
+            line=int(number),
+            email=email,
+            outcome=Outcome(outcome),
+            profile_id=profile_id or None,
+            batch_id=batch_id or None,
+            detail=detail,
+        )
+    except ValueError as error:
+        raise ReportError(f"{path}, line {line}: {error}") from error
+
+
+def _write_error(path: Path, error: OSError) -> ReportError:
+    return ReportError(f"Cannot write the report to {path}: {_reason(error)}")
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
