@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -49,6 +50,10 @@ from omneo_status.settings import (
 )
 
 T = TypeVar("T")
+
+# Seams for tests: the clock and sleep that retries, pacing and polling use.
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+_clock: Callable[[], float] = time.monotonic
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 finished, no row failed; 1 fatal error (API unreachable, auth refused);"
@@ -261,8 +266,9 @@ def _client(
         settings.base_url,
         settings.token,
         transport=_sandbox_transport() if sandbox else None,
-        governor=RateGovernor(concurrency=concurrency, max_rps=max_rps),
+        governor=RateGovernor(concurrency=concurrency, max_rps=max_rps, clock=_clock, sleep=_sleep),
         retry=RetryPolicy(max_retries=max_retries),
+        sleep=_sleep,
         on_retry=on_retry,
     )
 
@@ -482,7 +488,7 @@ def _run_command(action: Action) -> Callable[..., None]:
                     settings,
                     options,
                     lambda ctx: run_job(ctx, options, source, report=report, fresh=fresh),
-                    ask=not (yes or dry_run or json_out) and sys.stdin.isatty(),
+                    ask=not (yes or dry_run or json_out) and _interactive(),
                     quiet=quiet or (json_out and not sys.stderr.isatty()),
                     verbose=verbose,
                     sandbox=sandbox,
@@ -503,6 +509,11 @@ def _run_command(action: Action) -> Callable[..., None]:
         )
     )
     return command
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (stdin and stderr are terminals)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def _handles(text: str) -> tuple[str, ...]:
@@ -555,6 +566,8 @@ def _execute(
                     state_dir=settings.state_dir,
                     reporter=reporter,
                     confirm=confirm if ask else None,
+                    sleep=_sleep,
+                    clock=_clock,
                 )
                 with shown.showing():
                     return await job(ctx)
@@ -573,6 +586,8 @@ def _execute(
 def _finish(summary: RunSummary, json_out: bool) -> None:
     if json_out:
         console.print_json(summary.to_json())
+        for note in summary.notes:
+            console.print_warning(note)
     else:
         console.render_summary(summary)
     raise typer.Exit(int(summary.exit_code))
@@ -770,7 +785,7 @@ def _by_id_command(kind: str) -> Callable[..., None]:
                 settings,
                 options,
                 lambda ctx: runner(ctx, run_id, options, report=report),
-                ask=not (yes or dry_run or json_out) and sys.stdin.isatty(),
+                ask=not (yes or dry_run or json_out) and _interactive(),
                 quiet=quiet or (json_out and not sys.stderr.isatty()),
                 verbose=verbose,
                 sandbox=False,
@@ -917,8 +932,12 @@ def sandbox(
         )
         count = len(tenant.profiles)
         try:
+            served = create_app(tenant, config)
+        except OSError as exc:
+            raise ConfigError(f"Cannot open the log file {log}: {exc.strerror or exc}") from None
+        try:
             serve(
-                create_app(tenant, config),
+                served,
                 host=host,
                 port=port,
                 on_ready=lambda url: console.sandbox_banner(url, token, count),

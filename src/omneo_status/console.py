@@ -158,7 +158,8 @@ class ConsoleReporter:
             total = self._totals[step] or self._done.get(step, 0)
             self._progress.update(task_id, total=total, completed=self._done.get(step, 0))
         elif not self.live:
-            self.console.print(f"{step.value}: done ({self._done.get(step, 0)})")
+            done = self._done.get(step, 0)
+            self.console.print(f"{step.value}: done" + (f" ({done})" if done else ""))
 
     def info(self, message: str) -> None:
         """A log line, shown with ``--verbose``."""

@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,8 @@ class JobContext:
     state_dir: Path
     reporter: Reporter
     confirm: Confirm | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
 
 
 # -- input -----------------------------------------------------------------------------------
@@ -419,6 +422,8 @@ async def _drive(
         journal=journal,
         reporter=ctx.reporter,
         confirm=ctx.confirm,
+        sleep=ctx.sleep,
+        clock=ctx.clock,
     )
     try:
         outcome = await engine.execute()
