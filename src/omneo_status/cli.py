@@ -43,7 +43,6 @@ from omneo_status.run import LookupMode, Preview, RunOptions
 from omneo_status.settings import (
     SANDBOX_TOKEN,
     Settings,
-    default_state_dir,
     resolve_settings,
     resolve_state_dir,
     sandbox_settings,
@@ -80,7 +79,7 @@ TenantOpt = Annotated[
     str | None,
     typer.Option(
         "--tenant",
-        help="Tenant name: the API is https://api.TENANT.getomneo.com/api. [env: OMNEO_TENANT]",
+        help="Tenant name: the API is https://api.TENANT.getomneo.com/api. Env: OMNEO_TENANT.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -90,7 +89,7 @@ BaseUrlOpt = Annotated[
     typer.Option(
         "--base-url",
         help="API root up to /api (overrides --tenant); http:// only for loopback."
-        " [env: OMNEO_BASE_URL]",
+        " Env: OMNEO_BASE_URL.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -99,8 +98,8 @@ TokenFileOpt = Annotated[
     Path | None,
     typer.Option(
         "--token-file",
-        help="Read the API token from this file. Otherwise the token comes from"
-        " [env: OMNEO_TOKEN]. [env: OMNEO_TOKEN_FILE]",
+        help="Read the API token from this file (otherwise from the OMNEO_TOKEN variable)."
+        " Env: OMNEO_TOKEN_FILE.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -109,8 +108,8 @@ StateDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Where runs, reports and locks live. [env: OMNEO_STATE_DIR]"
-        f" [default: {default_state_dir()}]",
+        help="Where runs, reports and locks live (default: the user state dir,"
+        " e.g. ~/.local/state/omneo-status). Env: OMNEO_STATE_DIR.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -288,6 +287,7 @@ def _run_command(action: Action) -> Callable[..., None]:
         handle: Annotated[
             str,
             typer.Argument(
+                metavar="HANDLE",
                 help="Status handle, or several separated by commas (vip,staff).",
                 show_default=False,
             ),
