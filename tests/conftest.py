@@ -32,6 +32,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("OMNEO_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("OMNEO_STATE_DIR", str(tmp_path / "state"))
+    # A developer's own config file must never leak into a test.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config-home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("NO_COLOR", "1")
 

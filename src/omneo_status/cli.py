@@ -43,6 +43,8 @@ from omneo_status.run import LookupMode, Preview, RunOptions
 from omneo_status.settings import (
     SANDBOX_TOKEN,
     Settings,
+    load_config,
+    mask,
     resolve_settings,
     resolve_state_dir,
     sandbox_settings,
@@ -110,6 +112,24 @@ StateDirOpt = Annotated[
         "--state-dir",
         help="Where runs, reports and locks live (default: the user state dir,"
         " e.g. ~/.local/state/omneo-status). Env: OMNEO_STATE_DIR.",
+        rich_help_panel=_CONN,
+        show_default=False,
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="A named tenant from the config file ([tenants.NAME]). Env: OMNEO_PROFILE.",
+        rich_help_panel=_CONN,
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="The config file (default: config.toml in the user config dir). Env: OMNEO_CONFIG.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -218,13 +238,20 @@ def _settings(
     token_file: Path | None,
     state_dir: Path | None,
     sandbox: bool,
+    profile: str | None = None,
+    config: Path | None = None,
 ) -> Settings:
     if sandbox:
         if tenant or base_url:
             raise UsageError("--sandbox cannot be combined with --tenant or --base-url")
         return sandbox_settings(state_dir)
     return resolve_settings(
-        tenant=tenant, base_url=base_url, token_file=token_file, state_dir=state_dir
+        tenant=tenant,
+        base_url=base_url,
+        token_file=token_file,
+        state_dir=state_dir,
+        profile=profile,
+        config=config,
     )
 
 
@@ -456,6 +483,8 @@ def _run_command(action: Action) -> Callable[..., None]:
         tenant: TenantOpt = None,
         base_url: BaseUrlOpt = None,
         token_file: TokenFileOpt = None,
+        profile: ProfileOpt = None,
+        config: ConfigOpt = None,
         state_dir: StateDirOpt = None,
     ) -> None:
         with _boundary():
@@ -480,6 +509,8 @@ def _run_command(action: Action) -> Callable[..., None]:
                 token_file=token_file,
                 state_dir=state_dir,
                 sandbox=sandbox,
+                profile=profile,
+                config=config,
             )
             with prepared_input(
                 csv_file, column, state_dir=settings.state_dir, stdin=sys.stdin.buffer
@@ -613,6 +644,8 @@ def statuses(
     tenant: TenantOpt = None,
     base_url: BaseUrlOpt = None,
     token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """List the tenant's status definitions (handle and name), every page of them."""
     with _boundary():
@@ -622,6 +655,8 @@ def statuses(
             token_file=token_file,
             state_dir=None,
             sandbox=sandbox,
+            profile=profile,
+            config=config,
         )
 
         async def go() -> list[StatusDefinition]:
@@ -650,6 +685,8 @@ def batch(
     tenant: TenantOpt = None,
     base_url: BaseUrlOpt = None,
     token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Show one batch's state: status, counts and failed items."""
     with _boundary():
@@ -659,6 +696,8 @@ def batch(
             token_file=token_file,
             state_dir=None,
             sandbox=False,
+            profile=profile,
+            config=config,
         )
 
         async def go() -> Batch | None:
@@ -760,6 +799,8 @@ def _by_id_command(kind: str) -> Callable[..., None]:
         tenant: TenantOpt = None,
         base_url: BaseUrlOpt = None,
         token_file: TokenFileOpt = None,
+        profile: ProfileOpt = None,
+        config: ConfigOpt = None,
         state_dir: StateDirOpt = None,
     ) -> None:
         with _boundary():
@@ -769,6 +810,8 @@ def _by_id_command(kind: str) -> Callable[..., None]:
                 token_file=token_file,
                 state_dir=state_dir,
                 sandbox=False,
+                profile=profile,
+                config=config,
             )
             options = RunOptions(
                 action=Action.ASSIGN,
@@ -944,6 +987,51 @@ def sandbox(
             )
         except OSError as exc:
             raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+config_app = typer.Typer(
+    help="Inspect the configuration (flags, OMNEO_* variables and the config file).",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command(
+    "show",
+    epilog="Examples:\n\n  omneo-status config show --profile acme\n\n"
+    "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status config show --json",
+)
+def config_show(
+    json_out: JsonOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Print the effective configuration and where each value came from; the token masked."""
+    with _boundary():
+        conf = load_config(config)
+        settings = resolve_settings(
+            tenant=tenant,
+            base_url=base_url,
+            token_file=token_file,
+            state_dir=state_dir,
+            profile=profile,
+            config=config,
+        )
+    rows = [
+        ("config_file", str(conf.path) + ("" if conf.path.exists() else " (not present)"), ""),
+        ("profile", settings.sources.get("profile", "(none)"), ""),
+        ("base_url", settings.base_url, settings.sources.get("base_url", "")),
+        ("token", mask(settings.token), settings.sources.get("token", "")),
+        ("state_dir", str(settings.state_dir), settings.sources.get("state_dir", "")),
+    ]
+    if json_out:
+        console.print_json({key: {"value": value, "source": source} for key, value, source in rows})
+    else:
+        console.render_config(rows)
 
 
 def main() -> None:

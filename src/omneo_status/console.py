@@ -287,3 +287,14 @@ def sandbox_banner(base_url: str, token: str, profiles: int) -> None:
     out.print(f"  export OMNEO_BASE_URL={base_url}")
     out.print(f"  export OMNEO_TOKEN={token}")
     out.print("Press Ctrl-C to stop.")
+
+
+def render_config(rows: Sequence[tuple[str, str, str]]) -> None:
+    """The effective configuration, one setting a row, with where it came from."""
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("source")
+    for key, value, source in rows:
+        table.add_row(key, escape(value), escape(source))
+    stdout().print(table)

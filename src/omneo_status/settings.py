@@ -9,9 +9,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -120,22 +122,98 @@ def sandbox_settings(state_dir: Path | None = None) -> Settings:
     )
 
 
+def default_config_path() -> Path:
+    """The platform's per-user config file for this tool."""
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The parsed config file (empty when the default file does not exist)."""
+
+    path: Path
+    data: Mapping[str, Any]
+    private: bool
+    """Whether only its owner can read it (mode 0600 or stricter), where that can be told."""
+
+    def profile(self, name: str) -> Mapping[str, Any]:
+        """The ``[tenants.NAME]`` table, or ``ConfigError`` naming the ones that exist."""
+        tenants = self.data.get("tenants", {})
+        if not isinstance(tenants, dict) or name not in tenants:
+            known = ", ".join(sorted(tenants)) if isinstance(tenants, dict) and tenants else "none"
+            raise ConfigError(
+                f"No profile {name!r} in {self.path} (profiles: {known})",
+                hint="Add a [tenants.NAME] table to the config file, or drop --profile.",
+            )
+        table = tenants[name]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{self.path}: [tenants.{name}] must be a table")
+        unknown = set(table) - _PROFILE_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: [tenants.{name}] has unknown keys: {', '.join(sorted(unknown))}",
+                hint=f"Known keys: {', '.join(sorted(_PROFILE_KEYS))}.",
+            )
+        return table
+
+
+_PROFILE_KEYS = {"tenant", "base_url", "token_env", "token_file", "token", "keyring", "state_dir"}
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> ConfigFile:
+    """The config file named by ``--config``/``OMNEO_CONFIG``, else the default one if present."""
+    env = os.environ if env is None else env
+    value, _ = _pick(path, env, "OMNEO_CONFIG")
+    explicit = value is not None
+    target = Path(value).expanduser() if value else default_config_path()
+    if not target.exists():
+        if explicit:
+            raise ConfigError(f"The config file {target} does not exist")
+        return ConfigFile(target, {}, True)
+    try:
+        data = tomllib.loads(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the config file {target}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file {target} is not valid TOML: {exc}") from None
+    private = os.name == "nt" or (target.stat().st_mode & 0o077) == 0
+    return ConfigFile(target, data, private)
+
+
+def mask(secret: SecretStr) -> str:
+    """A token shown as ``****`` and, for long ones, its last four characters."""
+    value = secret.get_secret_value()
+    return "****" + value[-4:] if len(value) >= 16 else "****"
+
+
 def resolve_settings(
     *,
     tenant: str | None = None,
     base_url: str | None = None,
     token_file: Path | None = None,
     state_dir: Path | None = None,
+    profile: str | None = None,
+    config: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Settings from flags (the arguments) over environment variables over defaults.
+    """Settings from flags (the arguments) over environment variables over a config profile.
 
     Raises ``ConfigError`` (exit 2) with a hint when the tenant or the token is missing.
     """
     env = os.environ if env is None else env
     sources: dict[str, str] = {}
+    profile_name, profile_source = _pick(profile, env, "OMNEO_PROFILE")
+    conf = load_config(config, env)
+    if profile_name is None and isinstance(conf.data.get("default_profile"), str):
+        profile_name, profile_source = conf.data["default_profile"], f"{conf.path} default_profile"
+    table: Mapping[str, Any] = conf.profile(profile_name) if profile_name else {}
+    where = f"profile {profile_name}" if profile_name else ""
+    if profile_name:
+        sources["profile"] = f"{profile_name} ({profile_source})"
 
     state, sources["state_dir"] = resolve_state_dir(state_dir, env)
+    if sources["state_dir"] == "default" and table.get("state_dir"):
+        state, sources["state_dir"] = Path(str(table["state_dir"])).expanduser(), where
 
     url_value, url_source = _pick(base_url, env, "OMNEO_BASE_URL")
     tenant_value, tenant_source = _pick(tenant, env, "OMNEO_TENANT")
@@ -146,25 +224,78 @@ def resolve_settings(
         url, sources["base_url"] = normalize_base_url(url_value), url_source
     elif tenant_value:
         url, sources["base_url"] = tenant_base_url(tenant_value), tenant_source
+    elif table.get("base_url"):
+        url, sources["base_url"] = normalize_base_url(str(table["base_url"])), where
+    elif table.get("tenant"):
+        url, sources["base_url"] = tenant_base_url(str(table["tenant"])), where
     else:
         raise ConfigError(
             "No tenant given",
-            hint="Set OMNEO_TENANT=acme (or pass --tenant acme), or --base-url for a sandbox.",
+            hint="Set OMNEO_TENANT=acme (or pass --tenant acme, or --profile NAME from the"
+            " config file), or --base-url for a sandbox.",
         )
 
+    token, sources["token"] = _token(token_file, env, table, conf, profile_name)
+    return Settings(base_url=url, token=token, state_dir=state, sources=sources)
+
+
+def _token(
+    token_file: Path | None,
+    env: Mapping[str, str],
+    table: Mapping[str, Any],
+    conf: ConfigFile,
+    profile: str | None,
+) -> tuple[SecretStr, str]:
     file_value, file_source = _pick(
         str(token_file) if token_file is not None else None, env, "OMNEO_TOKEN_FILE"
     )
     if file_value and (token_file is not None or not env.get("OMNEO_TOKEN")):
-        token, sources["token"] = read_token_file(Path(file_value)), file_source
-    elif env.get("OMNEO_TOKEN", "").strip():
-        token, sources["token"] = SecretStr(env["OMNEO_TOKEN"].strip()), "env OMNEO_TOKEN"
-    else:
+        return read_token_file(Path(file_value).expanduser()), file_source
+    if env.get("OMNEO_TOKEN", "").strip():
+        return SecretStr(env["OMNEO_TOKEN"].strip()), "env OMNEO_TOKEN"
+    where = f"profile {profile}"
+    if table.get("token_env"):
+        name = str(table["token_env"])
+        if not env.get(name, "").strip():
+            raise ConfigError(
+                f"The {where} takes its token from ${name}, which is not set",
+                hint=f"export {name}=... (a token with update-profiles).",
+            )
+        return SecretStr(env[name].strip()), f"{where} (env {name})"
+    if table.get("token_file"):
+        path = Path(str(table["token_file"])).expanduser()
+        return read_token_file(path), f"{where} (file {path})"
+    if table.get("keyring"):
+        return _keyring_token(profile or "", table["keyring"]), f"{where} (keyring)"
+    if table.get("token"):
+        if not conf.private:
+            raise ConfigError(
+                f"{conf.path} holds a token in plain text but others can read it",
+                hint=f"chmod 600 {conf.path}, or use token_env / token_file / keyring instead.",
+            )
+        return SecretStr(str(table["token"]).strip()), f"{where} (config file)"
+    raise ConfigError(
+        "No API token given",
+        hint="Set OMNEO_TOKEN, or pass --token-file PATH (a token with update-profiles).",
+    )
+
+
+def _keyring_token(profile: str, setting: Any) -> SecretStr:
+    service = setting if isinstance(setting, str) else APP_NAME
+    try:
+        import keyring  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
         raise ConfigError(
-            "No API token given",
-            hint="Set OMNEO_TOKEN, or pass --token-file PATH (a token with update-profiles).",
+            "The profile asks for the system keyring, but the keyring library is not installed",
+            hint="pip install keyring, or use token_env / token_file.",
+        ) from None
+    value = keyring.get_password(service, profile)
+    if not value:
+        raise ConfigError(
+            f"No token in the keyring for service {service!r}, user {profile!r}",
+            hint=f"keyring set {service} {profile}",
         )
-    return Settings(base_url=url, token=token, state_dir=state, sources=sources)
+    return SecretStr(str(value))
 
 
 def _pick(flag: str | Path | None, env: Mapping[str, str], name: str) -> tuple[str | None, str]:
