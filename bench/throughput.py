@@ -1,0 +1,511 @@
+"""Throughput benchmark: ``omneo-status assign`` against the sequential script of the guide,
+under a rate limit, in CPU seconds and in peak memory.
+
+    uv run python bench/throughput.py            # rows 1-3 (about two minutes)
+    uv run python bench/throughput.py --quick    # smaller sizes, a smoke test (about 20 s)
+    uv run python bench/throughput.py --full     # adds row 4: a million-row dry run
+
+Every run gets a fresh ``omneo-status sandbox`` subprocess on a loopback port, seeded the
+same way (``--profiles N``), and the tool runs as its own process
+(``python -m omneo_status assign ...``) so that its CPU time and peak memory can be read from
+``os.wait4``. Request counts and 429s come from the sandbox's ``--log`` file. See
+``bench/README.md`` for the figures measured and what they mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import baseline
+
+TOKEN = "bench-token"
+HANDLE = "vip"
+_URL = re.compile(r"(http://127\.0\.0\.1:\d+/api)")
+
+# `omneo-status sandbox` with TCP_NODELAY on its listening socket (accepted sockets inherit
+# it). The shipped `_bind` creates the socket with proto 0, so asyncio's own `_set_nodelay`
+# (which checks `sock.proto == IPPROTO_TCP`) skips it, and uvicorn's two writes per answer
+# (head, then body) meet Nagle and the client's delayed ACK: about 40 ms added to every
+# answer on loopback. That would swamp the 20 ms of latency this benchmark simulates.
+_NODELAY_SANDBOX = """
+import socket, sys
+from omneo_status.sandbox import server
+from omneo_status.cli import main
+bind = server._bind
+def _bind(host, port):
+    sock = bind(host, port)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+server._bind = _bind
+sys.argv = ["omneo-status", "sandbox", *sys.argv[1:]]
+main()
+"""
+NAGLE_WORKAROUND = True
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A sandbox subprocess and where it listens."""
+
+    base_url: str
+    log: Path
+    process: subprocess.Popen[str]
+
+
+@contextmanager
+def sandbox(
+    workdir: Path,
+    *,
+    profiles: int,
+    latency_ms: float = 0.0,
+    rate_limit: int | None = None,
+    rate_window: float = 1.0,
+) -> Iterator[Served]:
+    """Serve a freshly seeded sandbox until the block ends."""
+    log = Path(tempfile.mkstemp(prefix="sandbox-", suffix=".jsonl", dir=workdir)[1])
+    launcher = ["-c", _NODELAY_SANDBOX] if NAGLE_WORKAROUND else ["-m", "omneo_status", "sandbox"]
+    command = [
+        sys.executable,
+        *launcher,
+        "--port",
+        "0",
+        "--profiles",
+        str(profiles),
+        "--token",
+        TOKEN,
+        "--latency-ms",
+        str(latency_ms),
+        "--log",
+        str(log),
+    ]
+    if rate_limit is not None:
+        command += ["--rate-limit", str(rate_limit), "--rate-window", str(rate_window)]
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    try:
+        base_url = _await_url(process)
+        yield Served(base_url, log, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _await_url(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = _URL.search(line)
+        if found:
+            return found.group(1)
+    raise RuntimeError(f"the sandbox exited ({process.wait()}) without printing its URL")
+
+
+@dataclass
+class LogStats:
+    """What the sandbox's request log says about one run."""
+
+    requests: int
+    throttled: int
+    first_at: float
+    last_at: float
+    times: list[float]
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled / self.requests if self.requests else 0.0
+
+    def rate_over_full_windows(self, window: float) -> float:
+        """Requests per second over the windows the server opened, the last (partial) one left
+        out: windows are rebuilt from arrival times the way the sandbox opens them."""
+        opened = self.times[0]
+        openings = [opened]
+        counts = [0]
+        for at in self.times:
+            if at >= opened + window:
+                opened = at
+                openings.append(at)
+                counts.append(0)
+            counts[-1] += 1
+        if len(openings) < 2:
+            return self.requests / max(self.last_at - self.first_at, 1e-9)
+        return sum(counts[:-1]) / (openings[-1] - openings[0])
+
+
+def read_log(path: Path) -> LogStats:
+    """Counts and times of every request in a sandbox log."""
+    times: list[float] = []
+    throttled = 0
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            entry = json.loads(line)
+            times.append(float(entry["at"]))
+            throttled += entry["status"] == 429
+    times.sort()
+    return LogStats(len(times), throttled, times[0], times[-1], times)
+
+
+# -- the tool ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolRun:
+    """One ``omneo-status`` process: its result and what it cost."""
+
+    seconds: float
+    cpu: float
+    max_rss_mb: float
+    exit_code: int
+    summary: dict[str, Any]
+    stderr: str
+
+
+def run_tool(
+    served: Served, workdir: Path, csv_path: Path, extra: Sequence[str], *, command: str = "assign"
+) -> ToolRun:
+    """Run ``omneo-status assign vip CSV`` as a child process and measure it."""
+    state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
+    out_path, err_path = state / "stdout.json", state / "stderr.txt"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OMNEO_")},
+        "OMNEO_TOKEN": TOKEN,
+        "OMNEO_STATE_DIR": str(state),
+    }
+    args = [sys.executable, "-m", "omneo_status", command, HANDLE, str(csv_path)]
+    args += ["--base-url", served.base_url, "--yes", "--json", "--quiet", *extra]
+    with out_path.open("w") as out, err_path.open("w") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+    text = out_path.read_text(encoding="utf-8")
+    summary: dict[str, Any] = json.loads(text) if text.strip() else {}
+    return ToolRun(
+        seconds=seconds,
+        cpu=usage.ru_utime + usage.ru_stime,
+        max_rss_mb=usage.ru_maxrss / 1024,
+        exit_code=process.returncode,
+        summary=summary,
+        stderr=err_path.read_text(encoding="utf-8"),
+    )
+
+
+def startup_cpu() -> float:
+    """CPU seconds of a tool process that only starts, imports and exits (``--help``)."""
+    started = resource_children()
+    subprocess.run(
+        [sys.executable, "-m", "omneo_status", "assign", "--help"],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return resource_children() - started
+
+
+def resource_children() -> float:
+    """User plus system CPU seconds of every child waited for so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_emails(path: Path, count: int, profiles: int, seed: int) -> Path:
+    """``count`` distinct addresses of generated customers, in a seeded random order."""
+    numbers = random.Random(seed).sample(range(1, profiles + 1), count)
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email\n")
+        handle.writelines(f"customer{n}@example.com\n" for n in numbers)
+    return path
+
+
+def write_sequential_emails(path: Path, count: int) -> Path:
+    """``customer1..count@example.com``, written without holding them in memory."""
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email\n")
+        for start in range(1, count + 1, 100_000):
+            stop = min(start + 100_000, count + 1)
+            handle.write("".join(f"customer{n}@example.com\n" for n in range(start, stop)))
+    return path
+
+
+def accounted(run: ToolRun, rows: int) -> None:
+    """Stop the benchmark if the tool failed or lost a row: its timing would mean nothing."""
+    counts = run.summary.get("counts", {})
+    if run.exit_code != 0 or sum(counts.values()) != rows:
+        raise SystemExit(
+            f"the tool exited {run.exit_code} with counts {counts} for {rows} rows:\n{run.stderr}"
+        )
+
+
+# -- the rows ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Rows of the printed result."""
+
+    lines: list[tuple[str, str, str, str]] = field(default_factory=list)
+    cpu_samples: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def add(self, what: str, measured: str, target: str, verdict: bool | None) -> None:
+        mark = "" if verdict is None else ("ok" if verdict else "MISSED")
+        self.lines.append((what, measured, target, mark))
+        print(f"  {what}: {measured}  [{target}] {mark}", file=sys.stderr, flush=True)
+
+    def render(self) -> str:
+        head = ("measurement", "measured", "target", "")
+        widths = [max(len(row[i]) for row in [head, *self.lines]) for i in range(4)]
+        rule = "  ".join("-" * w for w in widths)
+        out = [
+            "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)),
+            rule,
+        ]
+        out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in self.lines]
+        return "\n".join(line.rstrip() for line in out)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each row is."""
+
+    profiles: int
+    speed_rows: int
+    rate_rows: int
+    rate_limit: int
+    rate_window: float
+    memory_rows: int
+
+
+def speed_row(table: Table, work: Path, sizes: Sizes, args: argparse.Namespace) -> None:
+    """Row 1: the sequential script against the tool, at 20 ms of latency."""
+    latency = args.latency_ms
+    csv_path = write_emails(work / "speed.csv", sizes.speed_rows, sizes.profiles, args.seed)
+    print(f"row 1: {sizes.speed_rows} addresses at {latency:g} ms", file=sys.stderr)
+    with sandbox(work, profiles=sizes.profiles, latency_ms=latency) as served:
+        base = baseline.run(served.base_url, TOKEN, csv_path, HANDLE)
+    table.add(
+        f"1. sequential baseline, {sizes.speed_rows} addresses, {latency:g} ms",
+        f"{base.seconds:.1f} s ({base.requests} requests)",
+        "",
+        None,
+    )
+    variants: list[tuple[str, list[str], float]] = [
+        ("--lookup single (concurrency 8)", ["--lookup", "single"], 15.0),
+        (
+            f"--lookup single --concurrency {args.concurrency}",
+            ["--lookup", "single", "--concurrency", str(args.concurrency)],
+            15.0,
+        ),
+        ("--lookup auto (bulk, concurrency 8)", ["--lookup", "auto"], 15.0),
+    ]
+    for label, extra, target in variants:
+        with sandbox(work, profiles=sizes.profiles, latency_ms=latency) as served:
+            run = run_tool(served, work, csv_path, extra)
+            stats = read_log(served.log)
+        accounted(run, sizes.speed_rows)
+        ratio = base.seconds / run.seconds
+        table.add(
+            f"1. tool {label}",
+            f"{run.seconds:.2f} s, {ratio:.1f}x faster ({stats.requests} requests)",
+            f">= {target:g}x",
+            ratio >= target,
+        )
+        table.cpu_samples.append((label, run.cpu, sizes.speed_rows))
+
+
+def rate_row(table: Table, work: Path, sizes: Sizes, args: argparse.Namespace) -> None:
+    """Row 2: a rate-limited tenant, at no latency and at 20 ms, single lookups."""
+    limit, window = sizes.rate_limit, sizes.rate_window
+    csv_path = write_emails(work / "rate.csv", sizes.rate_rows, sizes.profiles, args.seed + 1)
+    cases: list[tuple[float, list[str]]] = [
+        (0.0, []),
+        (args.latency_ms, []),
+        (args.latency_ms, ["--concurrency", str(args.concurrency)]),
+    ]
+    for latency, extra in cases:
+        label = f"latency {latency:g} ms" + (f", concurrency {extra[-1]}" if extra else "")
+        print(f"row 2: {sizes.rate_rows} addresses, {label}", file=sys.stderr)
+        with sandbox(
+            work,
+            profiles=sizes.profiles,
+            latency_ms=latency,
+            rate_limit=limit,
+            rate_window=window,
+        ) as served:
+            run = run_tool(served, work, csv_path, ["--lookup", "single", *extra])
+            stats = read_log(served.log)
+        accounted(run, sizes.rate_rows)
+        rate = stats.rate_over_full_windows(window)
+        share = rate / (limit / window)
+        table.add(
+            f"2. {limit}/{window:g}s limit, {label}: rate",
+            f"{rate:.1f} req/s = {share:.1%} of the limit ({stats.requests} requests,"
+            f" {run.seconds:.1f} s)",
+            ">= 90%",
+            share >= 0.9,
+        )
+        table.add(
+            f"2. {limit}/{window:g}s limit, {label}: 429s",
+            f"{stats.throttled} = {stats.throttled_share:.2%}",
+            "< 2%",
+            stats.throttled_share < 0.02,
+        )
+        table.cpu_samples.append((f"rate limit, {label}", run.cpu, sizes.rate_rows))
+
+
+def max_rps_row(table: Table, work: Path, sizes: Sizes, args: argparse.Namespace) -> None:
+    """Row 2b: ``--max-rps`` keeps the tool under its cap on a tenant without a limit."""
+    cap = args.max_rps
+    count = min(sizes.rate_rows, int(cap * 10))
+    csv_path = write_emails(work / "cap.csv", count, sizes.profiles, args.seed + 2)
+    print(f"row 2b: {count} addresses, --max-rps {cap:g}", file=sys.stderr)
+    with sandbox(work, profiles=sizes.profiles, latency_ms=args.latency_ms) as served:
+        run = run_tool(served, work, csv_path, ["--lookup", "single", "--max-rps", str(cap)])
+        stats = read_log(served.log)
+    accounted(run, count)
+    worst = _busiest_second(stats.times)
+    rate = (stats.requests - 1) / (stats.last_at - stats.first_at)
+    table.add(
+        f"2b. --max-rps {cap:g}, {count} addresses",
+        f"{rate:.1f} req/s overall, at most {worst} in any 1 s",
+        f"<= {cap:g}",
+        rate <= cap and worst <= math.ceil(cap),
+    )
+
+
+def _busiest_second(times: list[float]) -> int:
+    busiest, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
+
+
+def cpu_row(table: Table, startup: float) -> None:
+    """Row 3: client CPU seconds per 1,000 addresses, from the runs above."""
+    for label, cpu, rows in table.cpu_samples:
+        per_k = cpu * 1000 / rows
+        net = (cpu - startup) * 1000 / rows
+        table.add(
+            f"3. CPU per 1,000 addresses, {label}",
+            f"{per_k:.3f} s ({net:.3f} s without the {startup:.2f} s start-up)",
+            "< 0.3 s",
+            per_k < 0.3,
+        )
+
+
+def memory_row(table: Table, work: Path, sizes: Sizes) -> None:
+    """Row 4: peak RSS of a bulk dry run over a very large file."""
+    rows = sizes.memory_rows
+    print(f"row 4: dry run over {rows} rows (this takes a while)", file=sys.stderr)
+    csv_path = write_sequential_emails(work / "memory.csv", rows)
+    with sandbox(work, profiles=rows) as served:
+        run = run_tool(served, work, csv_path, ["--dry-run", "--lookup", "bulk"])
+    accounted(run, rows)
+    table.add(
+        f"4. peak RSS, --dry-run over {rows:,} rows, bulk",
+        f"{run.max_rss_mb:.0f} MB ({run.seconds:.0f} s, {run.cpu:.0f} s CPU)",
+        "< 200 MB",
+        run.max_rss_mb < 200,
+    )
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """nproc, CPU model and Python version."""
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs, {model}, Python {platform.python_version()}"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke test")
+    parser.add_argument("--full", action="store_true", help="add row 4 (a million-row dry run)")
+    parser.add_argument(
+        "--rows",
+        default="1,2,3",
+        help="which rows to run, comma separated (1,2,2b,3,4; default 1,2,3; 4 with --full)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=32, help="the high-concurrency case")
+    parser.add_argument("--max-rps", type=float, default=50.0, help="the cap of row 2b")
+    parser.add_argument("--seed", type=int, default=0, help="which addresses, in which order")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--shipped-sandbox",
+        action="store_true",
+        help="serve the sandbox exactly as shipped (without TCP_NODELAY: ~40 ms per answer)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the selected rows and print the table on stdout."""
+    args = parse_args(argv)
+    global NAGLE_WORKAROUND
+    NAGLE_WORKAROUND = not args.shipped_sandbox
+    rows = set(args.rows.split(","))
+    if args.full:
+        rows.add("4")
+    sizes = (
+        Sizes(5_000, 500, 600, 100, 1.0, 50_000)
+        if args.quick
+        else Sizes(10_000, 2_000, 3_000, 100, 1.0, args.memory_rows)
+    )
+    table = Table()
+    print(f"machine: {machine()}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="omneo-bench-") as tmp:
+        work = Path(tmp)
+        if "1" in rows:
+            speed_row(table, work, sizes, args)
+        if "2" in rows:
+            rate_row(table, work, sizes, args)
+        if "2b" in rows:
+            max_rps_row(table, work, sizes, args)
+        if "3" in rows and table.cpu_samples:
+            cpu_row(table, startup_cpu())
+        if "4" in rows:
+            memory_row(table, work, sizes)
+    print(f"omneo-status throughput ({machine()})")
+    print(f"command: {' '.join(['bench/throughput.py', *sys.argv[1:]])}")
+    print()
+    print(table.render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Configuration: flag > environment > config profile > default, and every refusal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from omneo_status import cli
+from omneo_status.errors import ConfigError
+from omneo_status.settings import normalize_base_url, resolve_settings, tenant_base_url
+
+TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
+
+
+def test_tenant_gives_the_documented_url() -> None:
+    settings = resolve_settings(env={"OMNEO_TENANT": "acme", "OMNEO_TOKEN": TOKEN})
+    assert settings.base_url == "https://api.acme.getomneo.com/api"
+    assert settings.token.get_secret_value() == TOKEN
+    assert settings.sources["base_url"] == "env OMNEO_TENANT"
+    assert TOKEN not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://api.acme.getomneo.com/api", "https://api.acme.getomneo.com/api"),
+        ("https://api.acme.getomneo.com/api/", "https://api.acme.getomneo.com/api"),
+        ("https://api.acme.getomneo.com/api/v3", "https://api.acme.getomneo.com/api"),
+        ("https://api.acme.getomneo.com/api/v3/", "https://api.acme.getomneo.com/api"),
+        ("http://127.0.0.1:8765/api", "http://127.0.0.1:8765/api"),
+        ("http://localhost:8765/api/v3", "http://localhost:8765/api"),
+        ("http://[::1]:8765/api", "http://[::1]:8765/api"),
+    ],
+)
+def test_base_url_is_tidied(given: str, expected: str) -> None:
+    assert normalize_base_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.acme.getomneo.com/api",
+        "http://10.0.0.5/api",
+        "ftp://x/api",
+        "api.acme.com",
+        "https://user:pw@api.acme.getomneo.com/api",
+    ],
+)
+def test_unsafe_or_malformed_base_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        normalize_base_url(url)
+
+
+@pytest.mark.parametrize("tenant", ["evil.com/#", "a b", "acme.evil", "-acme", "", "x" * 64])
+def test_tenant_must_be_a_dns_label(tenant: str) -> None:
+    with pytest.raises(ConfigError, match="DNS label"):
+        tenant_base_url(tenant)
+
+
+def test_flags_beat_environment() -> None:
+    env = {"OMNEO_TENANT": "acme", "OMNEO_BASE_URL": "https://x.example/api", "OMNEO_TOKEN": TOKEN}
+    assert resolve_settings(env=env).base_url == "https://x.example/api"
+    assert resolve_settings(tenant="other", env=env).base_url == (
+        "https://api.other.getomneo.com/api"
+    )
+
+
+def test_token_file_beats_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  from-file-token\n")
+    settings = resolve_settings(tenant="acme", token_file=path, env={"OMNEO_TOKEN": TOKEN})
+    assert settings.token.get_secret_value() == "from-file-token"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [({"OMNEO_TOKEN": TOKEN}, "No tenant given"), ({"OMNEO_TENANT": "acme"}, "No API token")],
+)
+def test_missing_tenant_or_token(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve_settings(env=env)
+    assert caught.value.hint
+
+
+def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_profiles_from_the_config_file(tmp_path: Path) -> None:
+    conf = write_config(
+        tmp_path / "c.toml",
+        '[tenants.acme]\ntenant = "acme"\ntoken_env = "ACME_OMNEO_TOKEN"\n'
+        '[tenants.lab]\nbase_url = "http://127.0.0.1:9/api"\ntoken = "plain-token"\n',
+    )
+    acme = resolve_settings(profile="acme", config=conf, env={"ACME_OMNEO_TOKEN": TOKEN})
+    assert acme.base_url == "https://api.acme.getomneo.com/api"
+    assert acme.token.get_secret_value() == TOKEN
+    lab = resolve_settings(config=conf, env={"OMNEO_PROFILE": "lab"})
+    assert lab.base_url == "http://127.0.0.1:9/api"
+    assert lab.token.get_secret_value() == "plain-token"
+    # The environment still beats the file.
+    assert (
+        resolve_settings(
+            profile="acme", config=conf, env={"ACME_OMNEO_TOKEN": TOKEN, "OMNEO_TENANT": "zeta"}
+        ).base_url
+        == "https://api.zeta.getomneo.com/api"
+    )
+
+
+def test_plain_token_in_a_readable_file_is_refused(tmp_path: Path) -> None:
+    conf = write_config(
+        tmp_path / "c.toml", '[tenants.lab]\ntenant = "lab"\ntoken = "plain"\n', mode=0o644
+    )
+    with pytest.raises(ConfigError, match="plain text") as caught:
+        resolve_settings(profile="lab", config=conf, env={})
+    assert caught.value.hint and "chmod 600" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[tenants.acme\n", "not valid TOML"),
+        ('[tenants.acme]\ntenant = "acme"\ncolour = 1\n', "unknown keys"),
+        ('[tenants.other]\ntenant = "x"\n', "No profile 'acme'"),
+        ('[tenants.acme]\ntenant = "acme"\ntoken_env = "NOPE"\n', "NOPE"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    conf = write_config(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError, match=message):
+        resolve_settings(profile="acme", config=conf, env={})
+
+
+def test_default_profile_and_missing_explicit_file(tmp_path: Path) -> None:
+    conf = write_config(
+        tmp_path / "c.toml",
+        'default_profile = "acme"\n[tenants.acme]\ntenant = "acme"\ntoken_file = "%s"\n'
+        % (tmp_path / "t"),
+    )
+    (tmp_path / "t").write_text(TOKEN)
+    assert resolve_settings(config=conf, env={}).base_url.startswith("https://api.acme.")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_settings(config=tmp_path / "nope.toml", env={})
+
+
+def test_config_show_masks_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNEO_TENANT", "acme")
+    monkeypatch.setenv("OMNEO_TOKEN", TOKEN)
+    result = CliRunner().invoke(cli.app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    assert '"****1b0a"' in result.stdout
+    assert "env OMNEO_TENANT" in result.stdout
+
+
+def test_cli_missing_configuration_is_exit_2_with_a_hint() -> None:
+    result = CliRunner().invoke(cli.app, ["statuses"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: No tenant given")
+    assert "Hint:" in result.stderr
+
+
+def test_cli_refuses_plain_http_to_a_remote_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNEO_TOKEN", TOKEN)
+    result = CliRunner().invoke(cli.app, ["statuses", "--base-url", "http://example.com/api"])
+    assert result.exit_code == 2
+    assert "Refusing plain http://" in result.stderr
+
+
+def test_cli_bad_tenant_makes_no_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNEO_TOKEN", TOKEN)
+    result = CliRunner().invoke(cli.app, ["statuses", "--tenant", "evil.com/#"])
+    assert result.exit_code == 2
+    assert "DNS label" in result.stderr
