@@ -35,6 +35,7 @@ from omneo_status.job import (
     prepared_input,
     resume_job,
     run_job,
+    shown_state,
     undo_job,
 )
 from omneo_status.logfile import JsonLogReporter
@@ -577,8 +578,8 @@ def _execute(
         reporter = FanoutReporter(shown, log) if log is not None else FanoutReporter(shown)
 
         def confirm(preview: Preview) -> bool:
-            shown.live = False
-            return console.confirm_plan(preview, options.action.value, options.handles)
+            with shown.paused():
+                return console.confirm_plan(preview, options.action.value, options.handles)
 
         async def go() -> RunSummary:
             client = _client(
@@ -731,6 +732,7 @@ def runs(
         try:
             found = journal.runs(limit)
             counts = [journal.counts(run.run_id) for run in found]
+            states = [shown_state(state, run) for run in found]
         finally:
             journal.close()
     if json_out:
@@ -745,17 +747,17 @@ def runs(
                     "dry_run": run.dry_run,
                     "input": run.input_name,
                     "base_url": run.base_url,
-                    "state": run.state,
+                    "state": run_state,
                     "rows": run.rows,
                     "counts": {k: v for k, v in count.items() if k},
                     "report": run.report,
                     "undo_of": run.undo_of,
                 }
-                for run, count in zip(found, counts, strict=True)
+                for run, count, run_state in zip(found, counts, states, strict=True)
             ]
         )
     else:
-        console.render_runs(found, counts)
+        console.render_runs(found, counts, states)
 
 
 def _by_id_command(kind: str) -> Callable[..., None]:

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -102,13 +101,13 @@ class ConsoleReporter:
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description:<20}"),
                 BarColumn(bar_width=30),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}", justify="right"),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=self.console,
-                transient=False,
+                transient=True,
             )
             self._progress.start()
         try:
@@ -117,6 +116,19 @@ class ConsoleReporter:
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Take the live display down while a question is asked, then put it back."""
+        progress = self._progress
+        if progress is None:
+            yield
+            return
+        progress.stop()
+        try:
+            yield
+        finally:
+            progress.start()
 
     def start(self, step: Step, total: int | None = None) -> None:
         """Show a stage (again: a stage may be announced by every chunk that joins it)."""
@@ -128,8 +140,9 @@ class ConsoleReporter:
         self._done[step] = 0
         if self._progress is not None:
             self._tasks[step] = self._progress.add_task(
-                step.value, total=total if total else None, rate=""
+                step.value, total=total if total else None, rate="", count=""
             )
+            self._show_count(step)
         elif total:
             self.console.print(f"{step.value}: {total} rows")
 
@@ -141,12 +154,14 @@ class ConsoleReporter:
             self._progress.advance(task_id, amount)
             speed = self._progress.tasks[self._task_index(task_id)].speed
             self._progress.update(task_id, rate=f"{speed:,.0f}/s" if speed else "")
+            self._show_count(step)
 
     def extend(self, step: Step, amount: int) -> None:
         """A stage has more units than announced."""
         self._totals[step] = self._totals.get(step, 0) + amount
         if self._progress is not None and step in self._tasks:
             self._progress.update(self._tasks[step], total=self._totals[step])
+            self._show_count(step)
 
     def finish(self, step: Step) -> None:
         """A stage is over."""
@@ -155,8 +170,10 @@ class ConsoleReporter:
         self._finished.add(step)
         if self._progress is not None and step in self._tasks:
             task_id = self._tasks[step]
-            total = self._totals[step] or self._done.get(step, 0)
-            self._progress.update(task_id, total=total, completed=self._done.get(step, 0))
+            done = self._done.get(step, 0)
+            total = self._totals[step] or done or 1
+            self._progress.update(task_id, total=total, completed=done or total)
+            self._show_count(step)
         elif not self.live:
             done = self._done.get(step, 0)
             self.console.print(f"{step.value}: done" + (f" ({done})" if done else ""))
@@ -174,6 +191,12 @@ class ConsoleReporter:
         """A failed row, shown with ``--verbose`` (the report lists them all)."""
         if self.verbose:
             self.console.print(f"[red]line {line}[/] {escape(email)}: {escape(detail)}")
+
+    def _show_count(self, step: Step) -> None:
+        assert self._progress is not None
+        total, done = self._totals.get(step, 0), self._done.get(step, 0)
+        text = f"{done:,}/{total:,}" if total else (f"{done:,}" if done else "")
+        self._progress.update(self._tasks[step], count=text)
 
     def _task_index(self, task_id: TaskID) -> int:
         assert self._progress is not None
@@ -260,20 +283,26 @@ def render_batch(batch: Batch) -> None:
             )
 
 
-def render_runs(runs: Sequence[RunInfo], counts: Sequence[dict[str, int]]) -> None:
-    """Recent runs as a table."""
+def render_runs(
+    runs: Sequence[RunInfo], counts: Sequence[dict[str, int]], states: Sequence[str]
+) -> None:
+    """Recent runs as a table, newest first."""
     table = Table(show_header=True, header_style="bold")
-    for column in ("run id", "started", "action", "handles", "input", "state", "rows", "failed"):
-        table.add_column(column)
-    for run, count in zip(runs, counts, strict=True):
-        action = run.action.value + (" (dry run)" if run.dry_run else "")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("job")
+    table.add_column("input", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("rows", justify="right")
+    table.add_column("failed", justify="right")
+    for run, count, state in zip(runs, counts, states, strict=True):
+        job = f"{run.action.value} {','.join(run.handles)}" + (" (dry run)" if run.dry_run else "")
         table.add_row(
             run.run_id,
-            run.created_at,
-            action,
-            ",".join(run.handles),
+            run.created_at.replace("T", " ").rstrip("Z"),
+            escape(job),
             escape(run.input_name),
-            run.state,
+            state,
             str(run.rows),
             str(count.get(Outcome.FAILED.value, 0)),
         )

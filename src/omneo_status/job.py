@@ -203,6 +203,24 @@ def job_lock(state_dir: Path, key: str) -> Iterator[None]:
         lock.release()
 
 
+def is_running(state_dir: Path, info: RunInfo) -> bool:
+    """Whether a process still holds the run's job lock (a killed run's state says ``running``)."""
+    lock = filelock.FileLock(str(state_dir / "locks" / f"{info.job_key[:32]}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def shown_state(state_dir: Path, info: RunInfo) -> str:
+    """The run's state as a person should read it: a dead ``running`` run is ``interrupted``."""
+    if info.state in (RunState.RUNNING, RunState.LOADING) and not is_running(state_dir, info):
+        return RunState.INTERRUPTED
+    return info.state
+
+
 def open_journal(state_dir: Path) -> Journal:
     """The journal of runs in this state directory."""
     return Journal(state_dir / JOURNAL_FILE)
