@@ -143,8 +143,6 @@ class ConsoleReporter:
                 step.value, total=total if total else None, rate="", count=""
             )
             self._show_count(step)
-        elif total:
-            self.console.print(f"{step.value}: {total} rows")
 
     def advance(self, step: Step, amount: int = 1) -> None:
         """Move a stage on."""
@@ -176,7 +174,7 @@ class ConsoleReporter:
             self._show_count(step)
         elif not self.live:
             done = self._done.get(step, 0)
-            self.console.print(f"{step.value}: done" + (f" ({done})" if done else ""))
+            self.console.print(f"{step.value}: " + (f"{done:,} done" if done else "done"))
 
     def info(self, message: str) -> None:
         """A log line, shown with ``--verbose``."""

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +24,7 @@ import filelock
 
 from omneo_status.client import OmneoClient
 from omneo_status.errors import (
+    ApiError,
     ExitCode,
     Interrupted,
     LockedError,
@@ -334,7 +335,7 @@ async def undo_job(
             ctx.reporter.info(f"Run {original.run_id} is itself an undo; undoing it re-applies")
         action = Action.REMOVE if original.action is Action.ASSIGN else Action.ASSIGN
         done = Outcome.ASSIGNED if original.action is Action.ASSIGN else Outcome.REMOVED
-        options = RunOptions(**{**options.__dict__, "action": action, "handles": original.handles})
+        options = replace(options, action=action, handles=original.handles)
         key = hashlib.sha256(f"undo\n{original.run_id}\n{options.dry_run}".encode()).hexdigest()
         with job_lock(ctx.state_dir, key):
             latest = journal.latest_run(key)
@@ -389,14 +390,7 @@ def _check_target(info: RunInfo, base_url: str) -> None:
 
 
 def _options_of(info: RunInfo, options: RunOptions) -> RunOptions:
-    return RunOptions(
-        **{
-            **options.__dict__,
-            "action": info.action,
-            "handles": info.handles,
-            "dry_run": info.dry_run,
-        }
-    )
+    return replace(options, action=info.action, handles=info.handles, dry_run=info.dry_run)
 
 
 def _load_rows(journal: Journal, run_id: str, source: PreparedInput, reporter: Reporter) -> None:
@@ -452,9 +446,11 @@ async def _drive(
             hint=f"Resume with: omneo-status resume {info.run_id}",
         ) from None
     except OmneoStatusError as exc:
-        state = RunState.FAILED if exc.exit_code == ExitCode.FATAL else RunState.STOPPED
-        path = _stop(journal, info, report, state, exc.message)
-        if exc.exit_code == ExitCode.FATAL and exc.hint is None:
+        failed = isinstance(exc, ApiError)
+        path = _stop(
+            journal, info, report, RunState.FAILED if failed else RunState.STOPPED, exc.message
+        )
+        if failed and exc.hint is None:
             exc.hint = f"Re-run the same command (or `omneo-status resume {info.run_id}`) to go on."
         exc.message += f" (run {info.run_id}; report: {path})"
         raise
