@@ -19,6 +19,7 @@ from omneo_status import cli
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+POSIX_ONLY = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and file modes")
 
 
 @pytest.fixture

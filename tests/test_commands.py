@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from omneo_status import cli
 from omneo_status.sandbox import SandboxConfig, ServerThread, create_app, demo_tenant
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, POSIX_ONLY
 
 
 @pytest.fixture
@@ -91,6 +91,7 @@ def test_bad_token_is_exit_1_without_the_token(
     assert "wrong-token-1234567890" not in result.stderr + result.stdout
 
 
+@POSIX_ONLY
 def test_the_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     proc = subprocess.Popen(

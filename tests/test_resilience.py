@@ -19,7 +19,7 @@ import pytest
 from omneo_status.job import job_lock
 from omneo_status.sandbox import SandboxConfig, ServerThread, Tenant, create_app, generate_tenant
 
-from .conftest import EXAMPLES, Sandbox, report_rows, summary_of, write_csv
+from .conftest import EXAMPLES, POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
 
 EMAILS = str(EXAMPLES / "emails.csv")
 SECRET = "tok-7f3e9a1c5b2d8e4f6a0b"
@@ -136,6 +136,7 @@ def test_stall_timeout_gives_up_and_a_rerun_picks_the_batches_up(sandbox: Sandbo
     assert len(sandbox.writes()) == posts  # nothing sent twice
 
 
+@POSIX_ONLY
 def test_log_file_has_every_stage_and_failure(sandbox: Sandbox, tmp_path: Path) -> None:
     dan = sandbox.tenant.by_email("dan.lee@example.com")[0]
     sandbox.tenant.fail_profile_ids.add(dan.id)
@@ -229,7 +230,7 @@ def tool(
     state: Path,
     token: str = "sandbox-token",
     until: Callable[[], bool] | None = None,
-    sig: int = signal.SIGKILL,
+    sig: int = getattr(signal, "SIGKILL", 9),
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNEO_")}
     env.update(OMNEO_BASE_URL=base_url, OMNEO_TOKEN=token, OMNEO_STATE_DIR=str(state))
@@ -261,6 +262,7 @@ KILL_POINTS = {
 }
 
 
+@POSIX_ONLY
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
     point: str, served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
@@ -327,6 +329,7 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
     assert all(r.method != "PUT" for r in tenant.requests)
 
 
+@POSIX_ONLY
 def test_sigterm_saves_the_journal_and_exits_130(
     served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
 ) -> None:
@@ -348,7 +351,7 @@ def test_sigterm_saves_the_journal_and_exits_130(
         args,
         base_url=box.base_url,
         state=tmp_path / "s",
-        sig=signal.SIGTERM,
+        sig=getattr(signal, "SIGTERM", 15),
         until=lambda: count(tenant, lambda m, p: p == "/api/v3/profiles") >= 10,
     )
     assert stopped.returncode == 130, stopped.stderr
@@ -363,6 +366,7 @@ def test_sigterm_saves_the_journal_and_exits_130(
     assert doc["counts"]["assigned"] + doc["counts"]["already_had"] == 80
 
 
+@POSIX_ONLY
 def test_the_token_appears_in_no_output_even_at_debug(
     served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
 ) -> None:
