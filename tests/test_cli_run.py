@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from omneo_status import cli
 from omneo_status.sandbox import generate_tenant
@@ -416,15 +417,27 @@ def test_header_only_file_is_an_empty_run(sandbox: Sandbox, tmp_path: Path) -> N
     assert sandbox.writes() == []
 
 
-def test_confirmation_prompt_no_writes_nothing(
-    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_confirmation_prompt_no_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omneo_status.sandbox import ServerThread, create_app, demo_tenant
+
     monkeypatch.setattr(cli, "_interactive", lambda: True)
-    result = sandbox.invoke("assign", "vip", EMAILS, "--sandbox", input="n\n")
-    assert result.exit_code == 1
-    assert "nothing was written" in result.stderr
-    assert sandbox.writes() == []
-    again = sandbox.invoke("assign", "vip", EMAILS, "--sandbox", input="y\n")
+    tenant = demo_tenant()
+    runner = CliRunner()
+    with ServerThread(create_app(tenant)) as server:
+        monkeypatch.setenv("OMNEO_BASE_URL", server.base_url)
+        monkeypatch.setenv("OMNEO_TOKEN", "sandbox-token")
+        result = runner.invoke(cli.app, ["assign", "vip", EMAILS], input="n\n")
+        assert result.exit_code == 1
+        assert "nothing was written" in result.stderr
+        assert [r for r in tenant.requests if r.method != "GET"] == []
+        again = runner.invoke(cli.app, ["assign", "vip", EMAILS], input="y\n")
     assert again.exit_code == 0, again.stderr
-    assert "Plan" in again.stderr
-    assert sandbox.statuses("ava.nguyen@example.com") == ["vip"]
+    assert "Plan" in again.stderr and "Assign vip on 4 profile(s)?" in again.stderr
+    assert tenant.by_email("ava.nguyen@example.com")[0].statuses == ["vip"]
+
+
+def test_sandbox_rehearsals_do_not_ask(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    result = sandbox.invoke("assign", "vip", EMAILS, "--sandbox")
+    assert result.exit_code == 0
+    assert "Plan" not in result.stderr

@@ -157,30 +157,45 @@ def test_log_file_has_every_stage_and_failure(sandbox: Sandbox, tmp_path: Path) 
 # -- undo ------------------------------------------------------------------------------------
 
 
-def test_undo_restores_exactly_the_prior_state(sandbox: Sandbox) -> None:
-    before = {p.id: list(p.statuses) for p in sandbox.tenant.profiles.values()}
-    done = sandbox.run("assign", "vip,gold", EMAILS, "--json")
-    assert done.exit_code == 0
-    run_id = summary_of(done)["run_id"]
-    assert sandbox.statuses("dan.lee@example.com") == ["gold", "vip"]
-    preview = sandbox.run("undo", run_id, "--dry-run", "--json")
-    assert summary_of(preview)["counts"]["would_remove"] == 5
-    assert sandbox.statuses("dan.lee@example.com") == ["gold", "vip"]
-    undo = sandbox.run("undo", run_id, "--json")
-    assert undo.exit_code == 0, undo.stderr
-    doc = summary_of(undo)
+def test_undo_restores_exactly_the_prior_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from omneo_status import cli
+    from omneo_status.sandbox import demo_tenant
+
+    tenant = demo_tenant()
+    before = {p.id: list(p.statuses) for p in tenant.profiles.values()}
+    runner = CliRunner()
+    with ServerThread(create_app(tenant)) as server:
+        monkeypatch.setenv("OMNEO_BASE_URL", server.base_url)
+        monkeypatch.setenv("OMNEO_TOKEN", "sandbox-token")
+        done = runner.invoke(cli.app, ["assign", "vip,gold", EMAILS, "--yes", "--json"])
+        assert done.exit_code == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        dan = tenant.by_email("dan.lee@example.com")[0]
+        assert dan.statuses == ["gold", "vip"]
+        preview = runner.invoke(cli.app, ["undo", run_id, "--dry-run", "--json"])
+        assert json.loads(preview.stdout)["counts"]["would_remove"] == 5
+        assert dan.statuses == ["gold", "vip"]
+        undo = runner.invoke(cli.app, ["undo", run_id, "--yes", "--json"])
+        assert undo.exit_code == 0, undo.stderr
+        doc = json.loads(undo.stdout)
+        again = runner.invoke(cli.app, ["undo", run_id, "--yes", "--json"])
+        assert json.loads(again.stdout)["run_id"] == doc["run_id"]  # a finished undo is kept
     assert doc["action"] == "remove"
     assert doc["counts"]["removed"] == 5
-    after = {p.id: list(p.statuses) for p in sandbox.tenant.profiles.values()}
+    after = {p.id: list(p.statuses) for p in tenant.profiles.values()}
     assert after == before
     # Dan held gold before: only vip was taken back from him.
-    [delete] = [r for r in sandbox.writes() if r.method == "DELETE"]
-    dan = sandbox.tenant.by_email("dan.lee@example.com")[0].id
-    assert {i["profile_id"]: i["statuses"] for i in delete.body["profiles"]}[dan] == ["vip"]
+    [delete] = [r for r in tenant.requests if r.method == "DELETE"]
+    assert {i["profile_id"]: i["statuses"] for i in delete.body["profiles"]}[dan.id] == ["vip"]
 
 
-def test_undo_of_an_unknown_run_is_a_usage_error(sandbox: Sandbox) -> None:
-    result = sandbox.run("undo", "no-such-run")
+def test_undo_of_an_unknown_run_is_a_usage_error(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMNEO_TOKEN", "sandbox-token")
+    result = sandbox.invoke("undo", "no-such-run", "--base-url", "http://127.0.0.1:9/api")
     assert result.exit_code == 2
     assert "No run 'no-such-run'" in result.stderr
 

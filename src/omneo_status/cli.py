@@ -72,6 +72,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Examples:\n\n  omneo-status assign vip examples/emails.csv --sandbox\n\n"
+    "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status assign vip customers.csv --dry-run\n\n"
+    + EXIT_CODES_HELP,
 )
 
 _CONN = "Connection"
@@ -121,7 +124,7 @@ ProfileOpt = Annotated[
     str | None,
     typer.Option(
         "--profile",
-        help="A named tenant from the config file ([tenants.NAME]). Env: OMNEO_PROFILE.",
+        help="A named tenant from the config file (a \\[tenants.NAME] table). Env: OMNEO_PROFILE.",
         rich_help_panel=_CONN,
         show_default=False,
     ),
@@ -185,8 +188,10 @@ def _root(
 # -- the error boundary ----------------------------------------------------------------------
 
 
-def _fail(exc: OmneoStatusError) -> typer.Exit:
+def _fail(exc: OmneoStatusError, json_out: bool = False) -> typer.Exit:
     console.print_error(exc.message, exc.hint)
+    if json_out and not isinstance(exc, Interrupted):
+        console.print_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
     return typer.Exit(int(exc.exit_code))
 
 
@@ -207,13 +212,14 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @contextmanager
-def _boundary() -> Iterator[None]:
+def _boundary(json_out: bool = False) -> Iterator[None]:
+    """Turn the tool's errors into one line on stderr (and, with --json, a JSON document)."""
     try:
         yield
-    except OmneoStatusError as exc:
-        raise _fail(exc) from None
     except KeyboardInterrupt:
-        raise _fail(Interrupted("Interrupted")) from None
+        raise _fail(Interrupted("Interrupted"), json_out) from None
+    except OmneoStatusError as exc:
+        raise _fail(exc, json_out) from None
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -442,7 +448,7 @@ def _run_command(action: Action) -> Callable[..., None]:
             LookupMode,
             typer.Option(
                 "--lookup",
-                help="Email lookups: auto tries filter[email][in] and keeps"
+                help="Email lookups: auto tries filter\\[email]\\[in] and keeps"
                 " it only if the tenant honours it.",
                 rich_help_panel=_RUN,
             ),
@@ -488,7 +494,7 @@ def _run_command(action: Action) -> Callable[..., None]:
         config: ConfigOpt = None,
         state_dir: StateDirOpt = None,
     ) -> None:
-        with _boundary():
+        with _boundary(json_out):
             handles = _handles(handle)
             options = RunOptions(
                 action=action,
@@ -520,7 +526,8 @@ def _run_command(action: Action) -> Callable[..., None]:
                     settings,
                     options,
                     lambda ctx: run_job(ctx, options, source, report=report, fresh=fresh),
-                    ask=not (yes or dry_run) and _interactive(),
+                    # A rehearsal against the in-process sandbox changes nothing real.
+                    ask=not (yes or dry_run or sandbox) and _interactive(),
                     quiet=quiet or (json_out and not sys.stderr.isatty()),
                     verbose=verbose,
                     sandbox=sandbox,
@@ -779,14 +786,30 @@ def _by_id_command(kind: str) -> Callable[..., None]:
         verify: Annotated[
             int, typer.Option("--verify", min=0, help="Profiles to re-read at the end (0: off).")
         ] = 5,
-        poll_timeout: Annotated[float, typer.Option("--poll-timeout", min=0)] = 1800.0,
-        stall_timeout: Annotated[float, typer.Option("--stall-timeout", min=0)] = 600.0,
-        chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, max=500)] = 250,
-        concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 8,
+        poll_timeout: Annotated[
+            float, typer.Option("--poll-timeout", min=0, help="Seconds to wait for the batches.")
+        ] = 1800.0,
+        stall_timeout: Annotated[
+            float,
+            typer.Option(
+                "--stall-timeout",
+                min=0,
+                help="Give up on a batch that has not moved for this long.",
+            ),
+        ] = 600.0,
+        chunk_size: Annotated[
+            int, typer.Option("--chunk-size", min=1, max=500, help="Profiles per batch request.")
+        ] = 250,
+        concurrency: Annotated[
+            int, typer.Option("--concurrency", min=1, max=64, help="Requests in flight at once.")
+        ] = 8,
         max_rps: Annotated[
-            float | None, typer.Option("--max-rps", min=0.1, show_default=False)
+            float | None,
+            typer.Option("--max-rps", min=0.1, show_default=False, help="Cap requests per second."),
         ] = None,
-        max_retries: Annotated[int, typer.Option("--max-retries", min=0, max=20)] = 5,
+        max_retries: Annotated[
+            int, typer.Option("--max-retries", min=0, max=20, help="Retries of a failed request.")
+        ] = 5,
         report: Annotated[
             Path | None,
             typer.Option("--report", show_default=False, help="Write the per-row report here."),
@@ -798,7 +821,6 @@ def _by_id_command(kind: str) -> Callable[..., None]:
         json_out: JsonOpt = False,
         quiet: QuietOpt = False,
         verbose: VerboseOpt = 0,
-        sandbox: SandboxOpt = False,
         tenant: TenantOpt = None,
         base_url: BaseUrlOpt = None,
         token_file: TokenFileOpt = None,
@@ -806,13 +828,13 @@ def _by_id_command(kind: str) -> Callable[..., None]:
         config: ConfigOpt = None,
         state_dir: StateDirOpt = None,
     ) -> None:
-        with _boundary():
+        with _boundary(json_out):
             settings = _settings(
                 tenant=tenant,
                 base_url=base_url,
                 token_file=token_file,
                 state_dir=state_dir,
-                sandbox=sandbox,
+                sandbox=False,
                 profile=profile,
                 config=config,
             )
@@ -834,7 +856,7 @@ def _by_id_command(kind: str) -> Callable[..., None]:
                 ask=not (yes or dry_run) and _interactive(),
                 quiet=quiet or (json_out and not sys.stderr.isatty()),
                 verbose=verbose,
-                sandbox=sandbox,
+                sandbox=False,
                 log_file=log_file,
                 max_rps=max_rps,
                 max_retries=max_retries,
@@ -920,7 +942,7 @@ def sandbox(
     no_email_in_filter: Annotated[
         bool,
         typer.Option(
-            "--no-email-in-filter", help="Ignore filter[email][in], like a lenient server."
+            "--no-email-in-filter", help="Ignore filter\\[email]\\[in], like a lenient server."
         ),
     ] = False,
     no_batches: Annotated[

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -28,7 +29,7 @@ from omneo_status.errors import (
     Unreachable,
     ValidationFailed,
 )
-from omneo_status.governor import RateGovernor
+from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -40,7 +41,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When and how long to retry: connection errors, timeouts, 408, 429 and 5xx."""
+    """When and how long to retry: connection errors, timeouts, 408, 409, 425, 429, 500,
+    502, 503 and 504, honouring ``Retry-After`` when the answer gives one."""
 
     max_retries: int = 5
     """Retries after the first attempt; 0 disables retrying."""
@@ -223,6 +225,8 @@ class OmneoClient:
                 self.governor.observe(ticket, 0, {})
                 raise _Retryable(_transport_reason(exc)) from None
             wait = self.governor.observe(ticket, response.status_code, response.headers)
+        if wait is None and "retry-after" in response.headers:  # a 503 may say when, too
+            wait = parse_retry_after(response.headers["retry-after"], now_epoch=time.time())
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {response.status_code}", wait, response.status_code)
         return response

@@ -252,8 +252,6 @@ def render_summary(summary: RunSummary) -> None:
     out.print(f"Report: {escape(str(summary.report))}")
     for note in summary.notes:
         out.print(f"[yellow]{escape(note)}[/]")
-    if summary.already_finished:
-        out.print("[dim]Pass --fresh to run the job again from the start.[/]")
 
 
 def render_statuses(statuses: Sequence[StatusDefinition]) -> None:

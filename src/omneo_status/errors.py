@@ -15,7 +15,8 @@ class ExitCode(IntEnum):
     OK = 0
     """Finished, and no row failed (skips are not failures unless ``--strict``)."""
     FATAL = 1
-    """Fatal runtime error: API unreachable after retries, auth rejected, unreadable answer."""
+    """Fatal runtime error: API unreachable after retries, auth rejected, unreadable answer
+    (and a run cancelled at the prompt)."""
     USAGE = 2
     """Usage, configuration or input error (unknown handle included); nothing was written."""
     ROWS_FAILED = 3

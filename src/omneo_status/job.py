@@ -40,6 +40,7 @@ from omneo_status.report import ReportRow, write_report
 from omneo_status.run import SKIPPED, Confirm, Engine, RunOptions, Verification
 
 JOURNAL_FILE = "journal.sqlite"
+INVALID = Outcome.INVALID_EMAIL.value
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,11 @@ async def run_job(
                 if latest.state == RunState.FINISHED or (
                     latest.state == RunState.SENT and options.no_wait
                 ):
-                    return _summary(journal, latest, report, options, already_finished=True)
+                    done = _summary(journal, latest, report, options, already_finished=True)
+                    done.notes.append(
+                        "This job already finished; pass --fresh to run it again from the start."
+                    )
+                    return done
                 if latest.state in RunState.RESUMABLE:
                     ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state})")
                     return await _drive(ctx, journal, latest, options, report, resumed=True)
@@ -396,16 +401,17 @@ def _options_of(info: RunInfo, options: RunOptions) -> RunOptions:
 def _load_rows(journal: Journal, run_id: str, source: PreparedInput, reporter: Reporter) -> None:
     reporter.start(Step.READ, source.rows)
 
-    def classified() -> Iterator[tuple[int, str, str, str, str | None]]:
+    def classified() -> Iterator[tuple[int, str, str, str, str | None, str]]:
         with open_input(str(source.path)) as stream:
             _, records = read_rows(stream, name=source.name, column=source.column)
             for record in records:
                 email = normalize_email(record.email)
+                key = email_key(email)
                 if is_valid_email(email):
-                    yield record.line, record.email, email_key(email), Stage.LOOKUP, None
+                    yield record.line, record.email, key, Stage.LOOKUP, None, ""
                 else:
-                    invalid = Outcome.INVALID_EMAIL.value
-                    yield record.line, record.email, email_key(email), Stage.DONE, invalid
+                    why = "empty cell" if not email else "not a valid email address"
+                    yield record.line, record.email, key, Stage.DONE, INVALID, why
 
     count = journal.add_rows(run_id, classified())
     journal.mark_duplicates(run_id)

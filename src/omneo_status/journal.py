@@ -288,13 +288,15 @@ class Journal:
 
     # -- rows ------------------------------------------------------------------------------
 
-    def add_rows(self, run_id: str, rows: Iterable[tuple[int, str, str, str, str | None]]) -> int:
-        """Insert (line, email, key, stage, outcome) rows; returns how many."""
+    def add_rows(
+        self, run_id: str, rows: Iterable[tuple[int, str, str, str, str | None, str]]
+    ) -> int:
+        """Insert (line, email, key, stage, outcome, detail) rows; returns how many."""
         count = 0
         self._begin()
         batch: list[tuple[Any, ...]] = []
-        for line, email, key, stage, outcome in rows:
-            batch.append((run_id, line, email, key, stage, outcome))
+        for line, email, key, stage, outcome, detail in rows:
+            batch.append((run_id, line, email, key, stage, outcome, detail))
             if len(batch) >= 5000:
                 count += self._insert_rows(batch)
                 batch = []
@@ -304,8 +306,8 @@ class Journal:
 
     def _insert_rows(self, batch: list[tuple[Any, ...]]) -> int:
         self._db.executemany(
-            "INSERT INTO rows (run_id, line, email, email_key, stage, outcome)"
-            " VALUES (?,?,?,?,?,?)",
+            "INSERT INTO rows (run_id, line, email, email_key, stage, outcome, detail)"
+            " VALUES (?,?,?,?,?,?,?)",
             batch,
         )
         return len(batch)
@@ -332,10 +334,21 @@ class Journal:
     def mark_duplicates(self, run_id: str) -> int:
         """Give ``duplicate`` to every pending row whose key an earlier row already has."""
         self._begin()
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS firsts (email_key TEXT PRIMARY KEY, line INTEGER)"
+        )
+        self._db.execute("DELETE FROM firsts")
+        self._db.execute(
+            "INSERT INTO firsts SELECT email_key, MIN(line) FROM rows"
+            " WHERE run_id=? AND stage=? GROUP BY email_key",
+            (run_id, Stage.LOOKUP),
+        )
         cur = self._db.execute(
-            "UPDATE rows SET stage=?, outcome=? WHERE run_id=? AND stage=? AND line NOT IN"
-            " (SELECT MIN(line) FROM rows WHERE run_id=? AND stage=? GROUP BY email_key)",
-            (Stage.DONE, Outcome.DUPLICATE.value, run_id, Stage.LOOKUP, run_id, Stage.LOOKUP),
+            "UPDATE rows SET stage=?, outcome=?, detail='same address as line ' ||"
+            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)"
+            " WHERE run_id=? AND stage=? AND line >"
+            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)",
+            (Stage.DONE, Outcome.DUPLICATE.value, run_id, Stage.LOOKUP),
         )
         self.commit()
         return cur.rowcount
