@@ -127,23 +127,28 @@ class RateGovernor:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._line: deque[_Turn] = deque()
-        self._active = 0
+        self._in_flight: set[int] = set()
         self._answered = False
         self._next_start = 0.0
         self._blocked_until = 0.0
         self._successes = 0
         self._cut_after = 0
         self._seq = 0
-        # The server's current window, as far as the answers tell.
+        # What the answers tell about the tenant's limit and its windows.
         self._limit: int | None = None
         self._window: float | None = None
         self._window_from_429 = False
         self._margin = _MARGIN
+        self._opener_alone = False
+        self._opener_seq = 0
+        """The last request known to have opened a server window."""
+        self._opened_at: float | None = None
+        """When its answer came: the window opened no later than that."""
+        # The current window: which request opens it, when it ends, and how many hits it has.
+        self._window_seq = 1
         self._anchor: float | None = None
-        self._anchor_seq = 0
-        self._confirmed_seq = 0
-        self._used = 0
         self._end: float | None = None
+        self._used = 0
 
     @property
     def window(self) -> float | None:
@@ -162,7 +167,7 @@ class RateGovernor:
         try:
             yield ticket
         finally:
-            self._active -= 1
+            self._in_flight.discard(ticket.seq)
             self._notify()
 
     def observe(self, ticket: Ticket, status: int, headers: Mapping[str, str]) -> float | None:
@@ -176,7 +181,7 @@ class RateGovernor:
         if status == 429:
             wait = self._on_throttled(ticket, now, headers)
         elif 0 < status < 500:
-            self._on_answer(ticket, _int_header(headers, "x-ratelimit-remaining"))
+            self._on_answer(ticket, now, _int_header(headers, "x-ratelimit-remaining"))
             self._grow()
         self._notify()
         return wait
@@ -216,30 +221,32 @@ class RateGovernor:
             self._new_window()
         if now < self._blocked_until:
             return self._blocked_until - now
-        if self._active >= self.concurrency:
+        active = len(self._in_flight)
+        if active >= self.concurrency:
             return 0.0
-        if not self._answered and self._active > 0:
+        if not self._answered and active > 0:
             return 0.0  # the first answer tells whether there is a limit, and how big
         if self.max_rps and now < self._next_start:
             return self._next_start - now
         if self._limit is None:
             return None
-        if self._anchor is not None and self._confirmed_seq < self._anchor_seq:
+        if self._opener_alone and self._seq >= self._window_seq > self._opener_seq:
             return 0.0  # the window's first request goes alone until it shows the window opened
         if self._used < self._limit:
             return None
         if self._end is not None:
             return max(self._end - now, 1e-3)
-        if self._active > 0:
+        if active > 0:
             return 0.0
         return None  # the window's end is unknown: one request finds out (a 429 tells when)
 
     def _start(self, now: float) -> Ticket:
         self._seq += 1
-        self._active += 1
+        self._in_flight.add(self._seq)
         if self._limit is not None:
-            if self._anchor is None and self._window is not None:
-                self._anchor, self._anchor_seq = now, self._seq
+            if self._seq == self._window_seq and self._window is not None:
+                # Provisional until the answer shows that this request opened the window.
+                self._anchor = now
                 self._end = now + self._window + self._margin
             self._used += 1
         if self.max_rps:
@@ -255,40 +262,42 @@ class RateGovernor:
 
     def _new_window(self) -> None:
         """The estimated end of the window has passed: the next request opens a new one."""
+        self._window_seq = self._seq + 1
         self._anchor = None
         self._end = None
         self._used = 0
 
-    def _on_answer(self, ticket: Ticket, remaining: int | None) -> None:
+    def _on_answer(self, ticket: Ticket, now: float, remaining: int | None) -> None:
         if remaining is None or self._limit is None:
             return
         hits = self._limit - remaining
-        started_since = self._seq - ticket.seq
-        if hits == 1 and ticket.seq > self._confirmed_seq:
-            self._on_opener(ticket, started_since)
-        elif ticket.seq == self._anchor_seq and ticket.seq > self._confirmed_seq:
-            # The request meant to open a window was counted in the old one, which has not
-            # ended yet: our clock runs ahead of the server's. Wait a little longer next time.
-            self._margin = min(self._margin * 2, self._max_margin())
-            self._anchor_seq = self._confirmed_seq
-            self._used = max(self._used, hits + started_since)
-            self._end = self._clock() + self._margin
-        elif ticket.seq >= self._anchor_seq:
-            self._used = max(self._used, hits + started_since)
+        if hits == 1 and ticket.seq > self._opener_seq:
+            self._on_opener(ticket, now)
+        elif ticket.seq >= max(self._window_seq, self._opener_seq):
+            if self._opener_alone and ticket.seq == self._window_seq > self._opener_seq:
+                # The request meant to open a window was counted in the old one, which has
+                # not ended yet: our clock runs ahead of the server's.
+                self._margin = min(self._margin * 2, self._max_margin())
+                self._end = now + self._margin
+            self._used = max(self._used, hits)  # more than ours: others share the window
 
-    def _on_opener(self, ticket: Ticket, started_since: int) -> None:
-        """``ticket`` was the first hit of a server window: re-anchor the window on it."""
-        previous = self._anchor if self._confirmed_seq == self._anchor_seq else None
-        if previous is not None and ticket.sent_at > previous and not self._window_from_429:
+    def _on_opener(self, ticket: Ticket, now: float) -> None:
+        """``ticket`` was the first hit of a server window, which opened before ``now``."""
+        if self._opened_at is not None and not self._window_from_429:
             # Windows open at least one window apart: an upper bound until a 429 says more.
-            gap = ticket.sent_at - previous
+            gap = now - self._opened_at
             self._window = gap if self._window is None else min(self._window, gap)
-        if ticket.seq == self._anchor_seq:
+        if ticket.seq == self._window_seq:
             self._margin = max(_MIN_MARGIN, self._margin * 0.9)
-        self._anchor, self._anchor_seq = ticket.sent_at, ticket.seq
-        self._confirmed_seq = ticket.seq
-        self._used = 1 + started_since
-        self._end = None if self._window is None else ticket.sent_at + self._window + self._margin
+        if ticket.seq < self._window_seq or self._anchor is None:
+            # A window we did not see coming (a straggler opened it, or its length is not
+            # known yet): count every request that may have landed in it.
+            older = sum(1 for seq in self._in_flight if seq < ticket.seq)
+            self._used = 1 + (self._seq - ticket.seq) + older
+            self._window_seq = ticket.seq
+        self._opener_seq = ticket.seq
+        self._opened_at = self._anchor = now
+        self._end = None if self._window is None else now + self._window + self._margin
 
     def _on_throttled(self, ticket: Ticket, now: float, headers: Mapping[str, str]) -> float:
         self.stats.throttled += 1
@@ -301,13 +310,14 @@ class RateGovernor:
         if wait is None:
             until = now + (self._window if self._window is not None else 1.0)
         elif self._opened_early(ticket, wait):
-            # The request meant to open a window reached the server just before its window
-            # ended: our clock runs ahead of the server's. Try again a little later.
+            # A request of a new window reached the server before the old window ended: our
+            # clock runs ahead of the server's. Wait a little longer, and open windows with
+            # one request from now on, so that this costs one 429 and not a burst of them.
             self._margin = min(self._margin * 2, self._max_margin())
-            self._anchor_seq = self._confirmed_seq
+            self._opener_alone = True
             until = now + self._margin
         else:
-            until = self._window_end(ticket, wait)
+            until = self._window_end(ticket, now, wait)
         if self._limit is not None:
             self._used = max(self._used, self._limit)
         self._blocked_until = max(self._blocked_until, until)
@@ -316,33 +326,29 @@ class RateGovernor:
 
     def _opened_early(self, ticket: Ticket, wait: float) -> bool:
         return (
-            ticket.seq == self._anchor_seq
-            and ticket.seq > self._confirmed_seq
+            self._window is not None
+            and self._window_seq > self._opener_seq
+            and ticket.seq >= self._window_seq
             and wait <= 1.0
             and self._margin < self._max_margin()
         )
 
-    def _window_end(self, ticket: Ticket, wait: float) -> float:
+    def _window_end(self, ticket: Ticket, now: float, wait: float) -> float:
         """When the window that refused ``ticket`` ends, as a time to start again."""
-        sent = ticket.sent_at
         anchor = self._anchor
-        if (
-            anchor is None
-            or self._confirmed_seq != self._anchor_seq
-            or ticket.seq < self._anchor_seq
-        ):
-            return sent + wait + self._margin  # the server's word, from when it was asked
-        elapsed = sent - anchor
+        if anchor is None or ticket.seq < self._opener_seq or self._opener_seq < self._window_seq:
+            return now + wait + self._margin  # the server's word
+        elapsed = now - anchor
         if not self._window_from_429 and wait >= 1:
-            # Retry-After is whole seconds: with an integer window W opened at the anchor,
-            # W lies in (elapsed + wait - 1, elapsed + wait], which holds one integer.
+            # Retry-After is whole seconds: with an integer window W that opened when the
+            # anchor's answer came, W lies in (elapsed + wait - 1, elapsed + wait].
             self._window = float(max(1, math.ceil(elapsed + wait - 1 + 1e-6)))
             self._window_from_429 = True
         window = self._window
         if window is None or not (
             elapsed + wait - 1 - _TOLERANCE < window <= elapsed + wait + _TOLERANCE
         ):
-            return sent + wait + self._margin  # another client shares the window, or it moved
+            return now + wait + self._margin  # another client shares the window, or it moved
         return anchor + window + self._margin
 
     def _retry_after(self, headers: Mapping[str, str]) -> float | None:

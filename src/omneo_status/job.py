@@ -274,19 +274,14 @@ async def run_job(
     journal = open_journal(ctx.state_dir)
     try:
         with job_lock(ctx.state_dir, key):
-            latest = journal.latest_run(key)
-            if latest is not None and not fresh and not options.dry_run:
-                if latest.state == RunState.FINISHED or (
-                    latest.state == RunState.SENT and options.no_wait
-                ):
-                    done = _summary(journal, latest, report, options, already_finished=True)
-                    done.notes.append(
+            latest = None if fresh else journal.latest_run(key)
+            earlier = await _continue(ctx, journal, latest, options, report)
+            if earlier is not None:
+                if earlier.already_finished:
+                    earlier.notes.append(
                         "This job already finished; pass --fresh to run it again from the start."
                     )
-                    return done
-                if latest.state in RunState.RESUMABLE:
-                    ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state})")
-                    return await _drive(ctx, journal, latest, options, report, resumed=True)
+                return earlier
             await check_handles(ctx.client, options.handles, ctx.reporter)
             run_id = journal.create_run(
                 job_key=key,
@@ -343,12 +338,9 @@ async def undo_job(
         options = replace(options, action=action, handles=original.handles)
         key = hashlib.sha256(f"undo\n{original.run_id}\n{options.dry_run}".encode()).hexdigest()
         with job_lock(ctx.state_dir, key):
-            latest = journal.latest_run(key)
-            if latest is not None and not options.dry_run:
-                if latest.state == RunState.FINISHED:
-                    return _summary(journal, latest, report, options, already_finished=True)
-                if latest.state in RunState.RESUMABLE:
-                    return await _drive(ctx, journal, latest, options, report, resumed=True)
+            earlier = await _continue(ctx, journal, journal.latest_run(key), options, report)
+            if earlier is not None:
+                return earlier
             await check_handles(ctx.client, options.handles, ctx.reporter)
             new_id = journal.create_run(
                 job_key=key,
@@ -374,6 +366,27 @@ async def undo_job(
             return await _drive(ctx, journal, info, options, report, resumed=False, checked=True)
     finally:
         journal.close()
+
+
+async def _continue(
+    ctx: JobContext,
+    journal: Journal,
+    latest: RunInfo | None,
+    options: RunOptions,
+    report: Path | None,
+) -> RunSummary | None:
+    """The same job's earlier run, finished (its summary again) or resumed; None to start anew.
+
+    Dry runs are always made afresh: a preview must read the tenant as it is now.
+    """
+    if latest is None or options.dry_run:
+        return None
+    if latest.state == RunState.FINISHED or (latest.state == RunState.SENT and options.no_wait):
+        return _summary(journal, latest, report, options, already_finished=True)
+    if latest.state in RunState.RESUMABLE:
+        ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state})")
+        return await _drive(ctx, journal, latest, options, report, resumed=True)
+    return None
 
 
 def _find_run(journal: Journal, run_id: str) -> RunInfo:

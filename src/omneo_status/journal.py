@@ -73,6 +73,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 """
 
 
+_ROW_COLUMNS = "line, email, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
+
+
 class Stage:
     """Where a row is in its run (the ``rows.stage`` column)."""
 
@@ -355,27 +358,19 @@ class Journal:
 
     def rows_in_stage(self, run_id: str, stage: str, *, batch: int = 2000) -> Iterator[RowRecord]:
         """Rows in that stage, in input order; reads ahead in pages so memory stays small."""
-        last = -1
-        while True:
-            page = self._db.execute(
-                "SELECT line, email, stage, outcome, profile_id, held, send, chunk, batch_id,"
-                " detail FROM rows WHERE run_id=? AND stage=? AND line>? ORDER BY line LIMIT ?",
-                (run_id, stage, last, batch),
-            ).fetchall()
-            if not page:
-                return
-            for row in page:
-                yield _row_record(row)
-            last = page[-1][0]
+        return self._paged("run_id=? AND stage=?", (run_id, stage), batch)
 
     def all_rows(self, run_id: str, *, batch: int = 5000) -> Iterator[RowRecord]:
         """Every row of the run in input order."""
+        return self._paged("run_id=?", (run_id,), batch)
+
+    def _paged(self, where: str, params: tuple[Any, ...], batch: int) -> Iterator[RowRecord]:
+        # Keyset pages: rows may change stage while the caller walks them.
         last = -1
         while True:
             page = self._db.execute(
-                "SELECT line, email, stage, outcome, profile_id, held, send, chunk, batch_id,"
-                " detail FROM rows WHERE run_id=? AND line>? ORDER BY line LIMIT ?",
-                (run_id, last, batch),
+                f"SELECT {_ROW_COLUMNS} FROM rows WHERE {where} AND line>? ORDER BY line LIMIT ?",  # noqa: S608
+                (*params, last, batch),
             ).fetchall()
             if not page:
                 return
@@ -386,8 +381,7 @@ class Journal:
     def rows_of_chunk(self, run_id: str, chunk: int) -> list[RowRecord]:
         """The rows sent in one chunk."""
         cur = self._db.execute(
-            "SELECT line, email, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
-            " FROM rows WHERE run_id=? AND chunk=? ORDER BY line",
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND chunk=? ORDER BY line",  # noqa: S608
             (run_id, chunk),
         )
         return [_row_record(r) for r in cur.fetchall()]
@@ -469,8 +463,9 @@ class Journal:
     ) -> list[RowRecord]:
         """Rows with one of these outcomes, in input order."""
         marks = ",".join("?" for _ in outcomes)
-        columns = "line, email, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
-        sql = f"SELECT {columns} FROM rows WHERE run_id=? AND outcome IN ({marks}) ORDER BY line"  # noqa: S608
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND outcome IN ({marks}) ORDER BY line"  # noqa: S608
+        )
         params: list[Any] = [run_id, *(o.value for o in outcomes)]
         if limit is not None:
             sql += " LIMIT ?"

@@ -24,7 +24,7 @@ from omneo_status.errors import (
 )
 from omneo_status.events import Reporter, Step
 from omneo_status.inputs import lookup_forms, normalize_email, same_email
-from omneo_status.journal import ChunkRecord, ChunkState, Journal, RowRecord, Stage
+from omneo_status.journal import ChunkState, Journal, RowRecord, Stage
 from omneo_status.models import Action, Batch, BatchItem, Outcome, Profile
 
 ROW_LEVEL_ERRORS = (ValidationFailed, NotFoundError, BadResponse)
@@ -768,7 +768,6 @@ def _counts_complete(batch: Batch) -> bool:
 
 __all__ = [
     "Cancelled",
-    "ChunkRecord",
     "Confirm",
     "Engine",
     "EngineOutcome",
