@@ -181,8 +181,8 @@ class Engine:
             " reading their profiles back"
         )
         for chunk in posting:
-            for row in self.journal.rows_of_chunk(self.run_id, chunk.chunk):
-                profile = await self.client.get_profile(row.profile_id or "")
+            rows = self.journal.rows_of_chunk(self.run_id, chunk.chunk)
+            for row, profile in zip(rows, await self._read_profiles(rows), strict=True):
                 if profile is not None and self._applied(profile, row.send):
                     self.journal.settle(
                         self.run_id,
@@ -619,8 +619,7 @@ class Engine:
         waiting = list(rows)
         while waiting:
             still: list[RowRecord] = []
-            for row in waiting:
-                profile = await self.client.get_profile(row.profile_id or "")
+            for row, profile in zip(waiting, await self._read_profiles(waiting), strict=True):
                 if profile is None:
                     self.journal.settle_many(
                         self.run_id, [(row.line, Outcome.FAILED, batch_id, "profile not found")]
@@ -683,8 +682,7 @@ class Engine:
         sample = candidates[::step][:wanted]
         self.reporter.start(Step.VERIFY, len(sample))
         check = self._result.verification
-        for row in sample:
-            profile = await self.client.get_profile(row.profile_id or "")
+        for row, profile in zip(sample, await self._read_profiles(sample), strict=True):
             check.checked += 1
             problem = self._verify_problem(row, profile)
             if problem is None:
@@ -715,6 +713,12 @@ class Engine:
         return None
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _read_profiles(self, rows: Sequence[RowRecord]) -> list[Profile | None]:
+        """Each row's profile as it is now, read concurrently (the governor bounds how much)."""
+        return list(
+            await asyncio.gather(*(self.client.get_profile(row.profile_id or "") for row in rows))
+        )
 
     def _applied(self, profile: Profile, send: Sequence[str]) -> bool:
         held = set(profile.statuses)
