@@ -56,7 +56,7 @@ def run(base_url: str, token: str, path: Path, handle: str) -> BaselineResult:
             response.raise_for_status()
             return response.json()
 
-        page, handles = 1, set()
+        page, handles = 1, set[str]()
         while True:
             body = call("GET", "/statuses", params={"page[size]": 100, "page[number]": page})
             handles.update(status["handle"] for status in body["data"])

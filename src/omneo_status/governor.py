@@ -4,23 +4,26 @@ Omneo is a Laravel application, whose throttle counts hits in a fixed window tha
 the first hit after the previous one expired, and reports ``X-RateLimit-Limit`` and
 ``X-RateLimit-Remaining`` on every answer (``Retry-After`` and ``X-RateLimit-Reset`` on a 429).
 
-The governor follows the server's windows rather than probing for the limit with 429s:
+The governor follows the server's windows instead of learning the limit from 429s:
 
-- Every request gets a sequence number and its start time. An answer whose
-  ``X-RateLimit-Remaining`` says it was the first hit of a window marks its request as that
-  window's opener: the window opened when that request was sent (the latency to the server is
-  the same for the requests that follow, so it cancels out). The hits of the current window
-  are then the opener's count plus every request started since.
-- Once the limit is used up, requests wait for the window to end. Its length is learned from
-  the first 429 (``Retry-After`` is whole seconds, so with the opener's time it pins down an
-  integer window) and, failing that, bounded by the time between openers. The first request of
-  a new window goes alone, after a small margin, and the rest follow once its answer shows the
-  window really opened, so a clock that disagrees costs one 429, not a burst of them.
-- A 429 is still honoured as told (the window may be shared with other clients of the token),
-  and halves the concurrency once per burst; it grows back by one for every run of successes
-  as long as the concurrency.
-- ``max_rps`` spaces the starts evenly. Requests wait in line: the first to ask is the first
-  to go, so a batch write is not starved by lookups that keep the slots busy.
+- The first request goes alone: its answer tells whether there is a limit, and how big.
+- An answer whose ``X-RateLimit-Remaining`` shows it was the first hit of a window dates the
+  window's opening (no later than that answer). Every request started since counts in that
+  window; an answer showing more hits than that (another client of the token) raises the count.
+- When the count reaches the limit, requests wait for the window to end. Its length is learned
+  from the first 429: ``Retry-After`` is whole seconds, so, measured from the opening, it pins
+  down a whole-second window (all Laravel has); until then the time between two openings bounds
+  it. The end is taken a small margin after opening + length: late rather than early, so the
+  next request opens a new window instead of meeting a 429.
+- A new window's first request goes alone; the rest follow once its answer shows that the
+  window opened. If it meets a 429 instead, or is counted in the old window, that window ends
+  later than estimated: the margin doubles and the request goes again shortly, so a miss
+  costs one 429 rather than a burst of them.
+- Any other 429 is honoured as told (the window may be shared with other clients of the
+  token). A 429 halves the concurrency, once per burst; it grows back by one for every run of
+  successes as long as the concurrency.
+- ``max_rps`` spaces the starts evenly. Requests wait in line, first come first served, so a
+  batch write is not starved by lookups that keep every slot busy.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from email.utils import parsedate_to_datetime
 Sleep = Callable[[float], Awaitable[None]]
 
 _MARGIN = 0.02
-"""Seconds waited past an estimated window end at first, for clocks that disagree a little."""
+"""Seconds waited past an estimated window end at first; it shrinks to _MIN_MARGIN while the
+estimates hold and doubles (up to _MAX_MARGIN, or an eighth of the window) when one misses."""
 _MIN_MARGIN = 0.01
 _MAX_MARGIN = 0.25
 _TOLERANCE = 0.05
@@ -65,7 +69,6 @@ class GovernorStats:
 class Ticket:
     """Handed to a request when it may start; given back with its answer."""
 
-    sent_at: float
     seq: int
     """The request's place among every request this governor started (1-based)."""
 
@@ -139,7 +142,6 @@ class RateGovernor:
         self._window: float | None = None
         self._window_from_429 = False
         self._margin = _MARGIN
-        self._opener_alone = False
         self._opener_seq = 0
         """The last request known to have opened a server window."""
         self._opened_at: float | None = None
@@ -230,8 +232,13 @@ class RateGovernor:
             return self._next_start - now
         if self._limit is None:
             return None
-        if self._opener_alone and self._seq >= self._window_seq > self._opener_seq:
-            return 0.0  # the window's first request goes alone until it shows the window opened
+        if self._seq >= self._window_seq > self._opener_seq and self._anchor is not None:
+            # The window's first request goes alone until it shows that the window opened;
+            # if it came back counted in the old window, wait for that one to end.
+            if active > 0:
+                return 0.0
+            if self._end is not None:
+                return max(self._end - now, 1e-3)
         if self._used < self._limit:
             return None
         if self._end is not None:
@@ -256,7 +263,7 @@ class RateGovernor:
         if stats.started_at is None:
             stats.started_at = now
         stats.last_at = now
-        return Ticket(sent_at=now, seq=self._seq)
+        return Ticket(seq=self._seq)
 
     # -- learning from answers -------------------------------------------------------------
 
@@ -274,7 +281,7 @@ class RateGovernor:
         if hits == 1 and ticket.seq > self._opener_seq:
             self._on_opener(ticket, now)
         elif ticket.seq >= max(self._window_seq, self._opener_seq):
-            if self._opener_alone and ticket.seq == self._window_seq > self._opener_seq:
+            if ticket.seq == self._window_seq > self._opener_seq and self._anchor is not None:
                 # The request meant to open a window was counted in the old one, which has
                 # not ended yet: our clock runs ahead of the server's.
                 self._margin = min(self._margin * 2, self._max_margin())
@@ -310,11 +317,9 @@ class RateGovernor:
         if wait is None:
             until = now + (self._window if self._window is not None else 1.0)
         elif self._opened_early(ticket, wait):
-            # A request of a new window reached the server before the old window ended: our
-            # clock runs ahead of the server's. Wait a little longer, and open windows with
-            # one request from now on, so that this costs one 429 and not a burst of them.
+            # The request meant to open a new window reached the server before the old one
+            # ended: our estimate runs ahead of the server's clock. Wait a little longer.
             self._margin = min(self._margin * 2, self._max_margin())
-            self._opener_alone = True
             until = now + self._margin
         else:
             until = self._window_end(ticket, now, wait)

@@ -1,0 +1,558 @@
+"""The rate governor: windows followed, 429s honoured, concurrency cut and regrown, max-rps
+spacing, first come first served, and whole runs through the CLI at several concurrencies.
+
+Time is virtual: the sandbox, the client and the governor share an :class:`AutojumpClock`,
+which moves only when every task is waiting for it, to the earliest wake-up. Latency is
+simulated on the same clock by :class:`LatencyTransport`, so no test sleeps for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.governor import RateGovernor, Ticket, parse_retry_after
+from omneo_status.sandbox import (
+    RecordedRequest,
+    SandboxConfig,
+    Tenant,
+    create_app,
+    generate_tenant,
+)
+
+from .conftest import Sandbox, summary_of, write_csv
+
+T = TypeVar("T")
+TOKEN = "sandbox-token"
+
+
+class AutojumpClock:
+    """Virtual time that jumps to the earliest sleeper once nothing else can run."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), future))
+        await future
+
+    def run(self, main: Callable[[], Awaitable[T]]) -> T:
+        return asyncio.run(self._drive(main))
+
+    async def _drive(self, main: Callable[[], Awaitable[T]]) -> T:
+        task = asyncio.ensure_future(main())
+        loop = asyncio.get_running_loop()
+        while not task.done():
+            await self._settle(loop)
+            if task.done():
+                break
+            while self._sleepers and self._sleepers[0][2].cancelled():
+                heapq.heappop(self._sleepers)
+            if not self._sleepers:
+                await asyncio.sleep(0)
+                continue
+            wake, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            future.set_result(None)
+        return task.result()
+
+    @staticmethod
+    async def _settle(loop: asyncio.AbstractEventLoop) -> None:
+        """Run until every task waits (the loop's ready queue stays empty)."""
+        for _ in range(10_000):
+            await asyncio.sleep(0)
+            if not getattr(loop, "_ready", ()):
+                await asyncio.sleep(0)
+                if not getattr(loop, "_ready", ()):
+                    return
+
+
+class LatencyTransport(httpx.AsyncBaseTransport):
+    """The sandbox in-process, with virtual one-way latency (and seeded jitter) each way."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, clock: AutojumpClock, latency: float, seed: int
+    ) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.latency = latency
+        self.rng = random.Random(seed)
+
+    def _delay(self) -> float:
+        return self.latency * (0.5 + self.rng.random()) if self.latency else 0.0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self.clock.sleep(self._delay())
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        await self.clock.sleep(self._delay())
+        return response
+
+
+def sandboxed_client(
+    tenant: Tenant,
+    clock: AutojumpClock,
+    *,
+    rate_limit: int | None,
+    rate_window: float = 1.0,
+    latency: float = 0.0,
+    concurrency: int = 8,
+    max_rps: float | None = None,
+    seed: int = 0,
+) -> OmneoClient:
+    config = SandboxConfig(
+        rate_limit=rate_limit,
+        rate_window=rate_window,
+        clock=clock.monotonic,
+        wall_clock=clock.wall,
+    )
+    transport = LatencyTransport(
+        httpx.ASGITransport(app=create_app(tenant, config)), clock, latency, seed
+    )
+    governor = RateGovernor(
+        concurrency=concurrency,
+        max_rps=max_rps,
+        clock=clock.monotonic,
+        wall_clock=clock.wall,
+        sleep=clock.sleep,
+    )
+    return OmneoClient(
+        "http://sandbox.test/api",
+        SecretStr(TOKEN),
+        transport=transport,
+        governor=governor,
+        retry=RetryPolicy(max_retries=8, max_total_wait=3600),
+        sleep=clock.sleep,
+        rng=random.Random(seed),
+    )
+
+
+async def look_up_all(client: OmneoClient, emails: Sequence[str], workers: int) -> int:
+    """Look every email up with ``workers`` concurrent tasks; returns how many were found."""
+    queue = list(reversed(emails))
+    found = 0
+
+    async def worker() -> None:
+        nonlocal found
+        while queue:
+            page = await client.profiles_page({"filter[email]": queue.pop()})
+            found += len(page.profiles)
+
+    async with client:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return found
+
+
+def server_windows(
+    requests: Sequence[RecordedRequest], window: float
+) -> list[list[RecordedRequest]]:
+    """The requests grouped as the sandbox's limiter counts them (by arrival time)."""
+    windows: list[list[RecordedRequest]] = []
+    opened = 0.0
+    for request in sorted(requests, key=lambda r: r.at):
+        if not windows or request.at >= opened + window:
+            opened = request.at
+            windows.append([])
+        windows[-1].append(request)
+    return windows
+
+
+# -- following the windows -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "window", "latency", "concurrency", "seed"),
+    [
+        (10, 1.0, 0.0, 8, 0),
+        (10, 1.0, 0.02, 8, 1),
+        (10, 1.0, 0.02, 8, 2),
+        (25, 2.0, 0.05, 16, 3),
+        (5, 1.0, 0.01, 64, 4),
+        (12, 3.0, 0.1, 4, 5),
+        (40, 1.0, 0.005, 32, 6),
+    ],
+)
+def test_no_window_after_the_first_exceeds_the_limit(
+    limit: int, window: float, latency: float, concurrency: int, seed: int
+) -> None:
+    clock = AutojumpClock()
+    tenant = generate_tenant(300)
+    emails = [f"customer{n}@example.com" for n in random.Random(seed).sample(range(1, 301), 150)]
+    client = sandboxed_client(
+        tenant,
+        clock,
+        rate_limit=limit,
+        rate_window=window,
+        latency=latency,
+        concurrency=concurrency,
+        seed=seed,
+    )
+
+    found = clock.run(lambda: look_up_all(client, emails, concurrency))
+
+    assert found == len(emails)
+    windows = server_windows(tenant.requests, window)
+    assert len(windows) >= len(emails) // limit
+    assert [len(hits) for hits in windows[1:] if len(hits) > limit] == []
+    throttled = [r for r in tenant.requests if r.status == 429]
+    assert len(throttled) <= 1  # the one request that finds out how long a window is
+    assert client.governor.stats.throttled == len(throttled)
+    assert client.governor.window == window
+    assert client.governor.limit == limit
+
+
+def test_the_limit_is_used_not_just_respected() -> None:
+    """Each full window carries (nearly) the whole limit: the governor does not idle."""
+    clock = AutojumpClock()
+    tenant = generate_tenant(300)
+    emails = [f"customer{n}@example.com" for n in range(1, 201)]
+    client = sandboxed_client(tenant, clock, rate_limit=20, latency=0.01)
+
+    clock.run(lambda: look_up_all(client, emails, 8))
+
+    full = server_windows(tenant.requests, 1.0)[:-1]
+    assert all(len(hits) >= 19 for hits in full), [len(hits) for hits in full]
+
+
+def test_max_rps_caps_the_rate_below_the_limit() -> None:
+    clock = AutojumpClock()
+    tenant = generate_tenant(100)
+    emails = [f"customer{n}@example.com" for n in range(1, 61)]
+    client = sandboxed_client(tenant, clock, rate_limit=50, max_rps=10)
+
+    clock.run(lambda: look_up_all(client, emails, 8))
+
+    times = sorted(r.at for r in tenant.requests)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.1 - 1e-6  # the wall clock of the log is a float near 1.8e9
+    assert all(r.status == 200 for r in tenant.requests)
+
+
+# -- 429s ------------------------------------------------------------------------------------
+
+
+def test_no_request_reaches_the_server_before_a_429s_reset() -> None:
+    clock = AutojumpClock()
+    tenant = generate_tenant(100)
+    emails = [f"customer{n}@example.com" for n in range(1, 81)]
+    client = sandboxed_client(tenant, clock, rate_limit=10, rate_window=2.0, latency=0.02)
+
+    clock.run(lambda: look_up_all(client, emails, 8))
+
+    ordered = sorted(tenant.requests, key=lambda r: r.at)
+    refused = [i for i, r in enumerate(ordered) if r.status == 429]
+    assert refused
+    windows = server_windows(ordered, 2.0)
+    for index in refused:
+        opened = next(w[0].at for w in windows if ordered[index] in w)
+        later = ordered[index + 1 :]
+        assert all(r.at >= opened + 2.0 for r in later)
+
+
+def scripted(*answers: tuple[int, dict[str, str]]) -> Callable[[httpx.Request], httpx.Response]:
+    replies = iter(answers)
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        status, headers = next(replies)
+        return httpx.Response(status, headers=headers, json={"data": []})
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["7", format_datetime(datetime.fromtimestamp(1_800_001_007.0, UTC), usegmt=True)],
+)
+def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> None:
+    clock = AutojumpClock()
+    governor = RateGovernor(clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep)
+    sent: list[float] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.now)
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": retry_after}, json={})
+        return httpx.Response(200, json={"data": []})
+
+    client = OmneoClient(
+        "http://api.test/api",
+        SecretStr(TOKEN),
+        transport=httpx.MockTransport(reply),
+        governor=governor,
+        sleep=clock.sleep,
+    )
+
+    async def main() -> None:
+        async with client:
+            await client.profiles_page({"filter[email]": "a@example.com"})
+
+    clock.run(main)
+    assert sent[0] == 1000.0
+    assert sent[1] >= 1007.0
+    assert governor.stats.throttled == 1
+
+
+def test_a_throttled_governor_holds_every_request_until_the_reset() -> None:
+    clock = AutojumpClock()
+    governor = RateGovernor(
+        concurrency=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+    )
+    starts: list[float] = []
+
+    async def request(status: int, headers: dict[str, str]) -> float | None:
+        async with governor.slot() as ticket:
+            starts.append(clock.now)
+            return governor.observe(ticket, status, headers)
+
+    async def main() -> None:
+        wait = await request(429, {"retry-after": "3"})
+        assert wait is not None and wait >= 3.0
+        await asyncio.gather(*(request(200, {}) for _ in range(5)))
+
+    clock.run(main)
+    assert starts[0] == 1000.0
+    assert min(starts[1:]) >= 1003.0
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def ticket_of(governor: RateGovernor) -> Ticket:
+    """Start one request and leave it in flight."""
+
+    async def take() -> Ticket:
+        context = governor.slot()
+        return await context.__aenter__()
+
+    return asyncio.run(take())
+
+
+def test_concurrency_is_halved_once_per_burst_and_grows_back() -> None:
+    governor = RateGovernor(concurrency=8)
+    burst = [ticket_of(governor) for _ in range(3)]
+    for ticket in burst:
+        governor.observe(ticket, 429, {"retry-after": "0"})
+    assert governor.concurrency == 4  # three 429s of one burst: one cut
+
+    governor.observe(ticket_of(governor), 429, {"retry-after": "0"})
+    assert governor.concurrency == 2  # a 429 of a later request: another cut
+
+    for _ in range(100):
+        governor.observe(ticket_of(governor), 200, {})
+    assert governor.concurrency == 8
+    assert governor.stats.concurrency_history[:2] == [4, 2]
+    assert governor.stats.concurrency_history[-1] == 8
+
+
+def test_no_more_requests_in_flight_than_the_concurrency() -> None:
+    clock = AutojumpClock()
+    governor = RateGovernor(
+        concurrency=3, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+    )
+    active = peak = 0
+
+    async def request() -> None:
+        nonlocal active, peak
+        async with governor.slot() as ticket:
+            active += 1
+            peak = max(peak, active)
+            await clock.sleep(0.1)
+            active -= 1
+            governor.observe(ticket, 200, {})
+
+    clock.run(lambda: asyncio.gather(*(request() for _ in range(20))))
+    assert peak == 3
+    assert governor.stats.requests == 20
+
+
+def test_waiting_requests_go_first_come_first_served() -> None:
+    clock = AutojumpClock()
+    governor = RateGovernor(
+        concurrency=1, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+    )
+    order: list[str] = []
+
+    async def request(name: str, hold: float) -> None:
+        async with governor.slot() as ticket:
+            order.append(name)
+            await clock.sleep(hold)
+            governor.observe(ticket, 200, {})
+
+    async def hog() -> None:
+        for i in range(3):  # comes back at once each time: must not jump the line
+            await request(f"hog{i}", 0.1)
+
+    async def main() -> None:
+        await request("first", 0.0)
+        await asyncio.gather(hog(), request("batch", 0.1))
+
+    clock.run(main)
+    assert order == ["first", "hog0", "batch", "hog1", "hog2"]
+
+
+def test_max_rps_spaces_the_starts() -> None:
+    clock = AutojumpClock()
+    governor = RateGovernor(
+        concurrency=8, max_rps=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+    )
+    starts: list[float] = []
+
+    async def request() -> None:
+        async with governor.slot() as ticket:
+            starts.append(clock.now)
+            governor.observe(ticket, 200, {})
+
+    clock.run(lambda: asyncio.gather(*(request() for _ in range(12))))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) == pytest.approx(0.25)
+    assert governor.stats.rate() == pytest.approx(12 / 2.75)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        RateGovernor(concurrency=0)
+    with pytest.raises(ValueError, match="max_rps"):
+        RateGovernor(max_rps=0)
+
+
+# -- parse_retry_after -----------------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5", 5.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        (format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True), 30.0),
+        (format_datetime(datetime.fromtimestamp(NOW - 30, UTC), usegmt=True), 0.0),
+        ("Fri, 31 Dec 2027 23:59:59 GMT", datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | datetime | None) -> None:
+    if isinstance(expected, datetime):
+        expected = expected.timestamp() - NOW
+    assert parse_retry_after(value, now_epoch=NOW) == expected
+
+
+# -- whole runs through the CLI --------------------------------------------------------------
+
+
+def addresses(tmp_path: Path, count: int, *, missing: int = 0) -> Path:
+    emails = [f"customer{n}@example.com" for n in range(1, count + 1)]
+    emails += [f"nobody{n}@example.com" for n in range(missing)]
+    return write_csv(tmp_path / "emails.csv", emails)
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8", "64"])
+def test_assign_accounts_for_every_row_at_any_concurrency(
+    sandbox: Sandbox, tmp_path: Path, concurrency: str
+) -> None:
+    sandbox.tenant = generate_tenant(1200)
+    had = {p.email for p in sandbox.tenant.profiles.values() if "vip" in p.statuses}
+    path = addresses(tmp_path, 1100, missing=7)
+
+    result = sandbox.run("assign", "vip", str(path), "--concurrency", concurrency, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    counts = summary_of(result)["counts"]
+    wanted = {f"customer{n}@example.com" for n in range(1, 1101)}
+    assert counts["assigned"] == len(wanted - had)
+    assert counts["already_had"] == len(wanted & had)
+    assert counts["not_found"] == 7
+    assert sum(counts.values()) == 1107
+    holders = {p.email for p in sandbox.tenant.profiles.values() if "vip" in p.statuses}
+    assert holders == had | wanted
+
+
+def test_assign_under_a_rate_limit_accounts_for_every_row(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.tenant = generate_tenant(400)
+    sandbox.config.rate_limit = 20
+    before = {p.id: list(p.statuses) for p in sandbox.tenant.profiles.values()}
+    path = addresses(tmp_path, 300, missing=3)
+
+    result = sandbox.run("assign", "vip", str(path), "--concurrency", "8", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    counts = summary_of(result)["counts"]
+    assert sum(counts.values()) == 303
+    assert counts["not_found"] == 3 and counts["failed"] == 0
+    assert counts["assigned"] + counts["already_had"] == 300
+    for profile in sandbox.tenant.profiles.values():
+        number = int(profile.email.removeprefix("customer").split("@")[0])
+        kept = before[profile.id]
+        if number <= 300:
+            assert profile.statuses[: len(kept)] == kept or set(kept) <= set(profile.statuses)
+            assert "vip" in profile.statuses
+        else:
+            assert profile.statuses == kept
+    throttled = [r for r in sandbox.tenant.requests if r.status == 429]
+    assert len(throttled) <= 2
+
+
+@pytest.mark.parametrize(("drift", "seed"), [(0.97, 0), (0.99, 1), (0.995, 2)])
+def test_a_server_clock_running_slow_costs_one_429_per_miss_not_a_burst(
+    drift: float, seed: int
+) -> None:
+    """The server's windows last longer than the governor can know: it must adapt."""
+    clock = AutojumpClock()
+    tenant = generate_tenant(400)
+    config = SandboxConfig(
+        rate_limit=10,
+        rate_window=1.0,
+        clock=lambda: clock.now * drift,
+        wall_clock=lambda: 1_800_000_000.0 + clock.now * drift,
+    )
+    transport = LatencyTransport(
+        httpx.ASGITransport(app=create_app(tenant, config)), clock, 0.01, seed
+    )
+    client = OmneoClient(
+        "http://sandbox.test/api",
+        SecretStr(TOKEN),
+        transport=transport,
+        governor=RateGovernor(
+            concurrency=8, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+        ),
+        retry=RetryPolicy(max_retries=8, max_total_wait=3600),
+        sleep=clock.sleep,
+        rng=random.Random(seed),
+    )
+    emails = [f"customer{n}@example.com" for n in range(1, 301)]
+
+    found = clock.run(lambda: look_up_all(client, emails, 8))
+
+    assert found == len(emails)
+    windows = server_windows(tenant.requests, 1.0)
+    refused = [sum(r.status == 429 for r in hits) for hits in windows]
+    assert max(refused[1:]) <= 1
+    assert sum(refused) <= 6
+    assert [len(hits) for hits in windows[1:] if len(hits) - 1 > 10] == []
