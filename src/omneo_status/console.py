@@ -282,25 +282,23 @@ def render_batch(batch: Batch) -> None:
 def render_runs(
     runs: Sequence[RunInfo], counts: Sequence[dict[str, int]], states: Sequence[str]
 ) -> None:
-    """Recent runs as a table, newest first."""
+    """Recent runs as a table, newest first (a run id begins with its UTC start time)."""
     table = Table(show_header=True, header_style="bold")
     table.add_column("run id", no_wrap=True)
-    table.add_column("started (UTC)", no_wrap=True)
-    table.add_column("job")
-    table.add_column("input", overflow="fold")
+    table.add_column("job", min_width=10)
     table.add_column("state", no_wrap=True)
-    table.add_column("rows", justify="right")
-    table.add_column("failed", justify="right")
+    table.add_column("rows", justify="right", no_wrap=True)
+    table.add_column("failed", justify="right", no_wrap=True)
+    table.add_column("input", overflow="fold", min_width=8)
     for run, count, state in zip(runs, counts, states, strict=True):
         job = f"{run.action.value} {','.join(run.handles)}" + (" (dry run)" if run.dry_run else "")
         table.add_row(
             run.run_id,
-            run.created_at.replace("T", " ").rstrip("Z"),
             escape(job),
-            escape(run.input_name),
             state,
             str(run.rows),
             str(count.get(Outcome.FAILED.value, 0)),
+            escape(run.input_name),
         )
     stdout().print(table)
 
