@@ -495,3 +495,20 @@ def test_a_million_rows_are_accounted_for(sandbox: Sandbox, tmp_path: Path) -> N
     doc = summary_of(result)
     assert doc["rows"] == 1_000_000
     assert doc["counts"]["assigned"] == 1 and doc["counts"]["duplicate"] == 999_999
+
+
+def test_runs_prune_forgets_old_finished_runs_only(sandbox: Sandbox) -> None:
+    import sqlite3
+
+    sandbox.run("assign", "vip", EMAILS)
+    sandbox.run("remove", "vip", EMAILS, "--dry-run")
+    state = Path(os.environ["OMNEO_STATE_DIR"])
+    with sqlite3.connect(state / "journal.sqlite") as db:
+        db.execute("UPDATE runs SET updated_at='2020-01-01T00:00:00Z'")
+        db.execute("UPDATE runs SET state='interrupted' WHERE dry_run=0")
+    kept = sandbox.invoke("runs", "--prune", "30", "--json")
+    assert kept.exit_code == 0
+    assert "Forgot 1 run(s)" in kept.stderr
+    assert [r["dry_run"] for r in json.loads(kept.stdout)] == [False]  # unfinished: kept
+    with sqlite3.connect(state / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(DISTINCT run_id) FROM rows").fetchone()[0] == 1

@@ -726,9 +726,21 @@ def batch(
         console.render_batch(found)
 
 
-@app.command(epilog="Example:\n\n  omneo-status runs --limit 5 --json")
+@app.command(
+    epilog="Examples:\n\n  omneo-status runs --limit 5 --json\n\n  omneo-status runs --prune 90"
+)
 def runs(
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs to list.")] = 20,
+    prune: Annotated[
+        int | None,
+        typer.Option(
+            "--prune",
+            min=0,
+            metavar="DAYS",
+            help="First forget finished runs and dry runs older than DAYS (their reports stay).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
 ) -> None:
@@ -737,6 +749,9 @@ def runs(
         state, _ = resolve_state_dir(state_dir)
         journal = open_journal(state)
         try:
+            if prune is not None:
+                forgotten = journal.prune(older_than_days=prune)
+                console.print_note(f"Forgot {forgotten} run(s) older than {prune} day(s)")
             found = journal.runs(limit)
             counts = [journal.counts(run.run_id) for run in found]
             states = [shown_state(state, run) for run in found]

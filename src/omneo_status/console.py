@@ -68,6 +68,11 @@ def print_warning(message: str) -> None:
     stderr().print(f"[yellow]Warning:[/] {escape(message)}")
 
 
+def print_note(message: str) -> None:
+    """One informational line on stderr."""
+    stderr().print(escape(message))
+
+
 def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +280,28 @@ class Journal:
             "SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
         )
         return [_run_info(r, cols) for r in cur.fetchall()]
+
+    def prune(self, *, older_than_days: int) -> int:
+        """Forget runs that ended (finished, or dry runs) that many days ago; returns how many.
+
+        Unfinished runs are kept whatever their age: they may still be resumed.
+        """
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        before = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._begin()
+        ids = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT run_id FROM runs WHERE updated_at < ? AND (state=? OR dry_run=1)",
+                (before, RunState.FINISHED),
+            ).fetchall()
+        ]
+        for table in ("rows", "chunks", "runs"):
+            self._db.executemany(f"DELETE FROM {table} WHERE run_id=?", [(i,) for i in ids])  # noqa: S608
+        self.commit()
+        if ids:
+            self._db.execute("VACUUM")
+        return len(ids)
 
     def set_run(self, run_id: str, **fields: Any) -> None:
         """Update fields of a run (state, rows, exit_code, report, detail)."""
