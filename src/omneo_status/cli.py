@@ -44,7 +44,6 @@ from omneo_status.run import LookupMode, Preview, RunOptions
 from omneo_status.settings import (
     SANDBOX_TOKEN,
     Settings,
-    load_config,
     mask,
     resolve_settings,
     resolve_state_dir,
@@ -640,10 +639,6 @@ app.command("remove", epilog=_RUN_EPILOG.format(verb="remove"), no_args_is_help=
 )
 
 
-def _reader_client(settings: Settings, sandbox: bool, verbose: int) -> OmneoClient:
-    return _client(settings, sandbox=sandbox, verbose=verbose)
-
-
 @app.command(epilog="Example:\n\n  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status statuses --json")
 def statuses(
     json_out: JsonOpt = False,
@@ -656,7 +651,7 @@ def statuses(
     config: ConfigOpt = None,
 ) -> None:
     """List the tenant's status definitions (handle and name), every page of them."""
-    with _boundary():
+    with _boundary(json_out):
         settings = _settings(
             tenant=tenant,
             base_url=base_url,
@@ -668,7 +663,7 @@ def statuses(
         )
 
         async def go() -> list[StatusDefinition]:
-            async with _reader_client(settings, sandbox, verbose) as client:
+            async with _client(settings, sandbox=sandbox, verbose=verbose) as client:
                 return await client.list_statuses()
 
         found = _run_async(go)
@@ -697,7 +692,7 @@ def batch(
     config: ConfigOpt = None,
 ) -> None:
     """Show one batch's state: status, counts and failed items."""
-    with _boundary():
+    with _boundary(json_out):
         settings = _settings(
             tenant=tenant,
             base_url=base_url,
@@ -709,7 +704,7 @@ def batch(
         )
 
         async def go() -> Batch | None:
-            async with _reader_client(settings, False, verbose) as client:
+            async with _client(settings, sandbox=False, verbose=verbose) as client:
                 return await client.get_batch(batch_id)
 
         found = _run_async(go)
@@ -745,7 +740,7 @@ def runs(
     state_dir: StateDirOpt = None,
 ) -> None:
     """List recent runs with their state and counts, newest first."""
-    with _boundary():
+    with _boundary(json_out):
         state, _ = resolve_state_dir(state_dir)
         journal = open_journal(state)
         try:
@@ -1051,18 +1046,18 @@ def config_show(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Print the effective configuration and where each value came from; the token masked."""
-    with _boundary():
-        conf = load_config(config)
-        settings = resolve_settings(
+    with _boundary(json_out):
+        settings = _settings(
             tenant=tenant,
             base_url=base_url,
             token_file=token_file,
             state_dir=state_dir,
+            sandbox=False,
             profile=profile,
             config=config,
         )
     rows = [
-        ("config_file", str(conf.path) + ("" if conf.path.exists() else " (not present)"), ""),
+        ("config_file", settings.sources.get("config_file", ""), ""),
         ("profile", settings.sources.get("profile", "(none)"), ""),
         ("base_url", settings.base_url, settings.sources.get("base_url", "")),
         ("token", mask(settings.token), settings.sources.get("token", "")),

@@ -208,6 +208,7 @@ def resolve_settings(
         profile_name, profile_source = conf.data["default_profile"], f"{conf.path} default_profile"
     table: Mapping[str, Any] = conf.profile(profile_name) if profile_name else {}
     where = f"profile {profile_name}" if profile_name else ""
+    sources["config_file"] = str(conf.path) + ("" if conf.path.exists() else " (not present)")
     if profile_name:
         sources["profile"] = f"{profile_name} ({profile_source})"
 
