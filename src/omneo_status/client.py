@@ -7,6 +7,7 @@ The transport and the sleep function are injected, so tests reach the sandbox in
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from omneo_status.errors import (
 )
 from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
+from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_PAGE_SIZE = 100
@@ -74,6 +76,7 @@ class _Retryable(Exception):
 
 
 RetryHook = Callable[[str, float], None]
+ExchangeHook = Callable[[Exchange], None]
 
 
 class OmneoClient:
@@ -90,12 +93,14 @@ class OmneoClient:
         sleep: Sleep = asyncio.sleep,
         timeout: float = 30.0,
         on_retry: RetryHook | None = None,
+        on_exchange: ExchangeHook | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.governor = governor or RateGovernor()
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._on_retry = on_retry
+        self._on_exchange = on_exchange
         self._rng = rng or random.Random()
         wanted = max(self.governor.max_concurrency, 1)
         pools = 1 if transport is not None else -(-wanted // POOL_SIZE)
@@ -230,23 +235,58 @@ class OmneoClient:
         async with self.governor.slot() as ticket:
             pooled = bool(self._free)  # always, unless the governor is shared more widely
             http = self._free.pop() if pooled else self._pools[0]
+            started = time.perf_counter()
             try:
                 response = await http.request(method, path, params=params, json=json)
             except httpx.TimeoutException:
                 self.governor.observe(ticket, 0, {})
+                self._observe(method, path, params, json, None, started, "timed out")
                 raise _Retryable("timed out") from None
             except httpx.TransportError as exc:
                 self.governor.observe(ticket, 0, {})
+                self._observe(method, path, params, json, None, started, _transport_reason(exc))
                 raise _Retryable(_transport_reason(exc)) from None
             finally:
                 if pooled:
                     self._free.append(http)
+            self._observe(method, path, params, json, response, started, None)
             wait = self.governor.observe(ticket, response.status_code, response.headers)
         if wait is None and "retry-after" in response.headers:  # a 503 may say when, too
             wait = parse_retry_after(response.headers["retry-after"], now_epoch=time.time())
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {response.status_code}", wait, response.status_code)
         return response
+
+    def _observe(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        response: httpx.Response | None,
+        started: float,
+        error: str | None,
+    ) -> None:
+        """Hand the exchange to the observer (``-vv``, ``--trace``), if there is one."""
+        if self._on_exchange is None:
+            return
+        query = str(httpx.QueryParams(params)) if params else ""
+        self._on_exchange(
+            Exchange(
+                method=method,
+                path=f"/v3{path}" + (f"?{query}" if query else ""),
+                status=response.status_code if response is not None else 0,
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+                request_body=_cut(jsonlib.dumps(body)) if body is not None else None,
+                response_body=_cut(response.text) if response is not None else None,
+                headers={
+                    name: response.headers[name]
+                    for name in TRACED_HEADERS
+                    if response is not None and name in response.headers
+                },
+                error=error,
+            )
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -316,6 +356,10 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     text = str(exc).strip()
     kind = type(exc).__name__
     return f"{kind}: {text}" if text else kind
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= BODY_LIMIT else text[:BODY_LIMIT] + f"... ({len(text):,} chars)"
 
 
 def _path_id(value: str) -> str:

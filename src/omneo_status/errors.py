@@ -7,6 +7,8 @@ them into an ``Error: ...`` line (and a ``Hint: ...`` line) on stderr and an exi
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -30,14 +32,37 @@ class ExitCode(IntEnum):
 
 
 class OmneoStatusError(Exception):
-    """Base of every error the tool reports to the user as one line."""
+    """Base of every error the tool reports to the user as one line.
+
+    ``run_id`` and ``report`` are set when the error ended a run that exists in the journal,
+    so that the CLI can say how to go on and ``--json`` can carry them as keys.
+    """
 
     exit_code: ExitCode = ExitCode.FATAL
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        run_id: str | None = None,
+        report: Path | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.run_id = run_id
+        self.report = report
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document of a command that ended with this error."""
+        return {
+            "error": self.message,
+            "hint": self.hint,
+            "exit_code": int(self.exit_code),
+            "run_id": self.run_id,
+            "report": str(self.report) if self.report is not None else None,
+        }
 
 
 class UsageError(OmneoStatusError):
@@ -114,3 +139,8 @@ class Interrupted(OmneoStatusError):
     """The run was stopped by a signal; the journal is saved."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class NotJsonAnswer(ApiError):
+    """The API (or a proxy in front of it) answered with something that is not JSON, such as
+    an HTML error page: fatal for the run, never a row-level failure."""

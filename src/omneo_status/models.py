@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -9,10 +10,46 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Action(StrEnum):
-    """What a run does to the statuses it is given."""
+    """What a run does to the statuses it is given. Its polarity lives here, nowhere else."""
 
     ASSIGN = "assign"
     REMOVE = "remove"
+
+    @property
+    def method(self) -> str:
+        """The HTTP method of the batch endpoint that does it."""
+        return "POST" if self is Action.ASSIGN else "DELETE"
+
+    @property
+    def inverse(self) -> Action:
+        """The action that undoes this one."""
+        return Action.REMOVE if self is Action.ASSIGN else Action.ASSIGN
+
+    @property
+    def done(self) -> Outcome:
+        """The outcome of a row whose change was applied."""
+        return Outcome.ASSIGNED if self is Action.ASSIGN else Outcome.REMOVED
+
+    @property
+    def would(self) -> Outcome:
+        """The outcome of a row a dry run would change."""
+        return Outcome.WOULD_ASSIGN if self is Action.ASSIGN else Outcome.WOULD_REMOVE
+
+    @property
+    def unneeded(self) -> Outcome:
+        """The outcome of a row whose profile is already as wanted."""
+        return Outcome.ALREADY_HAD if self is Action.ASSIGN else Outcome.DID_NOT_HAVE
+
+    def to_send(self, held: Iterable[str], handles: Iterable[str]) -> tuple[str, ...]:
+        """The handles that must be sent for a profile holding ``held`` (in ``handles`` order)."""
+        current = set(held)
+        if self is Action.ASSIGN:
+            return tuple(h for h in handles if h not in current)
+        return tuple(h for h in handles if h in current)
+
+    def applied(self, held: Iterable[str], handles: Iterable[str]) -> bool:
+        """Whether a profile holding ``held`` already shows the change for ``handles``."""
+        return not self.to_send(held, handles)
 
 
 class Outcome(StrEnum):
@@ -71,6 +108,39 @@ class BatchItem(ApiModel):
     status: str | None = None
     error: str | None = None
 
+    @property
+    def state(self) -> BatchState:
+        """What the item's ``status`` means (see ``BatchState``)."""
+        return BatchState.of(self.status)
+
+
+class BatchState(StrEnum):
+    """What a batch's ``status`` means, read leniently: the one place that decides it."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, status: str | None) -> BatchState:
+        """The state a batch (or batch item) status string stands for."""
+        text = (status or "").strip().lower()
+        if text in _RUNNING_STATUSES:
+            return cls.RUNNING
+        if text in _DONE_STATUSES:
+            return cls.DONE
+        if text in _FAILED_STATUSES:
+            return cls.FAILED
+        return cls.UNKNOWN
+
+
+_RUNNING_STATUSES = frozenset(
+    {"pending", "queued", "processing", "running", "in_progress", "started"}
+)
+_DONE_STATUSES = frozenset({"success", "completed", "complete", "done", "succeeded", "finished"})
+_FAILED_STATUSES = frozenset({"failed", "error", "errored"})
+
 
 class Batch(ApiModel):
     """A queued batch (``GET /v3/batches/{id}``); counts may be missing or strings."""
@@ -82,6 +152,11 @@ class Batch(ApiModel):
     failed_count: int | None = None
     processed_count: int | None = None
     items: tuple[BatchItem, ...] = Field(default=())
+
+    @property
+    def state(self) -> BatchState:
+        """What the batch's ``status`` means (see ``BatchState``)."""
+        return BatchState.of(self.status)
 
     @field_validator(
         "total_count", "success_count", "failed_count", "processed_count", mode="before"

@@ -306,3 +306,47 @@ def _pick(flag: str | Path | None, env: Mapping[str, str], name: str) -> tuple[s
     if value:
         return value, f"env {name}"
     return None, "default"
+
+
+@dataclass(frozen=True)
+class SettingView:
+    """One line of ``config show``: a setting, its value (the token masked) and its source."""
+
+    key: str
+    value: str
+    source: str
+    missing: bool = False
+    """True when the setting is required and nothing provides it (``value`` then says why)."""
+
+
+def describe_settings(
+    *,
+    tenant: str | None = None,
+    base_url: str | None = None,
+    token_file: Path | None = None,
+    state_dir: Path | None = None,
+    profile: str | None = None,
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[SettingView]:
+    """What ``config show`` lists: every setting that could be resolved, and the missing ones
+    marked, instead of failing at the first one missing.
+
+    TEMPORARY STUB (the inputs/settings helper completes it).
+    """
+    settings = resolve_settings(
+        tenant=tenant,
+        base_url=base_url,
+        token_file=token_file,
+        state_dir=state_dir,
+        profile=profile,
+        config=config,
+        env=env,
+    )
+    return [
+        SettingView("config_file", settings.sources.get("config_file", ""), ""),
+        SettingView("profile", settings.sources.get("profile", "(none)"), ""),
+        SettingView("base_url", settings.base_url, settings.sources.get("base_url", "")),
+        SettingView("token", mask(settings.token), settings.sources.get("token", "")),
+        SettingView("state_dir", str(settings.state_dir), settings.sources.get("state_dir", "")),
+    ]

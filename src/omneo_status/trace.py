@@ -1,0 +1,51 @@
+"""One HTTP exchange as the tool saw it: what ``-vv`` shows a line of and ``--trace`` records.
+
+The client builds an ``Exchange`` for every attempt it sends and hands it to an observer;
+it never carries the Authorization header or the token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BODY_LIMIT = 4096
+"""Characters of a request or response body kept in a trace record."""
+
+TRACED_HEADERS = (
+    "content-type",
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
+"""Response headers worth keeping in a trace: the ones that explain the tool's decisions."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its answer (``status`` 0 when no answer came)."""
+
+    method: str
+    path: str
+    """Path and query under the base URL, e.g. ``/v3/profiles?filter[email]=...``."""
+    status: int
+    elapsed_ms: float
+    request_body: str | None = None
+    response_body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    """Why no answer came (timeout, connection refused), when ``status`` is 0."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The exchange as one ``--trace`` record (without its time stamp)."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "request_body": self.request_body,
+            "response_body": self.response_body,
+            "headers": self.headers,
+            "error": self.error,
+        }
