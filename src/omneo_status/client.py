@@ -59,6 +59,18 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class ProfileList:
+    """Every profile a filtered ``GET /v3/profiles`` lists, over all its pages."""
+
+    profiles: list[Profile]
+    """Each profile once, in the order the pages gave them."""
+    total: int | None
+    """The tenant's ``meta.total``, when it says."""
+    complete: bool
+    """False when reading stopped at ``max_profiles`` before the last page."""
+
+
+@dataclass(frozen=True)
 class ProfilePage:
     """One page of ``GET /v3/profiles``."""
 
@@ -149,6 +161,25 @@ class OmneoClient:
         body = await self._get_json("/profiles", params)
         rows, has_next, total = _envelope(body, page)
         return ProfilePage(_parse_list(Profile, rows, "profile"), has_next, total)
+
+    async def find_profiles(
+        self, filters: Mapping[str, str], *, max_profiles: int | None = None
+    ) -> ProfileList:
+        """Every profile matching ``filters``, each once, following the pages to the end
+        (or until more than ``max_profiles`` were seen)."""
+        seen: dict[str, Profile] = {}
+        total: int | None = None
+        page_number = 1
+        while True:
+            page = await self.profiles_page(filters, page_number)
+            total = page.total if total is None else total
+            for profile in page.profiles:
+                seen.setdefault(profile.id, profile)
+            if max_profiles is not None and len(seen) > max_profiles and page.has_next:
+                return ProfileList(list(seen.values()), total, complete=False)
+            if not page.has_next or not page.profiles or page_number >= _MAX_PAGES:
+                return ProfileList(list(seen.values()), total, complete=True)
+            page_number += 1
 
     async def get_profile(self, profile_id: str) -> Profile | None:
         """The profile with that id, or None when the tenant has none."""

@@ -80,6 +80,21 @@ class StatusDefinition(ApiModel):
 
     handle: str
     name: str = ""
+    group_handle: str | None = None
+    group_name: str | None = None
+    period: str | None = None
+    period_type: str | None = None
+    absolute_expiry: str | None = None
+
+    @property
+    def time_limited(self) -> bool:
+        """Whether profiles lose this status on their own after a time (it expires)."""
+        return bool(self.period or self.absolute_expiry)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the status belongs to a group (the tenant may keep one status per group)."""
+        return bool(self.group_handle)
 
 
 class Profile(ApiModel):

@@ -6,8 +6,14 @@ it never carries the Authorization header or the token.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from omneo_status.errors import ConfigError
 
 BODY_LIMIT = 4096
 """Characters of a request or response body kept in a trace record."""
@@ -49,3 +55,27 @@ class Exchange:
             "headers": self.headers,
             "error": self.error,
         }
+
+
+class TraceWriter:
+    """``--trace FILE``: one JSON line per exchange, in a private (0600) file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"Cannot open the trace file {path}: {exc.strerror}") from None
+        self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8")
+
+    def __call__(self, exchange: Exchange) -> None:
+        """Append one exchange."""
+        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        record.update(exchange.to_json())
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._file.close()
