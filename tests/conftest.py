@@ -4,12 +4,14 @@ virtual clock so retries, pacing and polling never sleep for real."""
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from omneo_status import cli
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+T = TypeVar("T")
 POSIX_ONLY = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and file modes")
 
 
@@ -41,11 +44,21 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 class VirtualClock:
-    """Time that moves only when someone sleeps: shared by the sandbox and the tool."""
+    """Time that moves only when every task waits: THE clock of the suite, shared by the
+    sandbox and the tool.
+
+    Inside ``run`` (the tool's event loop in CLI tests) a ``sleep`` waits until virtual time
+    reaches its end, and time jumps to the earliest sleeper once nothing else can run, so that
+    concurrent sleepers (a poll wait and the progress ticker) overlap as they would for real.
+    Outside ``run`` a ``sleep`` simply moves time on.
+    """
 
     def __init__(self) -> None:
         self.now = 1000.0
         self.slept: list[float] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._driving = False
 
     def monotonic(self) -> float:
         return self.now
@@ -55,13 +68,58 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
+        if not self._driving:
+            self.now += max(0.0, seconds)
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), future))
+        await future
+
+    def run(self, main: Coroutine[Any, Any, T], /) -> T:
+        """``asyncio.run`` on virtual time (what the tool's ``Runtime.run`` is in tests)."""
+        self._driving = True
+        try:
+            return asyncio.run(self._drive(main))
+        finally:
+            self._driving = False
+            self._sleepers.clear()
+
+    async def _drive(self, main: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        while not task.done():
+            await self._settle(loop)
+            if task.done():
+                break
+            while self._sleepers and self._sleepers[0][2].cancelled():
+                heapq.heappop(self._sleepers)
+            if not self._sleepers:
+                await asyncio.sleep(0)
+                continue
+            wake, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            future.set_result(None)
+        return task.result()
+
+    @staticmethod
+    async def _settle(loop: asyncio.AbstractEventLoop) -> None:
+        """Run until every task waits (the loop's ready queue stays empty)."""
+        for _ in range(10_000):
+            await asyncio.sleep(0)
+            if not getattr(loop, "_ready", ()):
+                await asyncio.sleep(0)
+                if not getattr(loop, "_ready", ()):
+                    return
 
 
 @dataclass
 class Sandbox:
-    """The tenant the CLI reaches (through ``--sandbox``) in a test."""
+    """The tenant the CLI reaches (through ``--sandbox``) in a test.
+
+    ``config`` may be replaced (``sandbox.config = SandboxConfig(...)``): every command builds
+    the sandbox app from the current tenant and config.
+    """
 
     tenant: Tenant
     config: SandboxConfig
@@ -88,18 +146,31 @@ class Sandbox:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+def runtime(monkeypatch: pytest.MonkeyPatch) -> cli.Runtime:
+    """The tool's runtime for this test (``cli.runtime()`` returns it): change its fields to
+    move the tool onto virtual time, another sandbox app, or a terminal
+    (``runtime.interactive = lambda: True``)."""
+    shared = cli.Runtime()
+    monkeypatch.setattr(cli, "runtime", lambda: shared)
+    return shared
+
+
+@pytest.fixture
+def clock(runtime: cli.Runtime) -> VirtualClock:
+    """The tool's retries, pacing, polling and progress lines on virtual time."""
     virtual = VirtualClock()
-    monkeypatch.setattr(cli, "_sleep", virtual.sleep)
-    monkeypatch.setattr(cli, "_clock", virtual.monotonic)
+    runtime.sleep = virtual.sleep
+    runtime.clock = virtual.monotonic
+    runtime.run = virtual.run
     return virtual
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch, clock: VirtualClock) -> Sandbox:
+def sandbox(runtime: cli.Runtime, clock: VirtualClock) -> Sandbox:
+    """``--sandbox`` reaches this in-process tenant, on the same virtual clock as the tool."""
     config = SandboxConfig(clock=clock.monotonic, wall_clock=clock.wall)
     box = Sandbox(tenant=demo_tenant(), config=config, clock=clock)
-    monkeypatch.setattr(cli, "_sandbox_transport", box.transport)
+    runtime.sandbox_transport = box.transport
     return box
 
 

@@ -65,7 +65,10 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "verified",
         "report",
         "exit_code",
+        "state",
+        "lookup",
     }
+    assert doc["state"] == "finished" and doc["lookup"] == {"mode": "bulk"}
     assert doc["action"] == "assign" and doc["handles"] == ["vip"] and doc["dry_run"] is False
     assert doc["rows"] == 9
     assert doc["counts"] == {
@@ -85,7 +88,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
     [batch] = doc["batches"]
     assert batch["status"] == "success" and batch["profiles"] == 4
     assert batch["success_count"] == 4 and batch["failed_count"] == 0
-    assert doc["verified"] == {"checked": 4, "ok": 4, "problems": []}
+    assert doc["verified"] == {"checked": 4, "ok": 4, "problems": [], "notes": []}
     assert doc["exit_code"] == 0
     assert Path(doc["report"]).exists()
 

@@ -12,10 +12,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
 from omneo_status.errors import (
     AuthError,
     BadResponse,
+    NotFoundError,
+    NotJsonAnswer,
     RateLimited,
     ServerError,
     Unreachable,
@@ -23,6 +25,8 @@ from omneo_status.errors import (
 )
 from omneo_status.governor import RateGovernor
 from omneo_status.models import Action
+from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant, generate_tenant
+from omneo_status.trace import Exchange
 
 pytestmark = pytest.mark.anyio
 TOKEN = "tok-3b9f1d8e7c6a5b4f"
@@ -131,8 +135,20 @@ async def test_auth_errors_are_not_retried(status: int) -> None:
         with pytest.raises(AuthError) as caught:
             await client.list_statuses()
     assert len(seen) == 1
-    assert caught.value.hint and "OMNEO_TOKEN" in caught.value.hint
-    assert TOKEN not in str(caught.value) + caught.value.hint
+    hint = caught.value.hint or ""
+    assert "OMNEO_TOKEN" in hint
+    # The docs name scopes in two styles: the hint names both.
+    assert "update-profiles" in hint and "profiles.*" in hint and "*" in hint
+    assert ("expired" in hint and "deleted" in hint) is (status == 401)
+    assert TOKEN not in str(caught.value) + hint
+
+
+async def test_a_404_on_statuses_hints_that_the_base_url_lacks_api() -> None:
+    client, _, _ = make_client([httpx.Response(404, text="<html>Not Found</html>")])
+    async with client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.list_statuses()
+    assert caught.value.hint is not None and "/api" in caught.value.hint
 
 
 async def test_422_is_not_retried_and_names_the_field() -> None:
@@ -193,15 +209,39 @@ async def test_timeouts_are_retried() -> None:
     assert [r.method for r in seen] == ["DELETE", "DELETE"]
 
 
-async def test_answers_the_tool_cannot_read_are_bad_responses() -> None:
-    client, _, _ = make_client([httpx.Response(200, text="<html>oops</html>")])
+async def test_a_page_that_is_not_json_is_fatal_with_a_hint() -> None:
+    html = httpx.Response(200, text="<html>Sign in</html>", headers={"content-type": "text/html"})
+    client, _, _ = make_client([html])
     async with client:
-        with pytest.raises(BadResponse):
+        with pytest.raises(NotJsonAnswer, match=r"not JSON \(text/html\)") as caught:
             await client.list_statuses()
-    client, _, _ = make_client([httpx.Response(202, json={"data": {"message": "Queued"}})])
+    assert not isinstance(caught.value, BadResponse)
+    assert caught.value.hint is not None and "base URL" in caught.value.hint
+    assert caught.value.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {"message": "Queued for processing.", "batch_id": "b-7"}},
+        {"message": "Queued for processing.", "batch_id": "b-7"},
+        {"data": {"message": "Queued for processing."}, "batch_id": "b-7"},
+    ],
+)
+async def test_the_batch_id_is_read_under_data_or_at_the_top_level(body: dict[str, object]) -> None:
+    client, _, _ = make_client([httpx.Response(202, json=body)])
     async with client:
-        with pytest.raises(BadResponse, match="batch_id"):
+        assert await client.send_batch(Action.ASSIGN, [("p1", ["vip"])]) == "b-7"
+
+
+async def test_a_batch_answer_without_a_batch_id_names_what_came_back() -> None:
+    body = {"data": {"message": "Profiles queued for sync.", "padding": "x" * 500}}
+    client, _, _ = make_client([httpx.Response(202, json=body)])
+    async with client:
+        with pytest.raises(BadResponse, match="without a batch_id") as caught:
             await client.send_batch(Action.ASSIGN, [("p1", ["vip"])])
+    assert "Profiles queued for sync." in caught.value.message
+    assert len(caught.value.message) < 300  # shortened, not the whole body
 
 
 async def test_lenient_parsing_of_numbers_statuses_and_counts() -> None:
@@ -255,3 +295,187 @@ async def test_statuses_follow_every_page() -> None:
         found = await client.list_statuses()
     assert [s.handle for s in found] == ["h1-0", "h1-1", "h2-0", "h2-1", "h3-0", "h3-1"]
     assert [r.url.params["page[number]"] for r in seen] == ["1", "2", "3"]
+
+
+# -- pagination, against the sandbox's dialect variants ----------------------------------------
+
+
+def sandbox_client(
+    tenant: Tenant, config: SandboxConfig, exchanges: list[Exchange] | None = None
+) -> OmneoClient:
+    return OmneoClient(
+        "http://sandbox.test/api",
+        SecretStr("sandbox-token"),
+        transport=httpx.ASGITransport(app=create_app(tenant, config)),
+        retry=RetryPolicy(max_retries=0),
+        on_exchange=None if exchanges is None else exchanges.append,
+    )
+
+
+def page_queries(tenant: Tenant) -> list[tuple[str, ...]]:
+    keys = ("page[number]", "page")
+    return [
+        tuple(f"{k}={v}" for k, v in r.query if k in keys)
+        for r in tenant.requests
+        if r.path.endswith("/profiles")
+    ]
+
+
+@pytest.mark.parametrize("style", ["page_array", "per_page", "both"])
+async def test_every_profile_once_whichever_dialect_the_tenant_honours(style: str) -> None:
+    tenant = generate_tenant(230)
+    config = SandboxConfig(page_style=style)  # type: ignore[arg-type]
+    async with sandbox_client(tenant, config) as client:
+        found = await client.find_profiles({})
+        again = await client.find_profiles({"filter[statuses.handle]": "vip"})
+    assert [p.id for p in found.profiles] == list(tenant.profiles)
+    assert (found.total, found.complete) == (230, True)
+    holders = [p.id for p in tenant.profiles.values() if "vip" in p.statuses]
+    assert [p.id for p in again.profiles] == holders
+    honoured = PageStyle.PER_PAGE if style == "per_page" else PageStyle.PAGE_ARRAY
+    assert client.page_style is honoured
+
+
+async def test_a_page_1_answered_again_switches_the_dialect_for_good() -> None:
+    tenant = generate_tenant(230)
+    async with sandbox_client(tenant, SandboxConfig(page_style="per_page")) as client:
+        await client.find_profiles({})
+        first_walk = page_queries(tenant)
+        tenant.requests.clear()
+        await client.find_profiles({})
+        second_walk = page_queries(tenant)
+    # page[number]=2 came back as page 1 (of 15): read again from page 1 with per_page=100.
+    assert first_walk == [
+        ("page[number]=1",),
+        ("page[number]=2",),
+        ("page=1",),
+        ("page=2",),
+        ("page=3",),
+    ]
+    assert second_walk == [("page=1",), ("page=2",), ("page=3",)]
+
+
+async def test_bulk_answers_spanning_pages_in_one_dialect_are_read_whole() -> None:
+    tenant = generate_tenant(200)
+    emails = [f"customer{i}@example.com" for i in range(1, 151)]
+    async with sandbox_client(tenant, SandboxConfig(page_style="per_page")) as client:
+        found = await client.find_profiles({"filter[email][in]": ",".join(emails)})
+    assert sorted(p.email or "" for p in found.profiles) == sorted(emails)
+    assert len({p.id for p in found.profiles}) == 150
+    assert client.page_style is PageStyle.PER_PAGE
+    assert ("page=2",) in page_queries(tenant)  # the answer spans two pages of 100
+
+
+def repeating_pages(meta: bool) -> httpx.MockTransport:
+    """A tenant that answers page 1 of 3 whatever page is asked for, in either dialect."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body: dict[str, object] = {
+            "data": [{"id": "a", "email": "a@x.co"}, {"id": "b", "email": "b@x.co"}],
+            "links": {"next": "http://elsewhere.test/api/v3/profiles?page=2"},
+        }
+        if meta:
+            body["meta"] = {"current_page": 1, "last_page": 3, "per_page": 2, "total": 6}
+        return httpx.Response(200, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("meta", [True, False])
+async def test_a_tenant_that_pages_in_neither_dialect_is_never_trusted(meta: bool) -> None:
+    seen: list[str] = []
+
+    def record(exchange: Exchange) -> None:
+        seen.append(exchange.path)
+
+    client = OmneoClient(
+        "https://api.acme.getomneo.com/api",
+        SecretStr(TOKEN),
+        transport=repeating_pages(meta),
+        on_exchange=record,
+    )
+    async with client:
+        with pytest.raises(BadResponse, match="cannot read every page") as caught:
+            await client.find_profiles({"filter[email][in]": "a@x.co,c@x.co"})
+    assert caught.value.hint is not None and "doctor" in caught.value.hint
+    assert len(seen) == 4  # pages 1 and 2 in each dialect, never a links URL
+    assert all(path.startswith("/v3/profiles?") for path in seen)
+
+
+async def test_max_profiles_stops_early_and_says_so() -> None:
+    tenant = generate_tenant(250)
+    async with sandbox_client(tenant, SandboxConfig()) as client:
+        found = await client.find_profiles({}, max_profiles=120)
+    assert (len(found.profiles), found.total, found.complete) == (200, 250, False)
+
+
+async def test_statuses_switch_dialect_too() -> None:
+    tenant = Tenant()
+    for i in range(120):
+        tenant.add_status(f"s{i}", f"Status {i}")
+    async with sandbox_client(tenant, SandboxConfig(page_style="per_page")) as client:
+        statuses = await client.list_statuses()
+    assert [s.handle for s in statuses] == [f"s{i}" for i in range(120)]
+
+
+async def test_status_definitions_carry_their_group_and_expiry() -> None:
+    async with sandbox_client(demo_tenant(), SandboxConfig()) as client:
+        statuses = {s.handle: s for s in await client.list_statuses()}
+    assert statuses["tier-silver"].grouped and statuses["tier-silver"].group_handle == "tier"
+    assert statuses["welcome"].time_limited and statuses["welcome"].period == "30"
+    assert not statuses["vip"].grouped and not statuses["vip"].time_limited
+
+
+async def test_string_counts_and_missing_entity_ids_are_read() -> None:
+    tenant = demo_tenant()
+    [ava] = tenant.by_email("ava.nguyen@example.com")
+    config = SandboxConfig(batch_answer="top_level", string_counts=True, item_entity_id=False)
+    async with sandbox_client(tenant, config) as client:
+        batch_id = await client.send_batch(Action.ASSIGN, [(ava.id, ["vip"]), ("ghost", ["vip"])])
+        batch = await client.get_batch(batch_id)
+    assert batch is not None
+    assert (batch.success_count, batch.failed_count, batch.processed_count) == (1, 1, 2)
+    assert [item.entity_id for item in batch.items] == [None, None]
+    assert [item.external_id for item in batch.items] == [ava.id, "ghost"]
+
+
+async def test_probe_returns_any_answer_with_its_headers() -> None:
+    config = SandboxConfig(rate_limit=50, batches_endpoint=False)
+    async with sandbox_client(demo_tenant(), config) as client:
+        missing = await client.probe("/batches/nope")
+        statuses = await client.probe("/statuses", {"page[size]": "1"})
+    assert (missing.status, missing.body) == (404, {"message": "Not Found"})
+    assert statuses.status == 200 and statuses.headers["x-ratelimit-limit"] == "50"
+    assert isinstance(statuses.body, dict) and len(statuses.body["data"]) == 1
+
+
+# -- exchanges never carry the token ------------------------------------------------------------
+
+
+async def test_exchanges_of_failing_and_succeeding_requests_never_hold_the_token() -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        # A proxy error page that echoes the request headers back, as some do.
+        if request.url.path.endswith("/statuses"):
+            return httpx.Response(502, text=f"Bad gateway; you sent {dict(request.headers)}")
+        return httpx.Response(202, json={"message": "Queued", "batch_id": "b-1"})
+
+    exchanges: list[Exchange] = []
+    client = OmneoClient(
+        "https://api.acme.getomneo.com/api",
+        SecretStr(TOKEN),
+        transport=httpx.MockTransport(echo),
+        retry=RetryPolicy(max_retries=1, initial_backoff=0.0),
+        on_exchange=exchanges.append,
+    )
+    async with client:
+        with pytest.raises(ServerError):
+            await client.list_statuses()
+        await client.send_batch(Action.ASSIGN, [("p1", ["vip"])])
+    assert [(e.method, e.status) for e in exchanges] == [("GET", 502), ("GET", 502), ("POST", 202)]
+    records = json.dumps([e.to_json() for e in exchanges])
+    assert TOKEN not in records
+    assert "authorization" not in {name.lower() for e in exchanges for name in e.headers}
+    assert "[token]" in (exchanges[0].response_body or "")  # the echo was blanked, not dropped
+    assert exchanges[2].request_body == json.dumps(
+        {"profiles": [{"profile_id": "p1", "statuses": ["vip"]}]}
+    )

@@ -1,5 +1,7 @@
-"""The README is tested like code: its command reference is the real ``--help``, its quick start
-runs, its exit-code table is ``ExitCode``, and every flag it names exists."""
+"""The docs are tested like code: the command reference is the real ``--help``, the sandbox
+tables are the real options and fields, the README's quick start runs, its exit-code table is
+``ExitCode``, every flag, variable and command line the docs name exists, and every link
+resolves."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import inspect
 import re
 import shlex
 import sys
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,16 +24,20 @@ from omneo_status.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 SRC = ROOT / "src" / "omneo_status"
+README_LIMIT = 30_000
 QUICK_START = [
     "uv run omneo-status assign vip examples/emails.csv --sandbox",
     "uv run pytest",
 ]
+# Typer's own options, explained by their help alone.
+TYPER_OPTIONS = {"--help", "-h", "--install-completion", "--show-completion"}
 
 
 def _load_script() -> ModuleType:
-    path = ROOT / "scripts" / "update_readme_help.py"
-    spec = importlib.util.spec_from_file_location("update_readme_help", path)
+    path = ROOT / "scripts" / "update_cli_docs.py"
+    spec = importlib.util.spec_from_file_location("update_cli_docs", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,14 +47,14 @@ def _load_script() -> ModuleType:
 SCRIPT = _load_script()
 command_paths: Callable[[], list[tuple[str, ...]]] = SCRIPT.command_paths
 block_name: Callable[[tuple[str, ...]], str] = SCRIPT.block_name
-render_block: Callable[[tuple[str, ...]], str] = SCRIPT.render_block
+render_section: Callable[[tuple[str, ...]], str] = SCRIPT.render_section
 render_help: Callable[[tuple[str, ...]], str] = SCRIPT.render_help
-readme_blocks: Callable[[str], dict[str, str]] = SCRIPT.readme_blocks
-updated_readme: Callable[[str], str] = SCRIPT.updated_readme
 is_group: Callable[[tuple[str, ...]], bool] = SCRIPT.is_group
 command_help: Callable[[tuple[str, ...]], str] = SCRIPT.command_help
 command_options: Callable[[tuple[str, ...]], dict[str, str]] = SCRIPT.command_options
 RERUN: str = SCRIPT.RERUN
+CLI_DOC: Path = SCRIPT.CLI_DOC
+SANDBOX_DOC: Path = SCRIPT.SANDBOX_DOC
 
 PATHS = command_paths()
 PATH_IDS = [block_name(path) for path in PATHS]
@@ -59,20 +66,25 @@ same_rendering = pytest.mark.skipif(
 )
 
 
-def readme() -> str:
-    return README.read_text(encoding="utf-8")
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
-def section(title: str) -> str:
-    """The body of the README's ``## title`` section, up to the next ``## `` heading."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", readme(), re.M | re.S)
-    assert match is not None, f"README.md has no '## {title}' section"
-    return match.group(1)
+def doc_files() -> list[Path]:
+    """Every Markdown file a user or contributor reads."""
+    return [README, ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
 
 
 def prose() -> str:
-    """The README without its generated command reference."""
-    return SCRIPT.BLOCK.sub("", readme())  # type: ignore[no-any-return]
+    """Everything written about the tool, the generated command reference left out."""
+    return "\n".join(read(path) for path in doc_files() if path != CLI_DOC)
+
+
+def section(text: str, title: str) -> str:
+    """The body of the ``## title`` section of ``text``, up to the next ``## `` heading."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match is not None, f"no '## {title}' section"
+    return match.group(1)
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -92,30 +104,52 @@ def all_options() -> dict[str, str]:
     return found
 
 
-# -- the command reference ---------------------------------------------------------------------
+# -- the generated docs -------------------------------------------------------------------------
 
 
 @same_rendering
 @pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
-def test_readme_help_block_is_the_real_help(path: tuple[str, ...]) -> None:
-    name = block_name(path)
-    blocks = readme_blocks(readme())
-    assert name in blocks, f"README.md has no block for `{name}`: run `{RERUN}`"
-    assert blocks[name] == render_block(path), (
-        f"The README's `{name} --help` is out of date: run `{RERUN}`"
+def test_cli_doc_shows_the_real_help_of_each_command(path: tuple[str, ...]) -> None:
+    assert render_section(path) in read(CLI_DOC), (
+        f"docs/cli.md: `{block_name(path)} --help` is missing or out of date: run `{RERUN}`"
     )
 
 
 @same_rendering
-def test_readme_command_reference_is_up_to_date() -> None:
-    assert updated_readme(readme()) == readme(), f"README.md is out of date: run `{RERUN}`"
+def test_generated_docs_are_up_to_date() -> None:
+    for path, wanted in SCRIPT.generated().items():
+        assert read(path) == wanted, f"{path.name} is out of date: run `{RERUN}`"
 
 
-def test_every_command_has_a_block_and_no_block_is_stale() -> None:
-    documented = set(readme_blocks(readme()))
-    registered = set(PATH_IDS)
-    assert registered - documented == set(), f"Commands without a README block: run `{RERUN}`"
-    assert documented - registered == set(), f"README blocks of no command: run `{RERUN}`"
+def test_sandbox_doc_lists_every_option_and_config_field() -> None:
+    text = read(SANDBOX_DOC)
+    options = [o for o in command_options(("sandbox",)) if o not in TYPER_OPTIONS]
+    assert "--rate-limit" in options
+    assert [o for o in options if f"`{o}`" not in text] == []
+    fields = [item.name for item in SCRIPT.sandbox_fields()]
+    assert "batch_delay" in fields
+    assert [name for name in fields if f"`{name}`" not in text] == []
+
+
+def test_check_mode_finds_a_stale_file_and_the_script_rewrites_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stale_cli = tmp_path / "docs" / "cli.md"
+    sandbox_doc = tmp_path / "docs" / "sandbox.md"
+    stale_cli.parent.mkdir()
+    stale_cli.write_text("# Command reference\n\nold\n", encoding="utf-8")
+    sandbox_doc.write_text(read(SANDBOX_DOC), encoding="utf-8")
+    monkeypatch.setattr(SCRIPT, "ROOT", tmp_path)
+    monkeypatch.setattr(SCRIPT, "CLI_DOC", stale_cli)
+    monkeypatch.setattr(SCRIPT, "SANDBOX_DOC", sandbox_doc)
+
+    assert SCRIPT.main(["--check"]) == 1
+    assert read(stale_cli) == "# Command reference\n\nold\n"
+    assert "docs/cli.md is out of date" in capsys.readouterr().out
+
+    assert SCRIPT.main([]) == 0
+    assert SCRIPT.main(["--check"]) == 0
+    assert "## `omneo-status assign`" in read(stale_cli)
 
 
 def test_help_is_rendered_the_same_whatever_the_environment(
@@ -142,7 +176,18 @@ def test_every_command_help_has_an_example(path: tuple[str, ...]) -> None:
     assert "Example" in render_help(path), f"`{block_name(path)} --help` shows no example"
 
 
-# -- exit codes -------------------------------------------------------------------------------
+# -- the README -------------------------------------------------------------------------------
+
+
+def test_readme_is_short() -> None:
+    size = len(README.read_bytes())
+    assert size < README_LIMIT, f"README.md is {size} bytes: move detail into docs/"
+
+
+def test_readme_first_contact_names_doctor_dry_run_and_trace() -> None:
+    text = section(read(README), "First contact with a real tenant")
+    for needed in ("omneo-status doctor", "--dry-run", "--trace", "doctor --json"):
+        assert needed in text, f"'First contact with a real tenant' never mentions {needed}"
 
 
 def exit_code_docs() -> dict[str, str]:
@@ -163,7 +208,7 @@ def exit_code_docs() -> dict[str, str]:
 
 
 def test_exit_code_table_is_exit_code() -> None:
-    rows = table_rows(section("Exit codes"))
+    rows = table_rows(section(read(README), "Exit codes"))
     assert rows[0] == ["Code", "Name", "Meaning"]
     documented = {int(code): (name.strip("`"), meaning) for code, name, meaning in rows[1:]}
     docs = exit_code_docs()
@@ -174,11 +219,9 @@ def test_exit_code_table_is_exit_code() -> None:
     assert documented == expected
 
 
-# -- the quick start --------------------------------------------------------------------------
-
-
 def quick_start_fences() -> list[tuple[str, str]]:
-    return re.findall(r"^```(\w*)\n(.*?)^```", section("Quick start"), re.M | re.S)
+    text = section(read(README), "Quick start")
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S)
 
 
 def test_quick_start_is_exactly_two_commands() -> None:
@@ -198,49 +241,163 @@ def test_quick_start_runs_and_shows_what_the_readme_shows(
     assert result.exit_code == 0, result.stderr
     shown = quick_start_fences()[1][1]
     summary = shown[shown.index("Assign vip - run") :]
-    for line in summary.splitlines():
-        if line.startswith("│") or line.startswith("Verified:"):
-            assert line in result.stdout, f"the README shows {line!r}; the run did not"
+    table = [line for line in summary.splitlines() if line.startswith(("│", "Verified:"))]
+    assert len(table) >= 7
+    for line in table:
+        assert line in result.stdout, f"the README shows {line!r}; the run did not"
 
 
-# -- flags ------------------------------------------------------------------------------------
+# -- flags and variables ------------------------------------------------------------------------
+
+
+def configuration() -> str:
+    return read(DOCS / "configuration.md")
 
 
 def test_every_flag_in_the_configuration_tables_exists() -> None:
     options = all_options()
-    rows = table_rows(section("Configuration"))
+    rows = table_rows(configuration())
     flags = [flag for row in rows for flag in re.findall(r"`(--?[a-z][a-z-]*)`", row[0])]
     assert len(flags) > 20
     unknown = [flag for flag in flags if flag not in options]
-    assert unknown == [], f"The README's configuration table names flags no command has: {unknown}"
+    assert unknown == [], f"docs/configuration.md names flags no command has: {unknown}"
 
 
 def test_the_configuration_tables_pair_each_flag_with_its_variable() -> None:
     options = all_options()
-    for row in table_rows(section("Configuration")):
+    pairs = 0
+    for row in table_rows(configuration()):
         flags = re.findall(r"`(--[a-z][a-z-]*)`", row[0])
         variables = re.findall(r"`(OMNEO_[A-Z_]+)`", row[1]) if len(row) > 1 else []
-        if flags and variables:
+        if flags and variables and flags[0] in options:
+            pairs += 1
             assert variables[0] in options[flags[0]], f"{flags[0]}'s help does not name it"
+    assert pairs >= 5
 
 
 def test_every_environment_variable_the_code_reads_is_documented() -> None:
-    read = set()
-    for source in SRC.glob("*.py"):
-        read |= set(re.findall(r"\"(OMNEO_[A-Z_]+)\"", source.read_text(encoding="utf-8")))
-    assert read, "no OMNEO_* variable found in the code"
-    missing = sorted(name for name in read if f"`{name}`" not in section("Configuration"))
-    assert missing == [], (
-        f"Variables read by the code but not in the configuration table: {missing}"
-    )
+    read_by_code: set[str] = set()
+    for source in SRC.rglob("*.py"):
+        read_by_code |= set(re.findall(r"\"(OMNEO_[A-Z_]+)\"", read(source)))
+    assert read_by_code, "no OMNEO_* variable found in the code"
+    missing = sorted(name for name in read_by_code if f"`{name}`" not in configuration())
+    assert missing == [], f"Variables read by the code but not in docs/configuration.md: {missing}"
 
 
-@pytest.mark.parametrize("path", [("assign",), ("remove",), ("sandbox",)], ids=block_name)
+@pytest.mark.parametrize("path", PATHS, ids=PATH_IDS)
 def test_every_option_is_explained_outside_the_reference(path: tuple[str, ...]) -> None:
     text = prose()
     missing = [
         option
         for option in command_options(path)
-        if option.startswith("--") and not re.search(rf"{re.escape(option)}(?![\w-])", text)
+        if option.startswith("--")
+        and option not in TYPER_OPTIONS
+        and not re.search(rf"{re.escape(option)}(?![\w-])", text)
     ]
-    assert missing == [], f"README.md never explains these options of {block_name(path)}: {missing}"
+    assert missing == [], f"The docs never explain these options of {block_name(path)}: {missing}"
+
+
+# -- command lines in the docs ------------------------------------------------------------------
+
+
+def shell_lines() -> Iterator[tuple[str, str]]:
+    """Every command line of every ``sh`` block: (file name, the line, continuations joined)."""
+    for path in doc_files():
+        for body in re.findall(r"^\s*```sh\n(.*?)^\s*```", read(path), re.M | re.S):
+            for line in body.replace("\\\n", " ").splitlines():
+                if line.strip():
+                    yield path.name, line.strip()
+
+
+def command_line_problems(line: str) -> list[str]:
+    """What is wrong with an ``omneo-status ...`` command line: unknown commands or options."""
+    words = shlex.split(line, comments=True)
+    if "omneo-status" not in words:
+        return []
+    words = words[words.index("omneo-status") + 1 :]
+    path: tuple[str, ...] = ()
+    problems = []
+    for word in words:
+        if re.match(r"[|&;<>]|\d?>", word):
+            break  # the shell takes over: a pipe, a redirection, a background job
+        if is_group(path) and not word.startswith("-"):
+            if (*path, word) not in PATHS:
+                problems.append(f"no command `{block_name((*path, word))}`")
+                break
+            path = (*path, word)
+        elif re.fullmatch(r"-[a-z]{2,}", word):  # -vv
+            problems += [f"-{c}" for c in word[1:] if f"-{c}" not in command_options(path)]
+        elif word.startswith("-") and word != "-":
+            option = word.split("=", 1)[0]
+            if option not in command_options(path) and option not in TYPER_OPTIONS:
+                problems.append(f"`{block_name(path)}` has no option {option}")
+    return problems
+
+
+def test_the_command_line_checker_can_fail() -> None:
+    assert command_line_problems("omneo-status assign vip a.csv --dry-run > out") == []
+    assert command_line_problems("omneo-status assing vip a.csv") != []
+    assert command_line_problems("omneo-status assign vip a.csv --dry-rum") != []
+    assert command_line_problems("curl -g --nonsense") == []
+
+
+def test_every_command_line_in_the_docs_is_a_real_command() -> None:
+    lines = list(shell_lines())
+    assert len([line for _, line in lines if "omneo-status" in line]) > 20
+    problems = [
+        f"{name}: {line}: {problem}"
+        for name, line in lines
+        for problem in command_line_problems(line)
+    ]
+    assert problems == []
+
+
+# -- links --------------------------------------------------------------------------------------
+
+
+def without_code_blocks(text: str) -> str:
+    """Markdown without its fenced blocks, where a ``#`` line is not a heading."""
+    return re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.M | re.S)
+
+
+def without_code(text: str) -> str:
+    """Markdown without fenced blocks and inline code, where brackets are not links."""
+    return re.sub(r"`[^`\n]*`", "", without_code_blocks(text))
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    for match in re.finditer(r"^#{1,6} (.+?)\s*$", without_code_blocks(read(path)), re.M):
+        text = unicodedata.normalize("NFC", match.group(1)).lower().replace("`", "")
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> Iterator[str]:
+    for target in re.findall(r"\]\(([^)\s]+)\)", without_code(read(path))):
+        if not re.match(r"[a-z]+:", target):
+            yield target
+
+
+def test_anchors_follow_github() -> None:
+    assert "first-contact-with-a-real-tenant" in anchors(README)
+    assert "--json" in anchors(DOCS / "output.md")
+    assert "omneo-status-config-show" in anchors(CLI_DOC)
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(path: Path) -> None:
+    broken = []
+    for link in relative_links(path):
+        target, _, fragment = link.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        if not file.exists():
+            broken.append(f"{link}: no such file")
+        elif fragment and file.suffix == ".md" and fragment not in anchors(file):
+            broken.append(f"{link}: no such heading")
+    assert broken == [], f"{path.name}: broken links {broken}"

@@ -1,5 +1,5 @@
-"""Every file in examples/ does what the README says: the CSVs against the demo tenant, the seed,
-and the cron wrapper run with bash against a sandbox served on a loopback port."""
+"""Every file in examples/ does what the docs say: the CSVs against the demo tenant, the seed,
+and (slow) the cron wrapper run with bash against a sandbox served on a loopback port."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from omneo_status.sandbox import (
 from .conftest import EXAMPLES, Sandbox, report_rows, summary_of
 
 CRON = EXAMPLES / "cron-assign-vip.sh"
+DOCS_CSV = EXAMPLES.parent / "docs" / "csv.md"
 SHOPIFY_HEADER = (
     "First Name,Last Name,Email,Accepts Email Marketing,Default Address Company,"
     "Default Address Address1,Default Address Address2,Default Address City,"
@@ -104,16 +105,23 @@ def test_shopify_export_has_shopify_s_shape() -> None:
     assert '"Unit 4, 12 King Street"' in text  # a quoted cell holding the separator
 
 
-def test_excel_example_needs_column_and_says_so(sandbox: Sandbox) -> None:
+def test_excel_example_needs_column_and_says_so(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = (EXAMPLES / "excel-european.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
     assert raw.count(b"\r\n") == raw.count(b"\n")
     assert raw.decode("utf-8-sig").splitlines()[0] == "Nom;Prénom;Adresse e-mail;Ville"
-    result = sandbox.run("assign", "vip", str(EXAMPLES / "excel-european.csv"))
+    monkeypatch.chdir(EXAMPLES.parent)  # the path as the docs show it
+    result = sandbox.run("assign", "vip", "examples/excel-european.csv")
     assert result.exit_code == 2
     assert "no email column" in result.stderr
     assert "--column" in result.stderr
     assert sandbox.tenant.requests == []
+    # docs/csv.md quotes both lines the user sees.
+    documented = " ".join(DOCS_CSV.read_text(encoding="utf-8").split())
+    for line in result.stderr.splitlines():
+        assert f"`{line}`" in documented, f"docs/csv.md does not quote {line!r}"
 
 
 def test_sandbox_tenant_example_is_the_demo_tenant() -> None:
@@ -123,6 +131,7 @@ def test_sandbox_tenant_example_is_the_demo_tenant() -> None:
 # -- the cron wrapper -------------------------------------------------------------------------
 
 bash = shutil.which("bash")
+# The wrapper runs under bash, as its own processes, against a sandbox on a loopback port.
 cron_only = pytest.mark.skipif(
     sys.platform == "win32" or bash is None, reason="the cron wrapper is a bash script"
 )
@@ -184,6 +193,7 @@ def log_lines(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.slow
 @cron_only
 def test_cron_wrapper_runs_quietly_and_logs_the_run(tmp_path: Path, served: Served) -> None:
     csv = EXAMPLES / "shopify-customers.csv"
@@ -211,6 +221,7 @@ def test_cron_wrapper_runs_quietly_and_logs_the_run(tmp_path: Path, served: Serv
     assert len(writes) == 1  # the finished job sent nothing the second time
 
 
+@pytest.mark.slow
 @cron_only
 @pytest.mark.parametrize(
     ("case", "code"), [("missing file", 2), ("refused token", 1)], ids=["exit-2", "exit-1"]
@@ -233,6 +244,7 @@ def test_cron_wrapper_alerts_with_what_to_do(
     assert [r for r in served.tenant.requests if r.method != "GET"] == []
 
 
+@pytest.mark.slow
 @cron_only
 def test_cron_wrapper_exits_4_while_the_same_job_runs(tmp_path: Path) -> None:
     csv = EXAMPLES / "emails.csv"

@@ -156,7 +156,7 @@ async def look_up_all(client: OmneoClient, emails: Sequence[str], workers: int) 
     async def worker() -> None:
         nonlocal found
         while queue:
-            page = await client.profiles_page({"filter[email]": queue.pop()})
+            page = await client.find_profiles({"filter[email]": queue.pop()})
             found += len(page.profiles)
 
     async with client:
@@ -305,7 +305,7 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> No
 
     async def main() -> None:
         async with client:
-            await client.profiles_page({"filter[email]": "a@example.com"})
+            await client.find_profiles({"filter[email]": "a@example.com"})
 
     clock.run(main)
     assert sent[0] == 1000.0

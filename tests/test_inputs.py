@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from omneo_status.errors import ExitCode, InputError
 from omneo_status.inputs import (
     DELIMITERS,
+    MAX_RECORD_LINES,
     InputLayout,
     InputRow,
     email_key,
@@ -209,9 +210,15 @@ def test_email_header_names_are_recognised(name: str) -> None:
     assert rows == [InputRow(2, "a@b.co")]
 
 
-def test_the_first_email_header_wins() -> None:
-    layout, _ = read(b"Email,E-mail\na@b.co,c@d.co\n")
-    assert layout.column_index == 0
+def test_two_email_headers_ask_for_column() -> None:
+    error = read_error(b"Email,Name,E-mail\na@b.co,Ada,c@d.co\n")
+    assert error.message == (
+        "in.csv, line 1: several columns look like the email column ('Email', 'E-mail')"
+    )
+    assert error.hint and "--column" in error.hint
+    assert emails_of(b"Email,Name,E-mail\na@b.co,Ada,c@d.co\n", column="E-mail") == [
+        (2, "c@d.co")
+    ]
 
 
 def test_column_exact_match() -> None:
@@ -271,8 +278,11 @@ def test_quoted_cells() -> None:
     assert emails_of(data) == [(2, "a@b.co"), (3, "c@d.co"), (6, "f@g.co")]
 
 
-def test_quoted_newline_in_the_email_cell_starts_at_its_first_line() -> None:
-    assert emails_of(b'email\n"a@b\n.co"\nc@d.co\n') == [(2, "a@b\n.co"), (4, "c@d.co")]
+def test_an_email_cell_over_two_lines_is_refused() -> None:
+    error = read_error(b'email\nx@y.co\n"a@b\n.co"\nc@d.co\n')
+    assert error.message == (
+        'in.csv, line 3: the email cell runs over 2 lines: is a quote (") not closed?'
+    )
 
 
 def test_blank_lines_are_skipped_but_counted() -> None:
@@ -322,8 +332,27 @@ def test_invalid_utf8_names_the_line_byte_and_column() -> None:
 
 
 def test_invalid_utf8_in_the_header_raises_from_read_rows() -> None:
-    error = read_error(b"\xff\xfee\x00m\x00")
-    assert error.message == "in.csv, line 1: not valid UTF-8 (byte 0xFF at column 1)"
+    error = read_error(b"\xe9mail\na@b.co\n")
+    assert error.message == "in.csv, line 1: not valid UTF-8 (byte 0xE9 at column 1)"
+
+
+@pytest.mark.parametrize(
+    ("start", "says"),
+    [
+        (b"\xff\xfe", "a UTF-16 file"),
+        (b"\xfe\xff", "a UTF-16 file"),
+        (b"PK\x03\x04", "a spreadsheet (.xlsx)"),
+        (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 spreadsheet (.xls)"),
+    ],
+    ids=["utf16-le", "utf16-be", "xlsx", "xls"],
+)
+def test_utf16_and_spreadsheets_are_named_before_any_line_is_decoded(
+    start: bytes, says: str
+) -> None:
+    body = "email\na@b.co\n".encode("utf-16-le") if start[:1] == b"\xff" else b"\x00" * 40
+    error = read_error(start + body)
+    assert error.message.startswith(f"in.csv: this looks like {says}")
+    assert error.hint and "CSV UTF-8" in error.hint
 
 
 def test_column_counts_characters_not_bytes() -> None:
@@ -364,18 +393,20 @@ def test_a_long_cell_counts_characters() -> None:
     assert "a cell of 150,000 characters" in error.message
 
 
-def test_a_long_cell_over_many_lines() -> None:
-    data = b'email\n"' + b"x\n" * 60_000 + b'"\nlast@b.co\n'
+def test_a_long_cell_over_a_few_lines() -> None:
+    data = b'name,email\n"' + b"x" * 40_000 + b"\n" + b"y" * 79_999 + b'",a@b.co\n'
     error = read_error(data)
     assert "line 2: a cell of 120,000 characters" in error.message
     assert error.hint
     assert "quote" in error.hint
 
 
-def test_an_unclosed_quote_is_reported_at_its_line() -> None:
+def test_a_quote_open_over_many_lines_stops_at_the_bound() -> None:
     data = b'email\na@b.co\n"unclosed@b.co\n' + b"c@d.co\n" * 30_000
     error = read_error(data)
-    assert error.message.startswith("in.csv, line 3: a cell of more than 100,000 characters")
+    assert error.message == (
+        f'in.csv, line 3: a quote (") opened here is still open after {MAX_RECORD_LINES} lines'
+    )
     assert error.hint
     assert "quote" in error.hint
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from omneo_status.job import job_lock
+from omneo_status.locking import job_lock
 from omneo_status.sandbox import SandboxConfig, ServerThread, Tenant, create_app, generate_tenant
 
 from .conftest import EXAMPLES, POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
@@ -91,7 +91,7 @@ def test_a_finished_job_rerun_is_a_no_op_with_the_same_outcomes(sandbox: Sandbox
 def test_max_unmatched_stops_before_any_write(sandbox: Sandbox) -> None:
     stopped = sandbox.run("assign", "vip", EMAILS, "--max-unmatched", "20")
     assert stopped.exit_code == 3
-    assert "over --max-unmatched 20%" in stopped.stderr
+    assert "over the limit of 20%" in stopped.stderr
     assert "nothing was written" in stopped.stderr
     assert sandbox.writes() == []
     allowed = sandbox.run("assign", "vip", EMAILS, "--max-unmatched", "40", "--json")
@@ -100,23 +100,26 @@ def test_max_unmatched_stops_before_any_write(sandbox: Sandbox) -> None:
 
 
 def test_a_second_identical_run_exits_4(sandbox: Sandbox, tmp_path: Path) -> None:
-    from omneo_status.job import job_key, prepared_input
+    from omneo_status.jobs import job_key
     from omneo_status.models import Action
+    from omneo_status.options import JobSpec
     from omneo_status.settings import SANDBOX_BASE_URL
+    from omneo_status.source import prepared_input
 
     state = Path(os.environ["OMNEO_STATE_DIR"])
     with prepared_input(EMAILS, None, state_dir=state) as source:
         key = job_key(
-            action=Action.ASSIGN,
-            handles=("vip",),
+            JobSpec(Action.ASSIGN, ("vip",)),
             base_url=SANDBOX_BASE_URL,
             digest=source.digest,
             dry_run=False,
         )
-    with job_lock(state, key):
+    with job_lock(state, key) as held:
+        held.claim("20990101T000000-abcdef-0000")
         locked = sandbox.run("assign", "vip", EMAILS)
     assert locked.exit_code == 4
     assert "Another run of this job is in progress" in locked.stderr
+    assert f"run 20990101T000000-abcdef-0000, process {os.getpid()}" in locked.stderr
     assert sandbox.writes() == []
     # The lock file left behind does not block the next run.
     assert sandbox.run("assign", "vip", EMAILS).exit_code == 0

@@ -147,15 +147,15 @@ async def test_a_known_path_with_another_method_is_405() -> None:
 @pytest.mark.anyio
 async def test_statuses_envelope_and_links() -> None:
     async with sandbox(demo_tenant()) as client:
-        first = (await client.get("/statuses", params={"page[size]": 2})).json()
-        last = (await client.get("/statuses", params={"page[size]": 2, "page[number]": 3})).json()
+        first = (await client.get("/statuses", params={"page[size]": 3})).json()
+        last = (await client.get("/statuses", params={"page[size]": 3, "page[number]": 3})).json()
     base = "http://sandbox/api/v3/statuses"
-    assert [s["handle"] for s in first["data"]] == ["vip", "staff"]
+    assert [s["handle"] for s in first["data"]] == ["vip", "staff", "influencer"]
     assert first["links"] == {
-        "first": f"{base}?page[number]=1&page[size]=2",
-        "last": f"{base}?page[number]=3&page[size]=2",
+        "first": f"{base}?page[number]=1&page[size]=3",
+        "last": f"{base}?page[number]=3&page[size]=3",
         "prev": None,
-        "next": f"{base}?page[number]=2&page[size]=2",
+        "next": f"{base}?page[number]=2&page[size]=3",
     }
     assert first["meta"] == {
         "current_page": 1,
@@ -163,14 +163,14 @@ async def test_statuses_envelope_and_links() -> None:
         "last_page": 3,
         "links": [],
         "path": base,
-        "per_page": 2,
-        "to": 2,
-        "total": 5,
+        "per_page": 3,
+        "to": 3,
+        "total": 8,
     }
-    assert [s["handle"] for s in last["data"]] == ["gold"]
-    assert last["links"]["prev"] == f"{base}?page[number]=2&page[size]=2"
+    assert [s["handle"] for s in last["data"]] == ["tier-platinum", "welcome"]
+    assert last["links"]["prev"] == f"{base}?page[number]=2&page[size]=3"
     assert last["links"]["next"] is None
-    assert (last["meta"]["from"], last["meta"]["to"]) == (5, 5)
+    assert (last["meta"]["from"], last["meta"]["to"]) == (7, 8)
 
 
 @pytest.mark.anyio
@@ -183,6 +183,11 @@ async def test_status_shape() -> None:
         "handle": "vip",
         "sort_order": 0,
         "description": None,
+        "group_handle": None,
+        "group_name": None,
+        "period": None,
+        "period_type": None,
+        "absolute_expiry": None,
         "created_at": SEED_TIMESTAMP,
         "updated_at": SEED_TIMESTAMP,
     }
@@ -862,6 +867,9 @@ def test_an_unwritable_log_path_fails_at_once(tmp_path: Path) -> None:
         {"max_batch": 0},
         {"latency_ms": -1.0},
         {"batch_delay": -1.0},
+        {"batch_answer": "nested"},
+        {"page_style": "offset"},
+        {"email_match": "fuzzy"},
     ],
 )
 def test_impossible_settings_are_refused(settings: dict[str, Any]) -> None:
@@ -923,7 +931,7 @@ async def test_a_sandbox_bug_is_recorded_as_500_and_raised(
 ) -> None:
     tenant = demo_tenant()
 
-    def broken(now: float, wall_now: float | None = None) -> int:
+    def broken(now: float, wall_now: float | None = None, *, group_rule: bool = False) -> int:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(tenant, "process_due_batches", broken)
@@ -1092,7 +1100,16 @@ def test_demo_tenant_content() -> None:
         ("influencer", "Influencer"),
         ("media", "Media"),
         ("gold", "Gold"),
+        ("tier-silver", "Silver tier"),
+        ("tier-platinum", "Platinum tier"),
+        ("welcome", "Welcome offer"),
     ]
+    tiers = [s for s in tenant.statuses if s.group_handle == "tier"]
+    assert [s.handle for s in tiers] == ["tier-silver", "tier-platinum"]
+    welcome = tenant.status_by_handle("welcome")
+    assert welcome is not None and (welcome.period, welcome.period_type) == (30, "days")
+    variant_only = {"tier-silver", "tier-platinum", "welcome"}
+    assert not any(variant_only & set(p.statuses) for p in tenant.profiles.values())
     assert len(tenant.profiles) == DEMO_PROFILES
     expected = {
         "ava.nguyen@example.com": [],
@@ -1140,3 +1157,188 @@ def test_sandbox_imports_nothing_else_from_the_package() -> None:
     for source in sources:
         for module in imports.findall(source.read_text(encoding="utf-8")):
             assert module.startswith("omneo_status.sandbox"), (source.name, module)
+
+
+# -- variants: what the docs leave open -------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["data", "top_level"])
+async def test_the_batch_answer_puts_the_batch_id_where_the_variant_says(where: str) -> None:
+    tenant = demo_tenant()
+    ava = only(tenant, "ava.nguyen@example.com")
+    config = SandboxConfig(batch_answer="top_level" if where == "top_level" else "data")
+    async with sandbox(tenant, config) as client:
+        body = (await send_batch(client, "POST", [entry(ava.id, "vip")])).json()
+    answer = body if where == "top_level" else body["data"]
+    assert answer["message"] == "Queued for processing."
+    assert answer["batch_id"] in tenant.batches
+    assert ("data" in body) is (where == "data")
+
+
+@pytest.mark.anyio
+async def test_string_counts_and_items_without_entity_id() -> None:
+    tenant = demo_tenant()
+    ava = only(tenant, "ava.nguyen@example.com")
+    config = SandboxConfig(string_counts=True, item_entity_id=False)
+    async with sandbox(tenant, config) as client:
+        response = await send_batch(client, "POST", [entry(ava.id, "vip"), entry("nobody", "vip")])
+        batch = await batch_of(client, response)
+    assert (batch["success_count"], batch["failed_count"], batch["processed_count"]) == (
+        "1",
+        "1",
+        "2",
+    )
+    assert batch["total_count"] == 2
+    assert [item["entity_id"] for item in batch["items"]] == [None, None]
+    assert [item["external_id"] for item in batch["items"]] == [ava.id, "nobody"]
+
+
+async def page_numbers(client: httpx.AsyncClient, params: dict[str, str]) -> tuple[int, int]:
+    meta = (await client.get("/profiles", params=params)).json()["meta"]
+    return meta["current_page"], meta["per_page"]
+
+
+PAGE_ARRAY = {"page[size]": "10", "page[number]": "2"}
+PER_PAGE = {"per_page": "10", "page": "2"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("style", "array_answer", "plain_answer"),
+    [
+        ("page_array", (2, 10), (1, 15)),
+        ("per_page", (1, 15), (2, 10)),
+        ("both", (2, 10), (2, 10)),
+    ],
+)
+async def test_only_the_honoured_pagination_dialect_moves_the_page(
+    style: Any, array_answer: tuple[int, int], plain_answer: tuple[int, int]
+) -> None:
+    async with sandbox(demo_tenant(), SandboxConfig(page_style=style)) as client:
+        assert await page_numbers(client, PAGE_ARRAY) == array_answer
+        assert await page_numbers(client, PER_PAGE) == plain_answer
+
+
+@pytest.mark.anyio
+async def test_per_page_links_use_their_own_dialect() -> None:
+    async with sandbox(demo_tenant(), SandboxConfig(page_style="per_page")) as client:
+        body = (await client.get("/profiles", params={**PER_PAGE, "filter[x]": "y"})).json()
+    assert body["links"]["next"] == "http://sandbox/api/v3/profiles?page=3&per_page=10&filter[x]=y"
+
+
+@pytest.mark.anyio
+async def test_a_case_sensitive_email_filter() -> None:
+    config = SandboxConfig(email_match="case_sensitive")
+    async with sandbox(demo_tenant(), config) as client:
+        exact = await emails_for(client, {"filter[email]": " chloe.martin@example.com "})
+        other_case = await emails_for(client, {"filter[email]": "Chloe.Martin@example.com"})
+        in_list = await emails_for(
+            client, {"filter[email][in]": "CHLOE.martin@example.com,ben.carter@example.com"}
+        )
+    assert exact == ["chloe.martin@example.com"]
+    assert other_case == []
+    assert in_list == ["ben.carter@example.com"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("key", ["filter[email]", "filter[email][eq]", "filter[email][in]"])
+async def test_an_ignored_email_filter_lists_everyone(key: str) -> None:
+    config = SandboxConfig(email_match="ignored")
+    async with sandbox(demo_tenant(), config) as client:
+        body = (await client.get("/profiles", params={key: "nobody@example.invalid"})).json()
+    assert body["meta"]["total"] == DEMO_PROFILES
+
+
+@pytest.mark.anyio
+async def test_email_matching_follows_the_tools_email_rule() -> None:
+    tenant = demo_tenant()
+    decomposed = tenant.add_profile("Rene\u0301@example.com")  # e + combining acute accent
+    async with sandbox(tenant) as client:
+        zero_width = await emails_for(
+            client, {"filter[email]": "\u200bava.nguyen@example.com\ufeff"}
+        )
+        composed = await client.get("/profiles", params={"filter[email]": "REN\u00c9@example.com"})
+    assert zero_width == ["ava.nguyen@example.com"]
+    assert [p["id"] for p in composed.json()["data"]] == [decomposed.id]
+
+
+@pytest.mark.anyio
+async def test_an_ignored_status_filter_lists_everyone() -> None:
+    async with sandbox(demo_tenant(), SandboxConfig(status_filter=False)) as client:
+        body = (await client.get("/profiles", params={"filter[statuses.handle]": "vip"})).json()
+    assert body["meta"]["total"] == DEMO_PROFILES
+
+
+@pytest.mark.anyio
+async def test_rate_limit_without_headers() -> None:
+    clock = FakeClock()
+    config = SandboxConfig(rate_limit=1, rate_limit_headers=False, clock=clock)
+    async with sandbox(demo_tenant(), config) as client:
+        first = await client.get("/statuses")
+        second = await client.get("/statuses")
+    assert first.status_code == 200 and "x-ratelimit-limit" not in first.headers
+    assert second.status_code == 429 and second.headers["retry-after"] == "1"
+    assert not [name for name in second.headers if name.startswith("x-ratelimit")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("group_rule", "held"),
+    [
+        (False, ["tier-silver", "welcome", "tier-platinum"]),
+        (True, ["welcome", "tier-platinum"]),
+    ],
+)
+async def test_the_group_rule_detaches_siblings(group_rule: bool, held: list[str]) -> None:
+    tenant = demo_tenant()
+    ava = only(tenant, "ava.nguyen@example.com")
+    async with sandbox(tenant, SandboxConfig(group_rule=group_rule)) as client:
+        await send_batch(client, "POST", [entry(ava.id, "tier-silver", "welcome")])
+        await send_batch(client, "POST", [entry(ava.id, "tier-platinum")])
+    assert ava.statuses == held
+
+
+@pytest.mark.anyio
+async def test_status_definitions_show_their_group_and_expiry() -> None:
+    async with sandbox(demo_tenant()) as client:
+        rows = (await client.get("/statuses", params={"page[size]": "100"})).json()["data"]
+    by_handle = {row["handle"]: row for row in rows}
+    assert (by_handle["tier-silver"]["group_handle"], by_handle["tier-silver"]["group_name"]) == (
+        "tier",
+        "Tier",
+    )
+    assert (by_handle["welcome"]["period"], by_handle["welcome"]["period_type"]) == (30, "days")
+    assert by_handle["vip"]["group_handle"] is None and by_handle["vip"]["period"] is None
+
+
+def test_status_fields_round_trip_through_a_seed() -> None:
+    tenant = demo_tenant()
+    again = tenant_from_seed(tenant.to_seed())
+    assert [s.to_json() for s in again.statuses] == [s.to_json() for s in tenant.statuses]
+    with pytest.raises(SeedError, match=r"statuses\[0\]\.period must be an integer"):
+        tenant_from_seed({"statuses": [{"handle": "x", "period": "30"}], "profiles": []})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        " Ava.Nguyen@Example.COM ",
+        "\u00a0ava@example.com\u200b",
+        "\ufeffava@example.com\u2060",
+        "Rene\u0301@example.com",
+        "REN\u00c9@example.com",
+        "stra\u00dfe@example.com",
+        "STRASSE@example.com",
+        "\u0130nci@example.com",
+        "\u212bngstr\u00f6m@example.com",
+    ],
+)
+def test_the_sandbox_keys_emails_as_the_tool_does(raw: str) -> None:
+    # The sandbox keeps its own copy of the email rule (it imports nothing from the tool):
+    # this is what keeps the two copies from drifting apart.
+    from omneo_status.inputs import email_key, normalize_email
+    from omneo_status.sandbox.state import exact_email, normalise_email
+
+    assert normalise_email(raw) == email_key(raw)
+    assert exact_email(raw) == normalize_email(raw)

@@ -10,7 +10,13 @@ from typer.testing import CliRunner
 
 from omneo_status import cli
 from omneo_status.errors import ConfigError
-from omneo_status.settings import normalize_base_url, resolve_settings, tenant_base_url
+from omneo_status.settings import (
+    SettingView,
+    describe_settings,
+    normalize_base_url,
+    resolve_settings,
+    tenant_base_url,
+)
 
 TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
 
@@ -177,3 +183,79 @@ def test_cli_bad_tenant_makes_no_request(monkeypatch: pytest.MonkeyPatch) -> Non
     result = CliRunner().invoke(cli.app, ["statuses", "--tenant", "evil.com/#"])
     assert result.exit_code == 2
     assert "DNS label" in result.stderr
+
+
+# --- config show: what there is, even when settings are incomplete (issue 9, section 6) -------
+
+
+def views_of(**kwargs: object) -> dict[str, SettingView]:
+    views = describe_settings(**kwargs)  # type: ignore[arg-type]
+    assert [view.key for view in views] == [
+        "config_file",
+        "profile",
+        "base_url",
+        "token",
+        "state_dir",
+    ]
+    return {view.key: view for view in views}
+
+
+def test_describe_settings_when_everything_is_set(tmp_path: Path) -> None:
+    views = views_of(env={"OMNEO_TENANT": "acme", "OMNEO_TOKEN": TOKEN}, state_dir=tmp_path)
+    assert views["base_url"] == SettingView(
+        "base_url", "https://api.acme.getomneo.com/api", "env OMNEO_TENANT"
+    )
+    assert views["token"] == SettingView("token", "****1b0a", "env OMNEO_TOKEN")
+    assert views["state_dir"] == SettingView("state_dir", str(tmp_path), "flag")
+    assert not any(view.missing for view in views.values())
+
+
+def test_describe_settings_marks_a_missing_tenant_and_token(tmp_path: Path) -> None:
+    views = views_of(env={"OMNEO_STATE_DIR": str(tmp_path)})
+    assert views["base_url"].missing and "OMNEO_TENANT" in views["base_url"].value
+    assert views["token"].missing and "OMNEO_TOKEN" in views["token"].value
+    assert views["state_dir"] == SettingView("state_dir", str(tmp_path), "env OMNEO_STATE_DIR")
+    assert views["profile"].value == "(none)"
+    assert not views["state_dir"].missing
+
+
+def test_describe_settings_shows_the_token_when_only_the_tenant_is_missing() -> None:
+    views = views_of(env={"OMNEO_TOKEN": TOKEN})
+    assert views["base_url"].missing
+    assert views["token"] == SettingView("token", "****1b0a", "env OMNEO_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "says"),
+    [
+        ({"base_url": "http://example.com/api"}, "base_url", "Refusing plain http://"),
+        ({"tenant": "evil.com/#"}, "base_url", "DNS label"),
+        ({"tenant": "acme", "token_file": Path("/nonexistent/token")}, "token", "Cannot read"),
+    ],
+)
+def test_describe_settings_marks_an_unusable_setting(
+    kwargs: dict[str, object], key: str, says: str
+) -> None:
+    views = views_of(env={"OMNEO_TOKEN": TOKEN}, **kwargs)
+    assert views[key].missing
+    assert views[key].value.startswith("unusable: ") and says in views[key].value
+    other = "token" if key == "base_url" else "base_url"
+    assert not views[other].missing
+
+
+def test_describe_settings_marks_an_unset_token_env_of_a_profile(tmp_path: Path) -> None:
+    conf = write_config(
+        tmp_path / "c.toml", '[tenants.acme]\ntenant = "acme"\ntoken_env = "ACME_TOKEN"\n'
+    )
+    views = views_of(profile="acme", config=conf, env={})
+    assert views["profile"].value == "acme (flag)"
+    assert views["base_url"] == SettingView(
+        "base_url", "https://api.acme.getomneo.com/api", "profile acme"
+    )
+    assert views["token"].missing and "$ACME_TOKEN, which is not set" in views["token"].value
+
+
+def test_describe_settings_still_refuses_a_broken_config_file(tmp_path: Path) -> None:
+    conf = write_config(tmp_path / "c.toml", "[tenants.acme\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        describe_settings(config=conf, env={})

@@ -1,60 +1,71 @@
 """The command line: parse, build settings, call the core, render, exit with the right code.
 
-This is the one place where an ``OmneoStatusError`` becomes an ``Error:`` line and an exit code.
+This is the one place where an ``OmneoStatusError`` becomes an ``Error:`` line and an exit code,
+and where the core's structured results get their CLI wording ("pass --fresh", "resume RUN_ID").
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import httpx
 import typer
+from typer.core import TyperGroup
 
-from omneo_status import __version__, console
+from omneo_status import __version__, console, jobs
 from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.console import ConsoleReporter, Display
+from omneo_status.doctor import DoctorReport, run_doctor
 from omneo_status.errors import (
     ConfigError,
+    ExitCode,
     Interrupted,
     OmneoStatusError,
     UsageError,
 )
 from omneo_status.events import FanoutReporter, Reporter
 from omneo_status.governor import RateGovernor
-from omneo_status.job import (
-    JobContext,
-    RunSummary,
-    open_journal,
-    prepared_input,
-    resume_job,
-    run_job,
-    shown_state,
-    undo_job,
-)
+from omneo_status.jobs import JobContext, RunSummary
 from omneo_status.logfile import JsonLogReporter
 from omneo_status.models import Action, Batch, StatusDefinition
-from omneo_status.run import LookupMode, Preview, RunOptions
+from omneo_status.options import (
+    CHUNK_SIZE,
+    CHUNK_SIZE_MAX,
+    CONCURRENCY,
+    CONCURRENCY_MAX,
+    MAX_RETRIES,
+    MAX_RETRIES_MAX,
+    POLL_TIMEOUT,
+    STALL_TIMEOUT,
+    VERIFY,
+    JobSpec,
+    LookupMode,
+    RunOptions,
+)
+from omneo_status.report import check_report_target
 from omneo_status.settings import (
     SANDBOX_TOKEN,
     Settings,
-    mask,
+    describe_settings,
     resolve_settings,
     resolve_state_dir,
     sandbox_settings,
 )
+from omneo_status.source import prepared_input
+from omneo_status.trace import Exchange, TraceWriter
 
 T = TypeVar("T")
 
-# Seams for tests: the clock and sleep that retries, pacing and polling use.
-_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-_clock: Callable[[], float] = time.monotonic
+PRUNE_DAYS_MAX = 36_500
+"""``runs --prune`` takes at most a century: a larger number can only be a typo."""
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 finished, no row failed; 1 fatal error (API unreachable, auth refused);"
@@ -63,8 +74,94 @@ EXIT_CODES_HELP = (
     " 5 gave up waiting for batches (re-run to pick them up); 130 interrupted."
 )
 
+
+# -- the world outside the arguments ---------------------------------------------------------
+
+
+class Runner(Protocol):
+    """Runs a coroutine to its end on a fresh event loop (``asyncio.run``)."""
+
+    def __call__(self, main: Coroutine[Any, Any, T], /) -> T:
+        """The coroutine's result (its exception propagates)."""
+
+
+def _demo_sandbox_transport() -> httpx.AsyncBaseTransport:
+    try:
+        from omneo_status.sandbox import SandboxConfig, create_app, demo_tenant
+    except ImportError:
+        raise _sandbox_missing() from None
+    return httpx.ASGITransport(app=create_app(demo_tenant(), SandboxConfig()))
+
+
+def _terminal_attached() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+@dataclass
+class Runtime:
+    """What a command takes from the world besides its arguments: time, the in-process sandbox
+    of ``--sandbox`` and whether a person can answer a prompt. Tests replace it (``runtime``)."""
+
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    run: Runner = asyncio.run
+    sandbox_transport: Callable[[], httpx.AsyncBaseTransport] = field(
+        default=_demo_sandbox_transport
+    )
+    interactive: Callable[[], bool] = _terminal_attached
+
+
+def runtime() -> Runtime:
+    """The runtime every command uses: real time, the demo sandbox, the real terminal."""
+    return Runtime()
+
+
+# -- the app, and --json for errors Typer raises itself --------------------------------------
+
+
+class _JsonAwareGroup(TyperGroup):
+    """Typer's group, except that with ``--json`` even a usage error Typer raises itself (an
+    unknown option, a value out of range) leaves one JSON document on stdout."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except typer.TyperException as exc:  # Typer's own usage errors (its Click's classes)
+            error = (UsageError if exc.exit_code == ExitCode.USAGE else OmneoStatusError)(
+                exc.format_message(), hint="See the command's --help."
+            )
+            code = _report_error(error, json_out=True)
+        except typer.Abort:
+            code = _report_error(OmneoStatusError("Aborted"), json_out=True)
+        except Exception as exc:
+            # A bug: the document says so, and the traceback follows on stderr.
+            _report_error(
+                OmneoStatusError(
+                    f"Internal error ({type(exc).__name__})",
+                    hint="This is a bug; please report it with the traceback below.",
+                ),
+                json_out=True,
+            )
+            raise
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
     name="omneo-status",
+    cls=_JsonAwareGroup,
     help="Add or remove an Omneo CX profile status for every email in a CSV, without ever"
     " wiping the statuses those profiles already hold.",
     no_args_is_help=True,
@@ -75,95 +172,6 @@ app = typer.Typer(
     "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status assign vip customers.csv --dry-run\n\n"
     + EXIT_CODES_HELP,
 )
-
-_CONN = "Connection"
-_RUN = "Run"
-_OUT = "Output"
-
-TenantOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tenant",
-        help="Tenant name: the API is https://api.TENANT.getomneo.com/api. Env: OMNEO_TENANT.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-BaseUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base-url",
-        help="API root up to /api (overrides --tenant); http:// only for loopback."
-        " Env: OMNEO_BASE_URL.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-TokenFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--token-file",
-        help="Read the API token from this file (otherwise from the OMNEO_TOKEN variable)."
-        " Env: OMNEO_TOKEN_FILE.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-StateDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="Where runs, reports and locks live (default: the user state dir,"
-        " e.g. ~/.local/state/omneo-status). Env: OMNEO_STATE_DIR.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-ProfileOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--profile",
-        help="A named tenant from the config file (a \\[tenants.NAME] table). Env: OMNEO_PROFILE.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="The config file (default: config.toml in the user config dir). Env: OMNEO_CONFIG.",
-        rich_help_panel=_CONN,
-        show_default=False,
-    ),
-]
-SandboxOpt = Annotated[
-    bool,
-    typer.Option(
-        "--sandbox",
-        help="Run against an in-process sandbox tenant seeded with demo data (no account).",
-        rich_help_panel=_CONN,
-    ),
-]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout.", rich_help_panel=_OUT)
-]
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", "-q", help="No live display: a few plain lines on stderr.", rich_help_panel=_OUT
-    ),
-]
-VerboseOpt = Annotated[
-    int,
-    typer.Option(
-        "--verbose",
-        "-v",
-        count=True,
-        help="More detail on stderr (-vv: every HTTP request).",
-        rich_help_panel=_OUT,
-    ),
-]
 
 
 def _version(value: bool) -> None:
@@ -177,135 +185,452 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", help="Show the version and exit.", callback=_version, is_eager=True
+            "--version",
+            help="Show the version and exit.",
+            callback=_version,
+            is_eager=True,
+            metavar="",
         ),
     ] = False,
 ) -> None:
     """Add or remove an Omneo CX profile status for every email in a CSV, safely."""
 
 
+# -- one alias per option; every default comes from omneo_status.options --------------------
+
+_CONN = "Connection"
+_RUN = "Run"
+_OUT = "Output"
+
+
+def _flag(*names: str, help: str, panel: str | None = None) -> Any:
+    """An on/off option shown without a value type in the help."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, metavar="")
+
+
+def _value(*names: str, help: str, panel: str | None = None, **limits: Any) -> Any:
+    """An option taking a value; no default shown when it has none."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, **limits)
+
+
+HandleArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="HANDLE",
+        help="Status handle, or several separated by commas (vip,staff).",
+        show_default=False,
+    ),
+]
+CsvArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="CSV_FILE", help="CSV of email addresses, or - for stdin.", show_default=False
+    ),
+]
+RunIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN_ID",
+        help="A run id from `omneo-status runs` (a unique prefix will do).",
+        show_default=False,
+    ),
+]
+BatchIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="BATCH_ID", help="A batch id from a run's summary or report.", show_default=False
+    ),
+]
+
+ColumnOpt = Annotated[
+    str | None,
+    _value(
+        "--column",
+        help="Name of the email column (default: found by its header).",
+        panel=_RUN,
+        show_default=False,
+    ),
+]
+DryRunOpt = Annotated[
+    bool, _flag("--dry-run", help="Do every read and no write: preview the real plan.", panel=_RUN)
+]
+YesOpt = Annotated[bool, _flag("--yes", "-y", help="Do not ask before writing.", panel=_RUN)]
+ChunkSizeOpt = Annotated[
+    int,
+    _value(
+        "--chunk-size", help="Profiles per batch request.", panel=_RUN, min=1, max=CHUNK_SIZE_MAX
+    ),
+]
+VerifyOpt = Annotated[
+    int,
+    _value(
+        "--verify",
+        help="Re-read this many changed profiles at the end (0: off).",
+        panel=_RUN,
+        min=0,
+    ),
+]
+PollTimeoutOpt = Annotated[
+    float, _value("--poll-timeout", help="Seconds to wait for the batches.", panel=_RUN, min=0)
+]
+StallTimeoutOpt = Annotated[
+    float,
+    _value(
+        "--stall-timeout",
+        help="Give up on a batch whose counts have not moved for this many seconds.",
+        panel=_RUN,
+        min=0,
+    ),
+]
+NoWaitOpt = Annotated[
+    bool,
+    _flag("--no-wait", help="Send and stop; follow up with `omneo-status batch`.", panel=_RUN),
+]
+StrictOpt = Annotated[
+    bool,
+    _flag(
+        "--strict",
+        help="Rows not found, ambiguous or invalid count as failures (exit 3).",
+        panel=_RUN,
+    ),
+]
+MaxUnmatchedOpt = Annotated[
+    float | None,
+    _value(
+        "--max-unmatched",
+        help="Stop before any write if more than this share of rows would be skipped.",
+        panel=_RUN,
+        min=0,
+        max=100,
+        metavar="PERCENT",
+        show_default=False,
+    ),
+]
+FreshOpt = Annotated[
+    bool, _flag("--fresh", help="Start over instead of resuming the same job.", panel=_RUN)
+]
+LookupOpt = Annotated[
+    LookupMode,
+    _value(
+        "--lookup",
+        help="Email lookups: auto tries filter\\[email]\\[in] and keeps it only if the tenant"
+        " honours it.",
+        panel=_RUN,
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int,
+    _value(
+        "--concurrency",
+        help="Requests in flight at once.",
+        panel=_RUN,
+        min=1,
+        max=CONCURRENCY_MAX,
+    ),
+]
+MaxRpsOpt = Annotated[
+    float | None,
+    _value("--max-rps", help="Cap requests per second.", panel=_CONN, min=0.1, show_default=False),
+]
+MaxRetriesOpt = Annotated[
+    int,
+    _value(
+        "--max-retries",
+        help="Retries of a failed request.",
+        panel=_CONN,
+        min=0,
+        max=MAX_RETRIES_MAX,
+    ),
+]
+ReportOpt = Annotated[
+    Path | None,
+    _value(
+        "--report",
+        help="Write the per-row report here (default: under the state dir); - for stdout.",
+        panel=_OUT,
+        show_default=False,
+    ),
+]
+LogFileOpt = Annotated[
+    Path | None,
+    _value(
+        "--log-file",
+        help="Append every stage and failure as JSON lines.",
+        panel=_OUT,
+        show_default=False,
+    ),
+]
+TraceOpt = Annotated[
+    Path | None,
+    _value(
+        "--trace",
+        help="Record every HTTP exchange as JSON lines (no token), to attach to a bug report.",
+        panel=_OUT,
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, _flag("--json", help="Print one JSON document on stdout.", panel=_OUT)]
+QuietOpt = Annotated[
+    bool, _flag("--quiet", "-q", help="Print only errors and the final line.", panel=_OUT)
+]
+VerboseOpt = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="More detail on stderr (-vv: one line per HTTP request).",
+        rich_help_panel=_OUT,
+        metavar="",
+        show_default=False,
+    ),
+]
+SandboxOpt = Annotated[
+    bool,
+    _flag(
+        "--sandbox",
+        help="Run against an in-process sandbox tenant seeded with demo data (no account).",
+        panel=_CONN,
+    ),
+]
+TenantOpt = Annotated[
+    str | None,
+    _value(
+        "--tenant",
+        help="Tenant name: the API is https://api.TENANT.getomneo.com/api. Env: OMNEO_TENANT.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    _value(
+        "--base-url",
+        help="API root up to /api (overrides --tenant); http:// only for loopback."
+        " Env: OMNEO_BASE_URL.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    _value(
+        "--token-file",
+        help="Read the API token from this file (otherwise from the OMNEO_TOKEN variable)."
+        " Env: OMNEO_TOKEN_FILE.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    _value(
+        "--profile",
+        help="A named tenant from the config file (a \\[tenants.NAME] table). Env: OMNEO_PROFILE.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    _value(
+        "--config",
+        help="The config file (default: config.toml in the user config dir). Env: OMNEO_CONFIG.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+StateDirOpt = Annotated[
+    Path | None,
+    _value(
+        "--state-dir",
+        help="Where runs, reports and locks live (default: the user state dir,"
+        " e.g. ~/.local/state/omneo-status). Env: OMNEO_STATE_DIR.",
+        panel=_CONN,
+        show_default=False,
+    ),
+]
+
+
+# -- what the options add up to --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a command talks to and how hard it may push (the connection options)."""
+
+    sandbox: bool = False
+    tenant: str | None = None
+    base_url: str | None = None
+    token_file: Path | None = None
+    profile: str | None = None
+    config: Path | None = None
+    state_dir: Path | None = None
+    max_rps: float | None = None
+    max_retries: int = MAX_RETRIES
+
+    def settings(self) -> Settings:
+        """The resolved settings (flag > environment > config file); ``ConfigError`` if
+        incomplete."""
+        if self.sandbox:
+            if self.tenant or self.base_url:
+                raise UsageError("--sandbox cannot be combined with --tenant or --base-url")
+            return sandbox_settings(self.state_dir)
+        return resolve_settings(
+            tenant=self.tenant,
+            base_url=self.base_url,
+            token_file=self.token_file,
+            state_dir=self.state_dir,
+            profile=self.profile,
+            config=self.config,
+        )
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command shows what it does (the output options)."""
+
+    json: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    trace: Path | None = None
+    log_file: Path | None = None
+    report: Path | None = None
+
+    @property
+    def report_to_stdout(self) -> bool:
+        """``--report -``: the report CSV goes to stdout, the summary to stderr."""
+        return self.report == Path("-")
+
+    @property
+    def display(self) -> Display:
+        """The progress display: none with --quiet (or --json when stderr is no terminal)."""
+        if self.quiet or (self.json and not sys.stderr.isatty()):
+            return Display.QUIET
+        return Display.LIVE
+
+    def report_path(self, source: Path | None) -> Path | None:
+        """The ``--report`` destination checked before anything happens (None: the default)."""
+        if self.report_to_stdout:
+            if self.json:
+                raise UsageError("--report - and --json both want stdout; drop one of them")
+            return None
+        if self.report is not None:
+            check_report_target(self.report, source=source)
+        return self.report
+
+
 # -- the error boundary ----------------------------------------------------------------------
 
 
-def _fail(exc: OmneoStatusError, json_out: bool = False) -> typer.Exit:
-    console.print_error(exc.message, exc.hint)
-    if json_out and not isinstance(exc, Interrupted):
-        console.print_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-    return typer.Exit(int(exc.exit_code))
+def _advice(error: OmneoStatusError) -> OmneoStatusError:
+    """The error with the CLI's advice added: how to go on with the run it ended."""
+    if error.run_id is not None and error.hint is None:
+        error.hint = f"Re-run the same command (or `omneo-status resume {error.run_id}`) to go on."
+    return error
 
 
-def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; SIGTERM is handled like Ctrl-C (stop, save, exit 130)."""
-
-    async def main() -> T:
-        task = asyncio.current_task()
-        if task is not None:
-            with suppress(NotImplementedError, AttributeError, ValueError):
-                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await factory()
-
-    try:
-        return asyncio.run(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        raise Interrupted("Interrupted") from None
+def _report_error(error: OmneoStatusError, *, json_out: bool) -> int:
+    """Say the error (one line on stderr, and the JSON document with ``--json``); its exit code."""
+    error = _advice(error)
+    console.print_error(error.message, error.hint)
+    if error.run_id is not None and error.run_id not in error.message:
+        report = f"; report: {error.report}" if error.report is not None else ""
+        console.print_note(f"Run {error.run_id}{report}")
+    if json_out:
+        console.print_json(error.to_json())
+    return int(error.exit_code)
 
 
 @contextmanager
 def _boundary(json_out: bool = False) -> Iterator[None]:
-    """Turn the tool's errors into one line on stderr (and, with --json, a JSON document)."""
+    """Turn the tool's errors (and Ctrl-C) into one line on stderr, the JSON document with
+    ``--json``, and the error's exit code."""
     try:
         yield
     except KeyboardInterrupt:
-        raise _fail(Interrupted("Interrupted"), json_out) from None
+        raise typer.Exit(_report_error(Interrupted("Interrupted"), json_out=json_out)) from None
     except OmneoStatusError as exc:
-        raise _fail(exc, json_out) from None
+        raise typer.Exit(_report_error(exc, json_out=json_out)) from None
 
 
-# -- connecting ------------------------------------------------------------------------------
+def _run(rt: Runtime, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` on the runtime's loop; SIGTERM is handled like Ctrl-C (exit 130)."""
 
+    async def main() -> T:
+        task = asyncio.current_task()
+        if task is not None:
+            with suppress(NotImplementedError, AttributeError, ValueError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await work()
 
-class _TokenRedactor(logging.Filter):
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self._secret and self._secret in message:
-            record.msg = message.replace(self._secret, "***")
-            record.args = None
-        return True
-
-
-def _settings(
-    *,
-    tenant: str | None,
-    base_url: str | None,
-    token_file: Path | None,
-    state_dir: Path | None,
-    sandbox: bool,
-    profile: str | None = None,
-    config: Path | None = None,
-) -> Settings:
-    if sandbox:
-        if tenant or base_url:
-            raise UsageError("--sandbox cannot be combined with --tenant or --base-url")
-        return sandbox_settings(state_dir)
-    return resolve_settings(
-        tenant=tenant,
-        base_url=base_url,
-        token_file=token_file,
-        state_dir=state_dir,
-        profile=profile,
-        config=config,
-    )
-
-
-def _sandbox_transport() -> httpx.AsyncBaseTransport:
     try:
-        from omneo_status.sandbox import SandboxConfig, create_app, demo_tenant
-    except ImportError:
-        raise ConfigError(
-            "The sandbox needs its server libraries",
-            hint="Install the extra: pip install 'omneo-status[sandbox]' (uv run has it).",
-        ) from None
-    return httpx.ASGITransport(app=create_app(demo_tenant(), SandboxConfig()))
+        return rt.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise Interrupted("Interrupted") from None
 
 
-def _client(
-    settings: Settings,
-    *,
-    sandbox: bool,
-    concurrency: int = 8,
-    max_rps: float | None = None,
-    max_retries: int = 5,
-    reporter: Reporter | None = None,
-    verbose: int = 0,
-) -> OmneoClient:
-    if verbose >= 2:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.addFilter(_TokenRedactor(settings.token.get_secret_value()))
-        for name in ("httpx", "httpcore"):
-            logger = logging.getLogger(name)
-            logger.setLevel(logging.DEBUG)
-            logger.addHandler(handler)
-
-    def on_retry(what: str, wait: float) -> None:
-        if reporter is not None:
-            reporter.info(f"retrying {what} in {wait:.1f}s")
-
-    return OmneoClient(
-        settings.base_url,
-        settings.token,
-        transport=_sandbox_transport() if sandbox else None,
-        governor=RateGovernor(concurrency=concurrency, max_rps=max_rps, clock=_clock, sleep=_sleep),
-        retry=RetryPolicy(max_retries=max_retries),
-        sleep=_sleep,
-        on_retry=on_retry,
-    )
+# -- a command's session: settings, display, log, trace, client ------------------------------
 
 
-# -- assign / remove -------------------------------------------------------------------------
+class _Session:
+    """Everything one command opened to talk to the API; closed when the command ends."""
+
+    def __init__(self, rt: Runtime, conn: Connection, out: Output, stack: ExitStack) -> None:
+        self.rt = rt
+        self.conn = conn
+        self.out = out
+        self.settings = conn.settings()
+        self.shown = ConsoleReporter(display=out.display, verbose=out.verbose, clock=rt.clock)
+        self.trace = TraceWriter(out.trace) if out.trace is not None else None
+        if self.trace is not None:
+            stack.callback(self.trace.close)
+        self.log = JsonLogReporter(out.log_file) if out.log_file is not None else None
+        if self.log is not None:
+            stack.callback(self.log.close)
+        self.reporter: Reporter = (
+            FanoutReporter(self.shown, self.log) if self.log is not None else self.shown
+        )
+
+    def client(self, concurrency: int = CONCURRENCY) -> OmneoClient:
+        """A client for the settings, on the runtime's clock, reporting retries and requests."""
+        rt = self.rt
+        return OmneoClient(
+            self.settings.base_url,
+            self.settings.token,
+            transport=rt.sandbox_transport() if self.conn.sandbox else None,
+            governor=RateGovernor(
+                concurrency=concurrency, max_rps=self.conn.max_rps, clock=rt.clock, sleep=rt.sleep
+            ),
+            retry=RetryPolicy(max_retries=self.conn.max_retries),
+            sleep=rt.sleep,
+            on_retry=self._on_retry,
+            on_exchange=self._on_exchange,
+        )
+
+    async def call(self, work: Callable[[OmneoClient], Awaitable[T]]) -> T:
+        """``work(client)`` with a fresh client, closed afterwards."""
+        async with self.client() as client:
+            return await work(client)
+
+    def _on_retry(self, what: str, wait: float) -> None:
+        self.shown.retrying(what, wait)
+        if self.log is not None:
+            self.log.info(f"retrying {what} in {wait:.1f}s")
+
+    def _on_exchange(self, exchange: Exchange) -> None:
+        self.shown.exchange(exchange)
+        if self.trace is not None:
+            self.trace(exchange)
+
+
+@contextmanager
+def _session(rt: Runtime, conn: Connection, out: Output) -> Iterator[_Session]:
+    with ExitStack() as stack:
+        yield _Session(rt, conn, out, stack)
+
+
+# -- assign / remove / resume / undo ---------------------------------------------------------
 
 _RUN_EPILOG = (
     "Examples:\n\n"
@@ -314,244 +639,7 @@ _RUN_EPILOG = (
     "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n" + EXIT_CODES_HELP
 )
 
-
-def _run_command(action: Action) -> Callable[..., None]:
-    def command(
-        handle: Annotated[
-            str,
-            typer.Argument(
-                metavar="HANDLE",
-                help="Status handle, or several separated by commas (vip,staff).",
-                show_default=False,
-            ),
-        ],
-        csv_file: Annotated[
-            str,
-            typer.Argument(
-                metavar="CSV_FILE",
-                help="CSV of email addresses, or - for stdin.",
-                show_default=False,
-            ),
-        ],
-        column: Annotated[
-            str | None,
-            typer.Option(
-                "--column",
-                help="Name of the email column (default: found by its header).",
-                rich_help_panel=_RUN,
-                show_default=False,
-            ),
-        ] = None,
-        dry_run: Annotated[
-            bool,
-            typer.Option(
-                "--dry-run",
-                help="Do every read and no write: preview the real plan.",
-                rich_help_panel=_RUN,
-            ),
-        ] = False,
-        yes: Annotated[
-            bool,
-            typer.Option("--yes", "-y", help="Do not ask before writing.", rich_help_panel=_RUN),
-        ] = False,
-        chunk_size: Annotated[
-            int,
-            typer.Option(
-                "--chunk-size",
-                min=1,
-                max=500,
-                help="Profiles per batch request.",
-                rich_help_panel=_RUN,
-            ),
-        ] = 250,
-        verify: Annotated[
-            int,
-            typer.Option(
-                "--verify",
-                min=0,
-                help="Re-read this many changed profiles at the end (0: off).",
-                rich_help_panel=_RUN,
-            ),
-        ] = 5,
-        poll_timeout: Annotated[
-            float,
-            typer.Option(
-                "--poll-timeout",
-                min=0,
-                help="Seconds to wait for the batches.",
-                rich_help_panel=_RUN,
-            ),
-        ] = 1800.0,
-        stall_timeout: Annotated[
-            float,
-            typer.Option(
-                "--stall-timeout",
-                min=0,
-                help="Give up on a batch whose counts have not moved for this many seconds.",
-                rich_help_panel=_RUN,
-            ),
-        ] = 600.0,
-        no_wait: Annotated[
-            bool,
-            typer.Option(
-                "--no-wait",
-                help="Send and stop; follow up with `omneo-status batch`.",
-                rich_help_panel=_RUN,
-            ),
-        ] = False,
-        strict: Annotated[
-            bool,
-            typer.Option(
-                "--strict",
-                help="Rows not found, ambiguous or invalid count as failures (exit 3).",
-                rich_help_panel=_RUN,
-            ),
-        ] = False,
-        max_unmatched: Annotated[
-            float | None,
-            typer.Option(
-                "--max-unmatched",
-                min=0,
-                max=100,
-                metavar="PERCENT",
-                help="Stop before any write if more than this share of rows would be skipped.",
-                rich_help_panel=_RUN,
-                show_default=False,
-            ),
-        ] = None,
-        fresh: Annotated[
-            bool,
-            typer.Option(
-                "--fresh", help="Start over instead of resuming the same job.", rich_help_panel=_RUN
-            ),
-        ] = False,
-        report: Annotated[
-            Path | None,
-            typer.Option(
-                "--report",
-                help="Write the per-row report here (default: under the state dir).",
-                rich_help_panel=_OUT,
-                show_default=False,
-            ),
-        ] = None,
-        log_file: Annotated[
-            Path | None,
-            typer.Option(
-                "--log-file",
-                help="Append every stage and failure as JSON lines.",
-                rich_help_panel=_OUT,
-                show_default=False,
-            ),
-        ] = None,
-        lookup: Annotated[
-            LookupMode,
-            typer.Option(
-                "--lookup",
-                help="Email lookups: auto tries filter\\[email]\\[in] and keeps"
-                " it only if the tenant honours it.",
-                rich_help_panel=_RUN,
-            ),
-        ] = LookupMode.AUTO,
-        concurrency: Annotated[
-            int,
-            typer.Option(
-                "--concurrency",
-                min=1,
-                max=64,
-                help="Requests in flight at once.",
-                rich_help_panel=_RUN,
-            ),
-        ] = 8,
-        max_rps: Annotated[
-            float | None,
-            typer.Option(
-                "--max-rps",
-                min=0.1,
-                help="Cap requests per second.",
-                rich_help_panel=_RUN,
-                show_default=False,
-            ),
-        ] = None,
-        max_retries: Annotated[
-            int,
-            typer.Option(
-                "--max-retries",
-                min=0,
-                max=20,
-                help="Retries of a failed request.",
-                rich_help_panel=_RUN,
-            ),
-        ] = 5,
-        json_out: JsonOpt = False,
-        quiet: QuietOpt = False,
-        verbose: VerboseOpt = 0,
-        sandbox: SandboxOpt = False,
-        tenant: TenantOpt = None,
-        base_url: BaseUrlOpt = None,
-        token_file: TokenFileOpt = None,
-        profile: ProfileOpt = None,
-        config: ConfigOpt = None,
-        state_dir: StateDirOpt = None,
-    ) -> None:
-        with _boundary(json_out):
-            handles = _handles(handle)
-            options = RunOptions(
-                action=action,
-                handles=handles,
-                dry_run=dry_run,
-                chunk_size=chunk_size,
-                verify=verify,
-                poll_timeout=poll_timeout,
-                stall_timeout=stall_timeout,
-                no_wait=no_wait,
-                strict=strict,
-                max_unmatched=max_unmatched,
-                lookup=lookup,
-                concurrency=concurrency,
-            )
-            settings = _settings(
-                tenant=tenant,
-                base_url=base_url,
-                token_file=token_file,
-                state_dir=state_dir,
-                sandbox=sandbox,
-                profile=profile,
-                config=config,
-            )
-            with prepared_input(
-                csv_file, column, state_dir=settings.state_dir, stdin=sys.stdin.buffer
-            ) as source:
-                summary = _execute(
-                    settings,
-                    options,
-                    lambda ctx: run_job(ctx, options, source, report=report, fresh=fresh),
-                    # A rehearsal against the in-process sandbox changes nothing real.
-                    ask=not (yes or dry_run or sandbox) and _interactive(),
-                    quiet=quiet or (json_out and not sys.stderr.isatty()),
-                    verbose=verbose,
-                    sandbox=sandbox,
-                    log_file=log_file,
-                    max_rps=max_rps,
-                    max_retries=max_retries,
-                )
-            _finish(summary, json_out)
-
-    command.__doc__ = (
-        f"{'Add' if action is Action.ASSIGN else 'Remove'} status HANDLE"
-        f" {'to' if action is Action.ASSIGN else 'from'} every profile whose email is in"
-        " CSV_FILE.\n\n"
-        + (
-            "Only the batch endpoint is used: statuses the profiles already hold are kept."
-            if action is Action.ASSIGN
-            else "Only the handles given are detached; every other status is kept."
-        )
-    )
-    return command
-
-
-def _interactive() -> bool:
-    """Whether a person can answer a prompt (stdin and stderr are terminals)."""
-    return sys.stdin.isatty() and sys.stderr.isatty()
+Job = Callable[[JobContext], Awaitable[RunSummary]]
 
 
 def _handles(text: str) -> tuple[str, ...]:
@@ -563,85 +651,167 @@ def _handles(text: str) -> tuple[str, ...]:
     return handles
 
 
-def _execute(
-    settings: Settings,
-    options: RunOptions,
-    job: Callable[[JobContext], Awaitable[RunSummary]],
+def _from_file(
+    action: Action,
+    handle: str,
+    csv_file: str,
     *,
-    ask: bool,
-    quiet: bool,
-    verbose: int,
-    sandbox: bool,
-    log_file: Path | None,
-    max_rps: float | None,
-    max_retries: int,
-) -> RunSummary:
-    shown = console.ConsoleReporter(live=not quiet, verbose=verbose > 0)
-    with ExitStack() as stack:
-        log = JsonLogReporter(log_file) if log_file is not None else None
-        if log is not None:
-            stack.callback(log.close)
-        reporter = FanoutReporter(shown, log) if log is not None else FanoutReporter(shown)
-
-        def confirm(preview: Preview) -> bool:
-            with shown.paused():
-                return console.confirm_plan(preview, options.action.value, options.handles)
-
-        async def go() -> RunSummary:
-            client = _client(
-                settings,
-                sandbox=sandbox,
-                concurrency=options.concurrency,
-                max_rps=max_rps,
-                max_retries=max_retries,
-                reporter=reporter,
-                verbose=verbose,
+    column: str | None,
+    fresh: bool,
+    yes: bool,
+    options: RunOptions,
+    conn: Connection,
+    out: Output,
+) -> None:
+    """``assign``/``remove``: read the file, run the job, show the summary, exit."""
+    rt = runtime()
+    with _boundary(out.json):
+        spec = JobSpec(action, _handles(handle))
+        report = out.report_path(None if csv_file == "-" else Path(csv_file))
+        with (
+            _session(rt, conn, out) as session,
+            prepared_input(
+                csv_file, column, state_dir=session.settings.state_dir, stdin=sys.stdin.buffer
+            ) as source,
+        ):
+            summary = _execute(
+                session,
+                options,
+                lambda ctx: jobs.run_job(ctx, spec, options, source, report=report, fresh=fresh),
+                spec=spec,
+                # A rehearsal against the in-process sandbox changes nothing real.
+                ask=not (yes or options.dry_run or conn.sandbox) and rt.interactive(),
             )
-            async with client:
-                ctx = JobContext(
-                    client=client,
-                    base_url=settings.base_url,
-                    state_dir=settings.state_dir,
-                    reporter=reporter,
-                    confirm=confirm if ask else None,
-                    sleep=_sleep,
-                    clock=_clock,
-                )
+    _finish(summary, out, fresh_advice=True)
+
+
+def _by_id(
+    undo: bool, run_id: str, *, yes: bool, options: RunOptions, conn: Connection, out: Output
+) -> None:
+    """``resume``/``undo``: run the job the journal names, show the summary, exit."""
+    rt = runtime()
+    runner = jobs.undo_job if undo else jobs.resume_job
+    with _boundary(out.json):
+        report = out.report_path(None)
+        with _session(rt, conn, out) as session:
+            summary = _execute(
+                session,
+                options,
+                lambda ctx: runner(ctx, run_id, options, report=report),
+                spec=None,
+                ask=not (yes or options.dry_run or conn.sandbox) and rt.interactive(),
+            )
+    _finish(summary, out, fresh_advice=False)
+
+
+def _execute(
+    session: _Session, options: RunOptions, job: Job, *, spec: JobSpec | None, ask: bool
+) -> RunSummary:
+    """Drive one job with the session's client and display; log its end."""
+    shown, rt = session.shown, session.rt
+
+    def confirm(preview: console.PlanPreview) -> bool:
+        with shown.paused():
+            return console.confirm_plan(preview, spec)
+
+    async def go() -> RunSummary:
+        async with session.client(options.concurrency) as client:
+            ctx = JobContext(
+                client=client,
+                base_url=session.settings.base_url,
+                state_dir=session.settings.state_dir,
+                reporter=session.reporter,
+                confirm=confirm if ask else None,
+                sleep=rt.sleep,
+                clock=rt.clock,
+            )
+            ticker = asyncio.ensure_future(_tick(rt, shown)) if shown.ticks else None
+            try:
                 with shown.showing():
                     return await job(ctx)
+            finally:
+                if ticker is not None:
+                    ticker.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await ticker
 
-        try:
-            summary = _run_async(go)
-        except OmneoStatusError as exc:
-            if log is not None:
-                log.write("error", message=exc.message, exit_code=int(exc.exit_code))
-            raise
-        if log is not None:
-            log.write("summary", **summary.to_json())
-        return summary
+    try:
+        summary = _run(rt, go)
+    except OmneoStatusError as exc:
+        if session.log is not None:
+            session.log.write("error", **_advice(exc).to_json())
+        raise
+    if session.log is not None:
+        session.log.write("summary", **summary.to_json())
+    return summary
 
 
-def _finish(summary: RunSummary, json_out: bool) -> None:
-    if json_out:
-        console.print_json(summary.to_json())
-        for note in summary.notes:
-            console.print_warning(note)
+async def _tick(rt: Runtime, shown: ConsoleReporter) -> None:
+    """A progress line every ``PROGRESS_EVERY`` seconds, also while nothing advances."""
+    while True:
+        await rt.sleep(console.PROGRESS_EVERY)
+        shown.tick()
+
+
+def _advice_of(summary: RunSummary, *, fresh_advice: bool) -> list[str]:
+    """The CLI's words for the summary's flags (shown on stderr in every mode)."""
+    said: list[str] = []
+    if fresh_advice and getattr(summary, "already_finished", False):
+        said.append("This job already finished; pass --fresh to run it again from the start.")
+    if getattr(summary, "gave_up", summary.exit_code == ExitCode.GAVE_UP_WAITING):
+        said.append(
+            "Gave up waiting for some batches; they were accepted. Resume with:"
+            f" omneo-status resume {summary.run_id}"
+        )
+    # Until the core gives only structured flags, its own notes are passed on (once).
+    said += [note for note in getattr(summary, "notes", ()) if note not in said]
+    return said
+
+
+def _finish(summary: RunSummary, out: Output, *, fresh_advice: bool) -> NoReturn:
+    document = summary.to_json()
+    if out.json:
+        console.print_json(document)
+    elif out.report_to_stdout:
+        console.render_summary(document, title_note=_title_note(summary), err=True)
+        console.print_text(Path(document["report"]).read_text(encoding="utf-8"))
+    elif out.quiet:
+        console.print_line(console.summary_line(document))
     else:
-        console.render_summary(summary)
+        console.render_summary(document, title_note=_title_note(summary))
+    for advice in _advice_of(summary, fresh_advice=fresh_advice):
+        console.print_warning(advice)
     raise typer.Exit(int(summary.exit_code))
 
 
-app.command("assign", epilog=_RUN_EPILOG.format(verb="assign"), no_args_is_help=True)(
-    _run_command(Action.ASSIGN)
-)
-app.command("remove", epilog=_RUN_EPILOG.format(verb="remove"), no_args_is_help=True)(
-    _run_command(Action.REMOVE)
-)
+def _title_note(summary: RunSummary) -> str:
+    if getattr(summary, "already_finished", False):
+        return " (already finished: nothing sent)"
+    return " (resumed)" if getattr(summary, "resumed", False) else ""
 
 
-@app.command(epilog="Example:\n\n  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status statuses --json")
-def statuses(
+@app.command(epilog=_RUN_EPILOG.format(verb="assign"), no_args_is_help=True)
+def assign(
+    handle: HandleArg,
+    csv_file: CsvArg,
+    column: ColumnOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkSizeOpt = CHUNK_SIZE,
+    verify: VerifyOpt = VERIFY,
+    poll_timeout: PollTimeoutOpt = POLL_TIMEOUT,
+    stall_timeout: StallTimeoutOpt = STALL_TIMEOUT,
+    no_wait: NoWaitOpt = False,
+    strict: StrictOpt = False,
+    max_unmatched: MaxUnmatchedOpt = None,
+    fresh: FreshOpt = False,
+    lookup: LookupOpt = LookupMode.AUTO,
+    concurrency: ConcurrencyOpt = CONCURRENCY,
+    report: ReportOpt = None,
+    log_file: LogFileOpt = None,
+    trace: TraceOpt = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
     sandbox: SandboxOpt = False,
     tenant: TenantOpt = None,
@@ -649,71 +819,331 @@ def statuses(
     token_file: TokenFileOpt = None,
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    max_rps: MaxRpsOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """List the tenant's status definitions (handle and name), every page of them."""
-    with _boundary(json_out):
-        settings = _settings(
+    """Add status HANDLE to every profile whose email is in CSV_FILE.
+
+    Only the batch endpoint is used: statuses the profiles already hold are kept.
+    """
+    _from_file(
+        Action.ASSIGN,
+        handle,
+        csv_file,
+        column=column,
+        fresh=fresh,
+        yes=yes,
+        options=RunOptions(
+            dry_run=dry_run,
+            chunk_size=chunk_size,
+            verify=verify,
+            poll_timeout=poll_timeout,
+            stall_timeout=stall_timeout,
+            no_wait=no_wait,
+            strict=strict,
+            max_unmatched=max_unmatched,
+            lookup=lookup,
+            concurrency=concurrency,
+        ),
+        conn=Connection(
+            sandbox=sandbox,
             tenant=tenant,
             base_url=base_url,
             token_file=token_file,
-            state_dir=None,
-            sandbox=sandbox,
             profile=profile,
             config=config,
-        )
+            state_dir=state_dir,
+            max_rps=max_rps,
+            max_retries=max_retries,
+        ),
+        out=Output(
+            json=json_out,
+            quiet=quiet,
+            verbose=verbose,
+            trace=trace,
+            log_file=log_file,
+            report=report,
+        ),
+    )
 
-        async def go() -> list[StatusDefinition]:
-            async with _client(settings, sandbox=sandbox, verbose=verbose) as client:
-                return await client.list_statuses()
 
-        found = _run_async(go)
+@app.command(epilog=_RUN_EPILOG.format(verb="remove"), no_args_is_help=True)
+def remove(
+    handle: HandleArg,
+    csv_file: CsvArg,
+    column: ColumnOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkSizeOpt = CHUNK_SIZE,
+    verify: VerifyOpt = VERIFY,
+    poll_timeout: PollTimeoutOpt = POLL_TIMEOUT,
+    stall_timeout: StallTimeoutOpt = STALL_TIMEOUT,
+    no_wait: NoWaitOpt = False,
+    strict: StrictOpt = False,
+    max_unmatched: MaxUnmatchedOpt = None,
+    fresh: FreshOpt = False,
+    lookup: LookupOpt = LookupMode.AUTO,
+    concurrency: ConcurrencyOpt = CONCURRENCY,
+    report: ReportOpt = None,
+    log_file: LogFileOpt = None,
+    trace: TraceOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    max_rps: MaxRpsOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """Remove status HANDLE from every profile whose email is in CSV_FILE.
+
+    Only the handles given are detached; every other status is kept.
+    """
+    _from_file(
+        Action.REMOVE,
+        handle,
+        csv_file,
+        column=column,
+        fresh=fresh,
+        yes=yes,
+        options=RunOptions(
+            dry_run=dry_run,
+            chunk_size=chunk_size,
+            verify=verify,
+            poll_timeout=poll_timeout,
+            stall_timeout=stall_timeout,
+            no_wait=no_wait,
+            strict=strict,
+            max_unmatched=max_unmatched,
+            lookup=lookup,
+            concurrency=concurrency,
+        ),
+        conn=Connection(
+            sandbox=sandbox,
+            tenant=tenant,
+            base_url=base_url,
+            token_file=token_file,
+            profile=profile,
+            config=config,
+            state_dir=state_dir,
+            max_rps=max_rps,
+            max_retries=max_retries,
+        ),
+        out=Output(
+            json=json_out,
+            quiet=quiet,
+            verbose=verbose,
+            trace=trace,
+            log_file=log_file,
+            report=report,
+        ),
+    )
+
+
+@app.command(
+    epilog="Example:\n\n  omneo-status resume 20261128T181500-3fa9c2-0b1e\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+)
+def resume(
+    run_id: RunIdArg,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkSizeOpt = CHUNK_SIZE,
+    verify: VerifyOpt = VERIFY,
+    poll_timeout: PollTimeoutOpt = POLL_TIMEOUT,
+    stall_timeout: StallTimeoutOpt = STALL_TIMEOUT,
+    concurrency: ConcurrencyOpt = CONCURRENCY,
+    report: ReportOpt = None,
+    log_file: LogFileOpt = None,
+    trace: TraceOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    max_rps: MaxRpsOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """Continue an unfinished run by id, from its journal (no input file needed)."""
+    _by_id(
+        False,
+        run_id,
+        yes=yes,
+        options=RunOptions(
+            dry_run=dry_run,
+            chunk_size=chunk_size,
+            verify=verify,
+            poll_timeout=poll_timeout,
+            stall_timeout=stall_timeout,
+            concurrency=concurrency,
+        ),
+        conn=Connection(
+            sandbox=sandbox,
+            tenant=tenant,
+            base_url=base_url,
+            token_file=token_file,
+            profile=profile,
+            config=config,
+            state_dir=state_dir,
+            max_rps=max_rps,
+            max_retries=max_retries,
+        ),
+        out=Output(
+            json=json_out,
+            quiet=quiet,
+            verbose=verbose,
+            trace=trace,
+            log_file=log_file,
+            report=report,
+        ),
+    )
+
+
+@app.command(
+    epilog="Examples:\n\n  omneo-status undo 20261128T181500-3fa9c2-0b1e --dry-run\n\n"
+    "  omneo-status undo 20261128T181500-3fa9c2-0b1e --yes\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+)
+def undo(
+    run_id: RunIdArg,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkSizeOpt = CHUNK_SIZE,
+    verify: VerifyOpt = VERIFY,
+    poll_timeout: PollTimeoutOpt = POLL_TIMEOUT,
+    stall_timeout: StallTimeoutOpt = STALL_TIMEOUT,
+    concurrency: ConcurrencyOpt = CONCURRENCY,
+    report: ReportOpt = None,
+    log_file: LogFileOpt = None,
+    trace: TraceOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    max_rps: MaxRpsOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """Reverse exactly what a run changed: remove what it assigned (only where the profile did
+    not hold it before), or add back what it removed."""
+    _by_id(
+        True,
+        run_id,
+        yes=yes,
+        options=RunOptions(
+            dry_run=dry_run,
+            chunk_size=chunk_size,
+            verify=verify,
+            poll_timeout=poll_timeout,
+            stall_timeout=stall_timeout,
+            concurrency=concurrency,
+        ),
+        conn=Connection(
+            sandbox=sandbox,
+            tenant=tenant,
+            base_url=base_url,
+            token_file=token_file,
+            profile=profile,
+            config=config,
+            state_dir=state_dir,
+            max_rps=max_rps,
+            max_retries=max_retries,
+        ),
+        out=Output(
+            json=json_out,
+            quiet=quiet,
+            verbose=verbose,
+            trace=trace,
+            log_file=log_file,
+            report=report,
+        ),
+    )
+
+
+# -- reading commands ------------------------------------------------------------------------
+
+
+@app.command(epilog="Example:\n\n  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status statuses --json")
+def statuses(
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    trace: TraceOpt = None,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """List the tenant's status definitions (handle, name, group and expiry), every page."""
+    rt = runtime()
+    conn = Connection(
+        sandbox=sandbox,
+        tenant=tenant,
+        base_url=base_url,
+        token_file=token_file,
+        profile=profile,
+        config=config,
+        max_retries=max_retries,
+    )
+    out = Output(json=json_out, verbose=verbose, trace=trace)
+    with _boundary(json_out), _session(rt, conn, out) as s:
+        found: list[StatusDefinition] = _run(rt, lambda: s.call(lambda c: c.list_statuses()))
     if json_out:
-        console.print_json([{"handle": s.handle, "name": s.name} for s in found])
+        console.print_json([status.model_dump(mode="json") for status in found])
     else:
         console.render_statuses(found)
 
 
 @app.command(epilog="Example:\n\n  omneo-status batch 9f1c2e4a-... --json")
 def batch(
-    batch_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="BATCH_ID",
-            help="A batch id from a run's summary or report.",
-            show_default=False,
-        ),
-    ],
+    batch_id: BatchIdArg,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    trace: TraceOpt = None,
+    sandbox: SandboxOpt = False,
     tenant: TenantOpt = None,
     base_url: BaseUrlOpt = None,
     token_file: TokenFileOpt = None,
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
     """Show one batch's state: status, counts and failed items."""
-    with _boundary(json_out):
-        settings = _settings(
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            state_dir=None,
-            sandbox=False,
-            profile=profile,
-            config=config,
-        )
-
-        async def go() -> Batch | None:
-            async with _client(settings, sandbox=False, verbose=verbose) as client:
-                return await client.get_batch(batch_id)
-
-        found = _run_async(go)
+    rt = runtime()
+    conn = Connection(
+        sandbox=sandbox,
+        tenant=tenant,
+        base_url=base_url,
+        token_file=token_file,
+        profile=profile,
+        config=config,
+        max_retries=max_retries,
+    )
+    out = Output(json=json_out, verbose=verbose, trace=trace)
+    with _boundary(json_out), _session(rt, conn, out) as s:
+        found: Batch | None = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
         if found is None:
-            raise _fail(
-                UsageError(
-                    f"No batch {batch_id!r} on this tenant",
-                    hint="The tenant may not offer the batch endpoint; check the profiles.",
-                )
+            raise UsageError(
+                f"No batch {batch_id!r} on this tenant",
+                hint="The tenant may not offer the batch endpoint; check the profiles.",
             )
     if json_out:
         console.print_json(found.model_dump(mode="json"))
@@ -722,17 +1152,58 @@ def batch(
 
 
 @app.command(
+    epilog="Examples:\n\n  omneo-status doctor\n\n  omneo-status doctor --json --trace doctor.jsonl"
+)
+def doctor(
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    trace: TraceOpt = None,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """Probe what this tenant really does (filters, paging, rate limits), without writing.
+
+    Exit 0 when a run can work on this tenant, 1 when it cannot.
+    """
+    rt = runtime()
+    conn = Connection(
+        sandbox=sandbox,
+        tenant=tenant,
+        base_url=base_url,
+        token_file=token_file,
+        profile=profile,
+        config=config,
+        max_retries=max_retries,
+    )
+    out = Output(json=json_out, verbose=verbose, trace=trace)
+    with _boundary(json_out), _session(rt, conn, out) as s:
+        url = s.settings.base_url
+        found: DoctorReport = _run(rt, lambda: s.call(lambda c: run_doctor(c, url)))
+    if json_out:
+        console.print_json(found.to_json())
+    else:
+        console.render_doctor(found)
+    raise typer.Exit(int(found.exit_code))
+
+
+@app.command(
     epilog="Examples:\n\n  omneo-status runs --limit 5 --json\n\n  omneo-status runs --prune 90"
 )
 def runs(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs to list.")] = 20,
+    limit: Annotated[int, _value("--limit", help="How many runs to list.", min=1)] = 20,
     prune: Annotated[
         int | None,
-        typer.Option(
+        _value(
             "--prune",
-            min=0,
-            metavar="DAYS",
             help="First forget finished runs and dry runs older than DAYS (their reports stay).",
+            min=0,
+            max=PRUNE_DAYS_MAX,
+            metavar="DAYS",
             show_default=False,
         ),
     ] = None,
@@ -742,154 +1213,37 @@ def runs(
     """List recent runs with their state and counts, newest first."""
     with _boundary(json_out):
         state, _ = resolve_state_dir(state_dir)
-        journal = open_journal(state)
-        try:
-            if prune is not None:
-                forgotten = journal.prune(older_than_days=prune)
-                console.print_note(f"Forgot {forgotten} run(s) older than {prune} day(s)")
-            found = journal.runs(limit)
-            counts = [journal.counts(run.run_id) for run in found]
-            states = [shown_state(state, run) for run in found]
-        finally:
-            journal.close()
+        if prune is not None:
+            forgotten = jobs.prune_runs(state, prune)
+            console.print_note(f"Forgot {forgotten} run(s) older than {prune} day(s)")
+        found = jobs.recent_runs(state, limit)
     if json_out:
-        console.print_json(
-            [
-                {
-                    "run_id": run.run_id,
-                    "created_at": run.created_at,
-                    "updated_at": run.updated_at,
-                    "action": run.action.value,
-                    "handles": list(run.handles),
-                    "dry_run": run.dry_run,
-                    "input": run.input_name,
-                    "base_url": run.base_url,
-                    "state": run_state,
-                    "rows": run.rows,
-                    "counts": {k: v for k, v in count.items() if k},
-                    "report": run.report,
-                    "undo_of": run.undo_of,
-                }
-                for run, count, run_state in zip(found, counts, states, strict=True)
-            ]
-        )
+        console.print_json([view.to_json() for view in found])
     else:
-        console.render_runs(found, counts, states)
+        console.render_runs(found)
 
 
-def _by_id_command(kind: str) -> Callable[..., None]:
-    def command(
-        run_id: Annotated[
-            str,
-            typer.Argument(
-                metavar="RUN_ID",
-                help="A run id from `omneo-status runs` (a unique prefix will do).",
-                show_default=False,
-            ),
-        ],
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
-        ] = False,
-        yes: Annotated[
-            bool, typer.Option("--yes", "-y", help="Do not ask before writing.")
-        ] = False,
-        verify: Annotated[
-            int, typer.Option("--verify", min=0, help="Profiles to re-read at the end (0: off).")
-        ] = 5,
-        poll_timeout: Annotated[
-            float, typer.Option("--poll-timeout", min=0, help="Seconds to wait for the batches.")
-        ] = 1800.0,
-        stall_timeout: Annotated[
-            float,
-            typer.Option(
-                "--stall-timeout",
-                min=0,
-                help="Give up on a batch that has not moved for this long.",
-            ),
-        ] = 600.0,
-        chunk_size: Annotated[
-            int, typer.Option("--chunk-size", min=1, max=500, help="Profiles per batch request.")
-        ] = 250,
-        concurrency: Annotated[
-            int, typer.Option("--concurrency", min=1, max=64, help="Requests in flight at once.")
-        ] = 8,
-        max_rps: Annotated[
-            float | None,
-            typer.Option("--max-rps", min=0.1, show_default=False, help="Cap requests per second."),
-        ] = None,
-        max_retries: Annotated[
-            int, typer.Option("--max-retries", min=0, max=20, help="Retries of a failed request.")
-        ] = 5,
-        report: Annotated[
-            Path | None,
-            typer.Option("--report", show_default=False, help="Write the per-row report here."),
-        ] = None,
-        log_file: Annotated[
-            Path | None,
-            typer.Option("--log-file", show_default=False, help="Append JSON-lines events."),
-        ] = None,
-        json_out: JsonOpt = False,
-        quiet: QuietOpt = False,
-        verbose: VerboseOpt = 0,
-        tenant: TenantOpt = None,
-        base_url: BaseUrlOpt = None,
-        token_file: TokenFileOpt = None,
-        profile: ProfileOpt = None,
-        config: ConfigOpt = None,
-        state_dir: StateDirOpt = None,
-    ) -> None:
-        with _boundary(json_out):
-            settings = _settings(
-                tenant=tenant,
-                base_url=base_url,
-                token_file=token_file,
-                state_dir=state_dir,
-                sandbox=False,
-                profile=profile,
-                config=config,
-            )
-            options = RunOptions(
-                action=Action.ASSIGN,
-                handles=(),
-                dry_run=dry_run,
-                chunk_size=chunk_size,
-                verify=verify,
-                poll_timeout=poll_timeout,
-                stall_timeout=stall_timeout,
-                concurrency=concurrency,
-            )
-            runner = undo_job if kind == "undo" else resume_job
-            summary = _execute(
-                settings,
-                options,
-                lambda ctx: runner(ctx, run_id, options, report=report),
-                ask=not (yes or dry_run) and _interactive(),
-                quiet=quiet or (json_out and not sys.stderr.isatty()),
-                verbose=verbose,
-                sandbox=False,
-                log_file=log_file,
-                max_rps=max_rps,
-                max_retries=max_retries,
-            )
-            _finish(summary, json_out)
-
-    return command
+# -- the sandbox and the configuration -------------------------------------------------------
 
 
-app.command(
-    "resume",
-    help="Continue an unfinished run by id, from its journal (no input file needed).",
-    epilog="Example:\n\n  omneo-status resume 20261128T181500-3fa9c2-0b1e\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-)(_by_id_command("resume"))
-app.command(
-    "undo",
-    help="Reverse exactly what a run changed: remove what it assigned (only where the"
-    " profile did not hold it before), or add back what it removed.",
-    epilog="Examples:\n\n  omneo-status undo 20261128T181500-3fa9c2-0b1e --dry-run\n\n"
-    "  omneo-status undo 20261128T181500-3fa9c2-0b1e --yes\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-)(_by_id_command("undo"))
+def _sandbox_missing() -> ConfigError:
+    return ConfigError(
+        "The sandbox needs its server libraries",
+        hint="Install the extra: pip install 'omneo-status[sandbox]' (uv run has it).",
+    )
+
+
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 (names, not binds)
+
+
+def _reachable_url(url: str, host: str) -> str:
+    """The URL a client on this machine uses: a wildcard address is served on loopback too,
+    and only a loopback URL is one the tool accepts over plain http."""
+    loopback = _WILDCARD_HOSTS.get(host)
+    if loopback is None:
+        return url
+    shown, replacement = (f"[{host}]", f"[{loopback}]") if ":" in host else (host, loopback)
+    return url.replace(f"//{shown}:", f"//{replacement}:", 1)
 
 
 @app.command(
@@ -897,13 +1251,11 @@ app.command(
     "  omneo-status sandbox --rate-limit 100 --rate-window 1 --fail-rate 0.2 --batch-delay 2"
 )
 def sandbox(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free).")
-    ] = 8765,
+    host: Annotated[str, _value("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, _value("--port", help="Port (0: any free).", min=0, max=65535)] = 8765,
     seed: Annotated[
         Path | None,
-        typer.Option(
+        _value(
             "--seed",
             help="Tenant JSON to load (see examples/sandbox-tenant.json).",
             show_default=False,
@@ -911,59 +1263,53 @@ def sandbox(
     ] = None,
     profiles: Annotated[
         int | None,
-        typer.Option(
+        _value(
             "--profiles",
-            min=0,
             help="Generate a deterministic tenant of N profiles instead.",
+            min=0,
             show_default=False,
         ),
     ] = None,
-    token: Annotated[str, typer.Option("--token", help="Bearer token the sandbox accepts.")] = (
+    token: Annotated[str, _value("--token", help="Bearer token the sandbox accepts.")] = (
         SANDBOX_TOKEN
     ),
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", min=0, help="Added to every request.")
+        float, _value("--latency-ms", help="Added to every request.", min=0)
     ] = 0.0,
     rate_limit: Annotated[
         int | None,
-        typer.Option(
+        _value(
             "--rate-limit",
-            min=1,
             help="Requests allowed per window (default: no limit).",
+            min=1,
             show_default=False,
         ),
     ] = None,
     rate_window: Annotated[
-        float, typer.Option("--rate-window", min=0.01, help="Window length in seconds.")
+        float, _value("--rate-window", help="Window length in seconds.", min=0.01)
     ] = 1.0,
     fail_rate: Annotated[
         float,
-        typer.Option("--fail-rate", min=0, max=1, help="Share of requests answered 500/502/503."),
+        _value("--fail-rate", help="Share of requests answered 500/502/503.", min=0, max=1),
     ] = 0.0,
-    fault_seed: Annotated[
-        int, typer.Option("--fault-seed", help="Seed of the fault generator.")
-    ] = 0,
+    fault_seed: Annotated[int, _value("--fault-seed", help="Seed of the fault generator.")] = 0,
     batch_delay: Annotated[
-        float, typer.Option("--batch-delay", min=0, help="Seconds a batch stays pending.")
+        float, _value("--batch-delay", help="Seconds a batch stays pending.", min=0)
     ] = 0.0,
     max_batch: Annotated[
-        int, typer.Option("--max-batch", min=1, help="Most profiles in one batch request.")
+        int, _value("--max-batch", help="Most profiles in one batch request.", min=1)
     ] = 500,
     no_email_in_filter: Annotated[
         bool,
-        typer.Option(
-            "--no-email-in-filter", help="Ignore filter\\[email]\\[in], like a lenient server."
-        ),
+        _flag("--no-email-in-filter", help="Ignore filter\\[email]\\[in], like a lenient server."),
     ] = False,
     no_batches: Annotated[
         bool,
-        typer.Option(
-            "--no-batches", help="Answer 404 to GET /batches/{id}, like a tenant without it."
-        ),
+        _flag("--no-batches", help="Answer 404 to GET /batches/{id}, like a tenant without it."),
     ] = False,
     log: Annotated[
         Path | None,
-        typer.Option("--log", help="Write every request as JSON lines.", show_default=False),
+        _value("--log", help="Write every request as JSON lines.", show_default=False),
     ] = None,
 ) -> None:
     """Serve an in-memory Omneo tenant on a local port, to rehearse runs against."""
@@ -979,10 +1325,7 @@ def sandbox(
                 serve,
             )
         except ImportError:
-            raise ConfigError(
-                "The sandbox needs its server libraries",
-                hint="Install the extra: pip install 'omneo-status[sandbox]' (uv run has it).",
-            ) from None
+            raise _sandbox_missing() from None
         if seed is not None and profiles is not None:
             raise UsageError("Give --seed or --profiles, not both")
         try:
@@ -1018,7 +1361,9 @@ def sandbox(
                 served,
                 host=host,
                 port=port,
-                on_ready=lambda url: console.sandbox_banner(url, token, count),
+                on_ready=lambda url: console.sandbox_banner(
+                    _reachable_url(url, host), token, count, all_interfaces=host in _WILDCARD_HOSTS
+                ),
             )
         except OSError as exc:
             raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -1045,28 +1390,25 @@ def config_show(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Print the effective configuration and where each value came from; the token masked."""
+    """Print the effective configuration and where each value came from; the token masked.
+
+    What is missing is marked, not an error: this is the command to find out what is.
+    """
     with _boundary(json_out):
-        settings = _settings(
+        views = describe_settings(
             tenant=tenant,
             base_url=base_url,
             token_file=token_file,
             state_dir=state_dir,
-            sandbox=False,
             profile=profile,
             config=config,
         )
-    rows = [
-        ("config_file", settings.sources.get("config_file", ""), ""),
-        ("profile", settings.sources.get("profile", "(none)"), ""),
-        ("base_url", settings.base_url, settings.sources.get("base_url", "")),
-        ("token", mask(settings.token), settings.sources.get("token", "")),
-        ("state_dir", str(settings.state_dir), settings.sources.get("state_dir", "")),
-    ]
     if json_out:
-        console.print_json({key: {"value": value, "source": source} for key, value, source in rows})
+        console.print_json(
+            {v.key: {"value": v.value, "source": v.source, "missing": v.missing} for v in views}
+        )
     else:
-        console.render_config(rows)
+        console.render_config(views)
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ import asyncio
 import json as jsonlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from omneo_status.errors import (
     AuthError,
     BadResponse,
     NotFoundError,
+    NotJsonAnswer,
     RateLimited,
     ServerError,
     Unreachable,
@@ -36,6 +38,7 @@ from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_PAGE_SIZE = 100
+"""The page size the client asks for; a tenant may give fewer (it clamps), which is fine."""
 _MAX_PAGES = 100_000
 POOL_SIZE = 8
 """Connections per httpx pool. httpcore's pool walks every connection it holds (and polls
@@ -79,6 +82,60 @@ class ProfilePage:
     total: int | None
 
 
+class PageStyle(StrEnum):
+    """How a list endpoint is asked for a page: Omneo's two SDKs use different dialects, and a
+    tenant may honour only one of them."""
+
+    PAGE_ARRAY = "page_array"
+    """``page[size]`` and ``page[number]`` (the TypeScript SDK)."""
+    PER_PAGE = "per_page"
+    """``per_page`` and ``page`` (the PHP SDK)."""
+
+    @property
+    def other(self) -> PageStyle:
+        """The other dialect."""
+        return PageStyle.PER_PAGE if self is PageStyle.PAGE_ARRAY else PageStyle.PAGE_ARRAY
+
+    def params(self, number: int, size: int = MAX_PAGE_SIZE) -> dict[str, str]:
+        """The query parameters asking for page ``number`` of ``size`` rows."""
+        if self is PageStyle.PAGE_ARRAY:
+            return {"page[size]": str(size), "page[number]": str(number)}
+        return {"per_page": str(size), "page": str(number)}
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a Laravel paginator answer, read leniently."""
+
+    rows: list[Any]
+    has_next: bool
+    total: int | None
+    """``meta.total``, when the answer says."""
+    current_page: int | None
+    """``meta.current_page``: which page the tenant says it gave."""
+    per_page: int | None
+    """``meta.per_page``: the page size the tenant really used."""
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """What a read-only probe got back, whatever its status."""
+
+    status: int
+    headers: httpx.Headers
+    body: Any
+    """The parsed JSON body, or None when the body is empty or not JSON."""
+
+
+class _PageMismatch(Exception):
+    """A page answered for another page than the one asked for (its dialect was ignored)."""
+
+    def __init__(self, asked: int, given: int | None) -> None:
+        super().__init__(asked)
+        self.asked = asked
+        self.given = given
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, wait: float | None = None, status: int | None = None) -> None:
         super().__init__(reason)
@@ -107,8 +164,13 @@ class OmneoClient:
         on_retry: RetryHook | None = None,
         on_exchange: ExchangeHook | None = None,
         rng: random.Random | None = None,
+        page_style: PageStyle = PageStyle.PAGE_ARRAY,
     ) -> None:
         self.governor = governor or RateGovernor()
+        self.page_style = page_style
+        """The pagination dialect in use; switched (for the client's life) when the tenant
+        turns out to ignore it."""
+        self._token = token
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._on_retry = on_retry
@@ -149,37 +211,29 @@ class OmneoClient:
     # -- endpoints -------------------------------------------------------------------------
 
     async def list_statuses(self) -> list[StatusDefinition]:
-        """Every status definition of the tenant, following pagination to the end."""
-        found: list[StatusDefinition] = []
-        async for rows, _ in self._pages("/statuses", {}):
-            found.extend(_parse_list(StatusDefinition, rows, "status"))
-        return found
+        """Every status definition of the tenant, each once, over all its pages."""
+        rows, _, _ = await self._walk("/statuses", {})
+        return _parse_list(StatusDefinition, rows, "status")
 
     async def profiles_page(self, filters: Mapping[str, str], page: int = 1) -> ProfilePage:
-        """One page of profiles matching ``filters`` (``{"filter[email]": ...}``)."""
-        params = {**filters, "page[size]": str(MAX_PAGE_SIZE), "page[number]": str(page)}
-        body = await self._get_json("/profiles", params)
-        rows, has_next, total = _envelope(body, page)
-        return ProfilePage(_parse_list(Profile, rows, "profile"), has_next, total)
+        """One page of profiles matching ``filters``, in the client's pagination dialect.
+
+        Prefer :meth:`find_profiles`, which checks every page and reads them all.
+        """
+        answer = await self._read_page("/profiles", filters, page, self.page_style)
+        return ProfilePage(
+            _parse_list(Profile, answer.rows, "profile"), answer.has_next, answer.total
+        )
 
     async def find_profiles(
         self, filters: Mapping[str, str], *, max_profiles: int | None = None
     ) -> ProfileList:
-        """Every profile matching ``filters``, each once, following the pages to the end
-        (or until more than ``max_profiles`` were seen)."""
-        seen: dict[str, Profile] = {}
-        total: int | None = None
-        page_number = 1
-        while True:
-            page = await self.profiles_page(filters, page_number)
-            total = page.total if total is None else total
-            for profile in page.profiles:
-                seen.setdefault(profile.id, profile)
-            if max_profiles is not None and len(seen) > max_profiles and page.has_next:
-                return ProfileList(list(seen.values()), total, complete=False)
-            if not page.has_next or not page.profiles or page_number >= _MAX_PAGES:
-                return ProfileList(list(seen.values()), total, complete=True)
-            page_number += 1
+        """Every profile matching ``filters``, each once, over every page (or until more than
+        ``max_profiles`` were seen). Pages the tenant did not really give (it ignored the
+        pagination dialect and answered page 1 again) are never trusted: the client switches
+        to the other dialect, or raises ``BadResponse`` when neither works."""
+        rows, total, complete = await self._walk("/profiles", filters, limit=max_profiles)
+        return ProfileList(_parse_list(Profile, rows, "profile"), total, complete)
 
     async def get_profile(self, profile_id: str) -> Profile | None:
         """The profile with that id, or None when the tenant has none."""
@@ -189,7 +243,9 @@ class OmneoClient:
         return _parse_one(Profile, _data(_json(response)), "profile")
 
     async def send_batch(self, action: Action, items: Sequence[tuple[str, Sequence[str]]]) -> str:
-        """Queue one status batch (POST adds, DELETE removes); returns its ``batch_id``.
+        """Queue one status batch (POST adds, DELETE removes); returns its ``batch_id``, found
+        under ``data`` (as the statuses guide shows) or at the top level (as every sibling
+        batch endpoint answers). An answer without one is a ``BadResponse`` naming what came.
 
         Safe to repeat: the endpoint merges and de-duplicates handles server-side.
         """
@@ -199,16 +255,15 @@ class OmneoClient:
                 for profile_id, handles in items
             ]
         }
-        method = "POST" if action is Action.ASSIGN else "DELETE"
+        method = action.method
         response = await self._request(method, "/profile/status/batch.json", json=body)
-        data = _data(_json(response))
-        batch_id = data.get("batch_id") if isinstance(data, dict) else None
-        if batch_id is None or isinstance(batch_id, bool) or str(batch_id).strip() == "":
+        batch_id = _batch_id(_json(response))
+        if batch_id is None:
             raise BadResponse(
                 f"{method} /v3/profile/status/batch.json answered {response.status_code} "
-                "without a batch_id"
+                f"without a batch_id: {_shorten(response.text)}"
             )
-        return str(batch_id)
+        return batch_id
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         """The batch's state, or None when the tenant answers 404 (no batch endpoint)."""
@@ -217,19 +272,68 @@ class OmneoClient:
             return None
         return _parse_one(Batch, _data(_json(response)), "batch")
 
-    # -- plumbing --------------------------------------------------------------------------
+    async def probe(self, path: str, params: Mapping[str, str] | None = None) -> ProbeAnswer:
+        """``GET path`` (under ``/v3``), retried like every request, and its answer whatever
+        its HTTP status: for ``doctor``, which must see 404 bodies and headers. Raises only
+        when no answer came (``Unreachable``, or a 429/5xx that outlasted the retries)."""
+        response = await self._request("GET", path, params=params, check=False)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return ProbeAnswer(response.status_code, response.headers, body)
 
-    async def _pages(
-        self, path: str, params: Mapping[str, str]
-    ) -> AsyncIterator[tuple[list[Any], int]]:
-        page = 1
-        while page <= _MAX_PAGES:
-            query = {**params, "page[size]": str(MAX_PAGE_SIZE), "page[number]": str(page)}
-            rows, has_next, _ = _envelope(await self._get_json(path, query), page)
-            yield rows, page
-            if not has_next or not rows:
-                return
-            page += 1
+    # -- pagination ------------------------------------------------------------------------
+
+    async def _read_page(
+        self, path: str, filters: Mapping[str, str], number: int, style: PageStyle
+    ) -> ListPage:
+        return _envelope(await self._get_json(path, {**filters, **style.params(number)}), number)
+
+    async def _walk(
+        self, path: str, filters: Mapping[str, str], *, limit: int | None = None
+    ) -> tuple[list[Any], int | None, bool]:
+        """Every row of a paginated list, each once: ``(rows, total, complete)``."""
+        style = self.page_style
+        try:
+            return await self._walk_in(style, path, filters, limit)
+        except _PageMismatch:
+            pass
+        # The tenant ignored this dialect: switch for good, unless a concurrent walk already
+        # did, and read again from page 1 (the page size may differ between dialects).
+        if self.page_style is style:
+            self.page_style = style.other
+        try:
+            return await self._walk_in(self.page_style, path, filters, limit)
+        except _PageMismatch as mismatch:
+            raise BadResponse(
+                f"GET /v3{path} answered page {mismatch.given or 1} when asked for page "
+                f"{mismatch.asked}, with page[number] and with page: the tool cannot read "
+                "every page of this tenant's lists",
+                hint="Run 'omneo-status doctor --json' and attach its output to a bug report.",
+            ) from None
+
+    async def _walk_in(
+        self, style: PageStyle, path: str, filters: Mapping[str, str], limit: int | None
+    ) -> tuple[list[Any], int | None, bool]:
+        seen: dict[str, Any] = {}
+        total: int | None = None
+        number = 1
+        while True:
+            page = await self._read_page(path, filters, number, style)
+            keys = [_row_key(row) for row in page.rows]
+            if number > 1 and _repeats(page, number, keys, seen):
+                raise _PageMismatch(number, page.current_page)
+            total = page.total if total is None else total
+            for key, row in zip(keys, page.rows, strict=True):
+                seen.setdefault(key, row)
+            if limit is not None and len(seen) > limit and page.has_next:
+                return list(seen.values()), total, False
+            if not page.has_next or not page.rows or number >= _MAX_PAGES:
+                return list(seen.values()), total, True
+            number += 1
+
+    # -- plumbing --------------------------------------------------------------------------
 
     async def _get_json(self, path: str, params: Mapping[str, str]) -> Any:
         return _json(await self._request("GET", path, params=params))
@@ -242,6 +346,7 @@ class OmneoClient:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         allow_404: bool = False,
+        check: bool = True,
     ) -> httpx.Response:
         what = f"{method} /v3{path}"
         retrying = AsyncRetrying(
@@ -258,7 +363,9 @@ class OmneoClient:
                     response = await self._send_once(method, path, params, json)
         except _Retryable as exc:
             _give_up(what, exc)
-        return self._check(what, response, allow_404=allow_404)
+        if not check:
+            return response
+        return _checked(what, path, response, allow_404=allow_404)
 
     async def _send_once(
         self, method: str, path: str, params: Mapping[str, str] | None, json: Any
@@ -299,25 +406,11 @@ class OmneoClient:
         error: str | None,
     ) -> None:
         """Hand the exchange to the observer (``-vv``, ``--trace``), if there is one."""
-        if self._on_exchange is None:
-            return
-        query = str(httpx.QueryParams(params)) if params else ""
-        self._on_exchange(
-            Exchange(
-                method=method,
-                path=f"/v3{path}" + (f"?{query}" if query else ""),
-                status=response.status_code if response is not None else 0,
-                elapsed_ms=(time.perf_counter() - started) * 1000,
-                request_body=_cut(jsonlib.dumps(body)) if body is not None else None,
-                response_body=_cut(response.text) if response is not None else None,
-                headers={
-                    name: response.headers[name]
-                    for name in TRACED_HEADERS
-                    if response is not None and name in response.headers
-                },
-                error=error,
+        if self._on_exchange is not None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._on_exchange(
+                _exchange(method, path, params, body, response, elapsed_ms, error, self._token)
             )
-        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -343,25 +436,82 @@ class OmneoClient:
 
         return hook
 
-    def _check(self, what: str, response: httpx.Response, *, allow_404: bool) -> httpx.Response:
-        code = response.status_code
-        if code < 300 or (code == 404 and allow_404):
-            return response
-        message = _message(response)
-        if code in (401, 403):
-            raise AuthError(
-                f"{what} was refused ({code}): {message}",
-                status_code=code,
-                hint="Check OMNEO_TOKEN: it needs read-profiles, read-statuses and "
-                "update-profiles, and must belong to this tenant.",
-            )
-        if code == 404:
-            raise NotFoundError(f"{what} answered 404: {message}", status_code=code)
-        if code == 422:
-            raise ValidationFailed(
-                f"{what} was rejected (422): {message}{_errors(response)}", status_code=code
-            )
-        raise ApiError(f"{what} answered {code}: {message}", status_code=code)
+
+_SCOPES = (
+    "it needs the scopes read-profiles, read-statuses and update-profiles "
+    "(profiles.* or * where scopes are named that way) on this tenant"
+)
+_AUTH_HINTS = {
+    401: "Check OMNEO_TOKEN: a token that used to work has most likely expired (tokens "
+    "expire by default) or its user was deleted (which deletes the user's tokens), so make "
+    f"a new one in CX Manager; {_SCOPES}.",
+    403: f"Check OMNEO_TOKEN: {_SCOPES}.",
+}
+_BASE_URL_HINT = (
+    "The base URL probably lacks /api: it should look like "
+    "https://api.TENANT.getomneo.com/api (the tool adds /v3 itself)."
+)
+_NOT_JSON_HINT = (
+    "Check the base URL (https://api.TENANT.getomneo.com/api) and any proxy or firewall "
+    "in front of the API: something answered with a web page instead of the API."
+)
+
+
+def _checked(what: str, path: str, response: httpx.Response, *, allow_404: bool) -> httpx.Response:
+    """The response, if its status is a success (or an allowed 404); else its error."""
+    code = response.status_code
+    if code < 300 or (code == 404 and allow_404):
+        return response
+    message = _message(response)
+    if code in (401, 403):
+        raise AuthError(
+            f"{what} was refused ({code}): {message}", status_code=code, hint=_AUTH_HINTS[code]
+        )
+    if code == 404:
+        hint = _BASE_URL_HINT if path == "/statuses" else None
+        raise NotFoundError(f"{what} answered 404: {message}", status_code=code, hint=hint)
+    if code == 422:
+        raise ValidationFailed(
+            f"{what} was rejected (422): {message}{_errors(response)}", status_code=code
+        )
+    raise ApiError(f"{what} answered {code}: {message}", status_code=code)
+
+
+def _exchange(
+    method: str,
+    path: str,
+    params: Mapping[str, str] | None,
+    body: Any,
+    response: httpx.Response | None,
+    elapsed_ms: float,
+    error: str | None,
+    token: SecretStr,
+) -> Exchange:
+    """The trace record of one attempt: built from the method, path, bodies and the traced
+    headers only, so it never holds the Authorization header; the token is blanked out of
+    every text too, since a proxy's error page may echo the request headers back."""
+    secret = token.get_secret_value()
+
+    def clean(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return _cut(text.replace(secret, "[token]") if secret else text)
+
+    query = str(httpx.QueryParams(params)) if params else ""
+    return Exchange(
+        method=method,
+        path=f"/v3{path}" + (f"?{query}" if query else ""),
+        status=response.status_code if response is not None else 0,
+        elapsed_ms=elapsed_ms,
+        request_body=clean(jsonlib.dumps(body)) if body is not None else None,
+        response_body=clean(response.text) if response is not None else None,
+        headers={
+            name: response.headers[name]
+            for name in TRACED_HEADERS
+            if response is not None and name in response.headers
+        },
+        error=clean(error),
+    )
 
 
 def _give_up(what: str, exc: _Retryable) -> NoReturn:
@@ -401,10 +551,27 @@ def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise BadResponse(
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise NotJsonAnswer(
             f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code} with a body that is not JSON"
+            f"{response.status_code} with a body that is not JSON ({kind})",
+            status_code=response.status_code,
+            hint=_NOT_JSON_HINT,
         ) from None
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _batch_id(body: Any) -> str | None:
+    """The ``batch_id`` of a batch answer, under ``data`` or at the top level."""
+    for where in (body.get("data") if isinstance(body, dict) else None, body):
+        value = where.get("batch_id") if isinstance(where, dict) else None
+        if value is not None and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return None
 
 
 def _data(body: Any) -> Any:
@@ -437,19 +604,47 @@ def _errors(response: httpx.Response) -> str:
     return f" [{field}: {first}]{more}"
 
 
-def _envelope(body: Any, page: int) -> tuple[list[Any], bool, int | None]:
-    """Rows of a Laravel paginator page, whether a next page exists, and the total."""
+def _envelope(body: Any, page: int) -> ListPage:
+    """One page of a Laravel paginator answer (or of a bare list, which is all of it)."""
     if isinstance(body, list):
-        return body, False, len(body)
+        return ListPage(body, False, len(body), None, None)
     rows = _data(body)
     if not isinstance(rows, list):
         raise BadResponse("A list endpoint answered 'data' that is not a list")
     links = body.get("links") if isinstance(body.get("links"), dict) else {}
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-    total = meta.get("total") if isinstance(meta.get("total"), int) else None
-    last_page = meta.get("last_page")
-    has_next = page < last_page if isinstance(last_page, int) else bool(links.get("next"))
-    return rows, has_next, total
+    last_page = lenient_int(meta.get("last_page"))
+    has_next = page < last_page if last_page is not None else bool(links.get("next"))
+    return ListPage(
+        rows,
+        has_next,
+        lenient_int(meta.get("total")),
+        lenient_int(meta.get("current_page")),
+        lenient_int(meta.get("per_page")),
+    )
+
+
+def lenient_int(value: Any) -> int | None:
+    """A whole number from a field or header that may come as a string (None otherwise)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _row_key(row: Any) -> str:
+    if isinstance(row, dict) and row.get("id") is not None:
+        return f"id:{row['id']}"
+    return jsonlib.dumps(row, sort_keys=True, default=str)
+
+
+def _repeats(page: ListPage, number: int, keys: list[str], seen: Mapping[str, Any]) -> bool:
+    """Whether page ``number`` is not the page asked for: the tenant says it gave another
+    one, or every row on it was already seen on earlier pages."""
+    if page.current_page is not None and page.current_page != number:
+        return True
+    return bool(keys) and all(key in seen for key in keys)
 
 
 M = TypeVar("M", bound=BaseModel)

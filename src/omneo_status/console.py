@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,23 +27,31 @@ from rich.progress import (
 from rich.prompt import Confirm
 from rich.table import Table
 
+from omneo_status.doctor import DoctorReport
 from omneo_status.events import Step
-from omneo_status.job import RunSummary
-from omneo_status.journal import RunInfo
-from omneo_status.models import Batch, Outcome, StatusDefinition
-from omneo_status.run import Preview
+from omneo_status.models import Batch, BatchState, Outcome, StatusDefinition
+from omneo_status.options import JobSpec
+from omneo_status.settings import SettingView
+from omneo_status.summary import RunView
+from omneo_status.trace import Exchange
+
+PROGRESS_EVERY = 10.0
+"""Seconds between two progress lines of a stage when stderr is not a terminal."""
+RETRY_SHOWN_FROM = 3.0
+"""A retry wait at least this long is said without ``-v``: the run looks stuck otherwise."""
 
 _OUTCOME_STYLE = {
-    Outcome.ASSIGNED: "green",
-    Outcome.REMOVED: "green",
-    Outcome.WOULD_ASSIGN: "cyan",
-    Outcome.WOULD_REMOVE: "cyan",
-    Outcome.FAILED: "bold red",
-    Outcome.NOT_FOUND: "yellow",
-    Outcome.AMBIGUOUS: "yellow",
-    Outcome.INVALID_EMAIL: "yellow",
-    Outcome.SENT: "magenta",
+    Outcome.ASSIGNED.value: "green",
+    Outcome.REMOVED.value: "green",
+    Outcome.WOULD_ASSIGN.value: "cyan",
+    Outcome.WOULD_REMOVE.value: "cyan",
+    Outcome.FAILED.value: "bold red",
+    Outcome.NOT_FOUND.value: "yellow",
+    Outcome.AMBIGUOUS.value: "yellow",
+    Outcome.INVALID_EMAIL.value: "yellow",
+    Outcome.SENT.value: "magenta",
 }
+_CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def stderr() -> Console:
@@ -85,23 +94,47 @@ def print_line(text: str) -> None:
     sys.stdout.flush()
 
 
-class ConsoleReporter:
-    """Shows a run's progress on stderr: a live display on a terminal, plain lines elsewhere."""
+class Display(StrEnum):
+    """How a run's progress is shown on stderr."""
 
-    def __init__(self, *, live: bool, verbose: bool = False) -> None:
+    LIVE = "live"
+    """A live display (only on a terminal)."""
+    LINES = "lines"
+    """Plain lines: stage ends, and a progress line every ``PROGRESS_EVERY`` seconds."""
+    QUIET = "quiet"
+    """Nothing but warnings (errors and the final line are printed by the CLI)."""
+
+
+class ConsoleReporter:
+    """Shows a run's progress on stderr (a ``Reporter``), and the client's retries and requests.
+
+    ``clock`` is the run's monotonic clock: rates, ETAs and progress lines follow it.
+    """
+
+    def __init__(self, *, display: Display, verbose: int = 0, clock: Callable[[], float]) -> None:
         self.console = stderr()
-        self.live = live and self.console.is_terminal
+        if display is Display.LIVE and not self.console.is_terminal:
+            display = Display.LINES
+        self.display = display
         self.verbose = verbose
+        self._clock = clock
+        self._began = clock()
         self._progress: Progress | None = None
         self._tasks: dict[Step, TaskID] = {}
         self._totals: dict[Step, int] = {}
         self._done: dict[Step, int] = {}
+        self._started: dict[Step, float] = {}
         self._finished: set[Step] = set()
+
+    @property
+    def ticks(self) -> bool:
+        """Whether ``tick`` should be called every ``PROGRESS_EVERY`` seconds."""
+        return self.display is Display.LINES
 
     @contextmanager
     def showing(self) -> Iterator[ConsoleReporter]:
         """Keep the live display up for the duration of the block."""
-        if self.live:
+        if self.display is Display.LIVE:
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description:<20}"),
@@ -137,10 +170,11 @@ class ConsoleReporter:
 
     def start(self, step: Step, total: int | None = None) -> None:
         """Show a stage (again: a stage may be announced by every chunk that joins it)."""
-        if step in self._tasks or (not self.live and step in self._totals):
+        if step in self._started:
             if total is not None:
                 self.extend(step, total - self._totals.get(step, 0))
             return
+        self._started[step] = self._clock()
         self._totals[step] = total or 0
         self._done[step] = 0
         if self._progress is not None:
@@ -153,10 +187,9 @@ class ConsoleReporter:
         """Move a stage on."""
         self._done[step] = self._done.get(step, 0) + amount
         if self._progress is not None and step in self._tasks:
-            task_id = self._tasks[step]
-            self._progress.advance(task_id, amount)
-            speed = self._progress.tasks[self._task_index(task_id)].speed
-            self._progress.update(task_id, rate=f"{speed:,.0f}/s" if speed else "")
+            rate = self._rate(step)
+            self._progress.advance(self._tasks[step], amount)
+            self._progress.update(self._tasks[step], rate=f"{rate:,.0f}/s" if rate else "")
             self._show_count(step)
 
     def extend(self, step: Step, amount: int) -> None:
@@ -168,22 +201,28 @@ class ConsoleReporter:
 
     def finish(self, step: Step) -> None:
         """A stage is over."""
-        if step in self._finished or step not in self._totals:
+        if step in self._finished or step not in self._started:
             return
         self._finished.add(step)
+        done = self._done.get(step, 0)
         if self._progress is not None and step in self._tasks:
-            task_id = self._tasks[step]
-            done = self._done.get(step, 0)
             total = self._totals[step] or done or 1
-            self._progress.update(task_id, total=total, completed=done or total)
+            self._progress.update(self._tasks[step], total=total, completed=done or total)
             self._show_count(step)
-        elif not self.live:
-            done = self._done.get(step, 0)
+        elif self.display is Display.LINES:
             self.console.print(f"{step.value}: " + (f"{done:,} done" if done else "done"))
+
+    def tick(self) -> None:
+        """One progress line per stage under way: rows done, rate and ETA (``LINES`` only)."""
+        if self.display is not Display.LINES:
+            return
+        for step in self._started:
+            if step not in self._finished:
+                self.console.print(f"[{self._elapsed()}] {escape(self._progress_text(step))}")
 
     def info(self, message: str) -> None:
         """A log line, shown with ``--verbose``."""
-        if self.verbose:
+        if self.verbose and self.display is not Display.QUIET:
             self.console.print(f"[dim]{escape(message)}[/]")
 
     def warn(self, message: str) -> None:
@@ -192,8 +231,37 @@ class ConsoleReporter:
 
     def row_failed(self, line: int, email: str, detail: str) -> None:
         """A failed row, shown with ``--verbose`` (the report lists them all)."""
-        if self.verbose:
+        if self.verbose and self.display is not Display.QUIET:
             self.console.print(f"[red]line {line}[/] {escape(email)}: {escape(detail)}")
+
+    def retrying(self, what: str, wait: float) -> None:
+        """A request is retried after ``wait`` seconds: said with ``-v``, or when it is long."""
+        if self.display is Display.QUIET or (wait < RETRY_SHOWN_FROM and not self.verbose):
+            return
+        self.console.print(f"[dim]Retrying {escape(what)} in {wait:.1f}s[/]")
+
+    def exchange(self, exchange: Exchange) -> None:
+        """One line per HTTP request with ``-vv``: method, path, status and time."""
+        if self.verbose < 2:
+            return
+        status = str(exchange.status) if exchange.status else (exchange.error or "no answer")
+        self.console.print(
+            f"[dim]{exchange.method} {escape(exchange.path)} {escape(status)}"
+            f" {exchange.elapsed_ms:.0f} ms[/]"
+        )
+
+    def _rate(self, step: Step) -> float:
+        elapsed = self._clock() - self._started.get(step, self._clock())
+        return self._done.get(step, 0) / elapsed if elapsed > 0 else 0.0
+
+    def _progress_text(self, step: Step) -> str:
+        done, total, rate = self._done.get(step, 0), self._totals.get(step, 0), self._rate(step)
+        count = f"{done:,}/{total:,}" if total else f"{done:,}"
+        eta = _duration((total - done) / rate) if total and rate > 0 else "unknown"
+        return f"{step.value}: {count} rows ({rate:,.1f}/s, ETA {eta})"
+
+    def _elapsed(self) -> str:
+        return _duration(self._clock() - self._began)
 
     def _show_count(self, step: Step) -> None:
         assert self._progress is not None
@@ -201,72 +269,117 @@ class ConsoleReporter:
         text = f"{done:,}/{total:,}" if total else (f"{done:,}" if done else "")
         self._progress.update(self._tasks[step], count=text)
 
-    def _task_index(self, task_id: TaskID) -> int:
-        assert self._progress is not None
-        for index, task in enumerate(self._progress.tasks):
-            if task.id == task_id:
-                return index
-        return 0
+
+def _duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def confirm_plan(preview: Preview, action: str, handles: Sequence[str]) -> bool:
-    """Show the plan's counts and ask whether to write (on stderr; the answer from stdin)."""
+class PlanPreview(Protocol):
+    """The plan's counts a person is shown before the first write."""
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Rows per outcome."""
+
+    @property
+    def to_send(self) -> int:
+        """Profiles that would be written."""
+
+
+def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
+    """Show the plan's counts and ask whether to write (on stderr; the answer from stdin).
+
+    ``spec`` names the action and handles when the command knows them before the run starts.
+    """
     err = stderr()
+    verb = spec.action.value if spec is not None else "write"
     table = Table(title="Plan", show_header=True, header_style="bold")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
     for outcome, count in sorted(preview.counts.items()):
         if count and outcome:
             table.add_row(outcome, str(count))
-    table.add_row(f"to {action}", str(preview.to_send), style="bold")
+    table.add_row(f"to {verb}", str(preview.to_send), style="bold")
     err.print(table)
-    question = f"{action.capitalize()} {', '.join(handles)} on {preview.to_send} profile(s)?"
+    what = f" {', '.join(spec.handles)}" if spec is not None else ""
+    question = f"{verb.capitalize()}{what} on {preview.to_send} profile(s)?"
     return Confirm.ask(question, console=err, default=False)
 
 
-def render_summary(summary: RunSummary) -> None:
-    """The human summary of a run on stdout."""
-    out = stdout()
-    verb = "Dry run of" if summary.dry_run else summary.action.value.capitalize()
-    title = f"{verb} {', '.join(summary.handles)} - run {summary.run_id}"
-    if summary.already_finished:
-        title += " (already finished: nothing sent)"
-    elif summary.resumed:
-        title += " (resumed)"
+def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bool = False) -> None:
+    """The human summary of a run, from its ``--json`` document (on stderr when ``err``)."""
+    out = stderr() if err else stdout()
+    verb = "Dry run of" if document["dry_run"] else str(document["action"]).capitalize()
+    title = f"{verb} {', '.join(document['handles'])} - run {document['run_id']}{title_note}"
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
+    counts: Mapping[str, int] = document["counts"]
     for outcome in Outcome:
-        count = summary.counts.get(outcome.value, 0)
+        count = counts.get(outcome.value, 0)
         if count:
-            style = _OUTCOME_STYLE.get(outcome, "")
+            style = _OUTCOME_STYLE.get(outcome.value, "")
             table.add_row(f"[{style}]{outcome.value}[/]" if style else outcome.value, str(count))
-    table.add_row("total", str(summary.rows), style="bold")
+    table.add_row("total", str(document["rows"]), style="bold")
     out.print(table)
-    if summary.batches:
-        ok = sum(1 for b in summary.batches if b.status in ("success", "completed"))
-        ids = ", ".join(b.batch_id for b in summary.batches[:3])
-        more = f" (+{len(summary.batches) - 3} more)" if len(summary.batches) > 3 else ""
-        out.print(f"Batches: {len(summary.batches)} ({ok} succeeded): {ids}{more}")
-    if summary.verified.checked:
-        problems = summary.verified.problems
+    batches: Sequence[Mapping[str, Any]] = document["batches"]
+    if batches:
+        states = [BatchState.of(b.get("status")) for b in batches]
+        ok, failed = states.count(BatchState.DONE), states.count(BatchState.FAILED)
+        ids = ", ".join(str(b["batch_id"]) for b in batches[:3])
+        more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
+        out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
+    verified: Mapping[str, Any] = document["verified"]
+    if verified.get("checked"):
+        problems: Sequence[str] = verified.get("problems", [])
         status = "[green]all good[/]" if not problems else f"[red]{len(problems)} problem(s)[/]"
-        out.print(f"Verified: {summary.verified.ok}/{summary.verified.checked} profiles, {status}")
+        out.print(f"Verified: {verified['ok']}/{verified['checked']} profiles, {status}")
         for problem in problems:
             out.print(f"  [red]-[/] {escape(problem)}")
-    out.print(f"Report: {escape(str(summary.report))}")
-    for note in summary.notes:
-        out.print(f"[yellow]{escape(note)}[/]")
+    out.print(f"Report: {escape(str(document['report']))}")
+
+
+def summary_line(document: Mapping[str, Any]) -> str:
+    """A run's summary in one line (what ``--quiet`` prints)."""
+    verb = "dry run of " if document["dry_run"] else ""
+    counts: Mapping[str, int] = document["counts"]
+    shown = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "nothing to do"
+    return (
+        f"{verb}{document['action']} {','.join(document['handles'])}: {shown}"
+        f" ({document['rows']} rows); run {document['run_id']}; report {document['report']}"
+    )
 
 
 def render_statuses(statuses: Sequence[StatusDefinition]) -> None:
-    """The tenant's status definitions as a table."""
+    """The tenant's status definitions as a table (group and expiry when the tenant says)."""
     table = Table(show_header=True, header_style="bold")
     table.add_column("handle")
     table.add_column("name")
+    grouped = any(s.grouped for s in statuses)
+    limited = any(s.time_limited for s in statuses)
+    if grouped:
+        table.add_column("group")
+    if limited:
+        table.add_column("expires")
     for status in statuses:
-        table.add_row(escape(status.handle), escape(status.name))
+        cells = [escape(status.handle), escape(status.name)]
+        if grouped:
+            cells.append(escape(status.group_name or status.group_handle or ""))
+        if limited:
+            cells.append(escape(_expiry(status)))
+        table.add_row(*cells)
     stdout().print(table)
+
+
+def _expiry(status: StatusDefinition) -> str:
+    if status.absolute_expiry:
+        return f"on {status.absolute_expiry}"
+    if status.period:
+        return f"after {status.period} {status.period_type or ''}".rstrip()
+    return ""
 
 
 def render_batch(batch: Batch) -> None:
@@ -278,15 +391,13 @@ def render_batch(batch: Batch) -> None:
         f" succeeded {batch.success_count}, failed {batch.failed_count}"
     )
     for item in batch.items:
-        if (item.status or "").lower() == "failed":
+        if item.state is BatchState.FAILED:
             out.print(
                 f"  [red]failed[/] {escape(item.entity_id or '?')}: {escape(item.error or '')}"
             )
 
 
-def render_runs(
-    runs: Sequence[RunInfo], counts: Sequence[dict[str, int]], states: Sequence[str]
-) -> None:
+def render_runs(runs: Sequence[RunView]) -> None:
     """Recent runs as a table, newest first (a run id begins with its UTC start time)."""
     table = Table(show_header=True, header_style="bold")
     table.add_column("run id", no_wrap=True)
@@ -295,34 +406,65 @@ def render_runs(
     table.add_column("rows", justify="right", no_wrap=True)
     table.add_column("failed", justify="right", no_wrap=True)
     table.add_column("input", overflow="fold", min_width=8)
-    for run, count, state in zip(runs, counts, states, strict=True):
-        job = f"{run.action.value} {','.join(run.handles)}" + (" (dry run)" if run.dry_run else "")
+    for run in runs:
+        job = f"{run.action} {','.join(run.handles)}" + (" (dry run)" if run.dry_run else "")
         table.add_row(
             run.run_id,
             escape(job),
-            state,
+            run.state,
             str(run.rows),
-            str(count.get(Outcome.FAILED.value, 0)),
+            str(run.counts.get(Outcome.FAILED.value, 0)),
             escape(run.input_name),
         )
     stdout().print(table)
 
 
-def sandbox_banner(base_url: str, token: str, profiles: int) -> None:
-    """What a user needs to point the tool at a served sandbox."""
+def sandbox_banner(base_url: str, token: str, profiles: int, *, all_interfaces: bool) -> None:
+    """What a user needs to point the tool at a served sandbox (``base_url`` on this host)."""
     out = stdout()
-    out.print(f"Omneo sandbox tenant ({profiles} profiles) listening on {base_url}")
+    where = f"on all interfaces; from this machine: {base_url}" if all_interfaces else base_url
+    out.print(f"Omneo sandbox tenant ({profiles} profiles) listening {where}")
     out.print(f"  export OMNEO_BASE_URL={base_url}")
     out.print(f"  export OMNEO_TOKEN={token}")
     out.print("Press Ctrl-C to stop.")
 
 
-def render_config(rows: Sequence[tuple[str, str, str]]) -> None:
+def render_config(views: Sequence[SettingView]) -> None:
     """The effective configuration, one setting a row, with where it came from."""
     table = Table(show_header=True, header_style="bold")
     table.add_column("setting")
     table.add_column("value")
     table.add_column("source")
-    for key, value, source in rows:
-        table.add_row(key, escape(value), escape(source))
+    for view in views:
+        value = f"[red]missing:[/] {escape(view.value)}" if view.missing else escape(view.value)
+        table.add_row(view.key, value, escape(view.source))
     stdout().print(table)
+    missing = [view.key for view in views if view.missing]
+    if missing:
+        print_warning(f"Not set: {', '.join(missing)}; commands that talk to the API will stop")
+
+
+def render_doctor(report: DoctorReport) -> None:
+    """What doctor found: one row per check, then the capabilities a run relies on."""
+    table = Table(title=f"Doctor: {escape(report.base_url)}", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for check in report.checks:
+        style = _CHECK_STYLE.get(check.result, "")
+        table.add_row(escape(check.name), f"[{style}]{check.result}[/]", escape(check.detail))
+    out = stdout()
+    out.print(table)
+    for name, value in report.capabilities.items():
+        out.print(f"  {escape(name)}: {escape(json.dumps(value))}")
+    out.print(
+        "[green]A run can work on this tenant.[/]"
+        if report.ok
+        else "[red]A run cannot work on this tenant.[/]"
+    )
+
+
+def print_text(text: str) -> None:
+    """Text as it is on stdout (the report CSV of ``--report -``)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,14 +1,32 @@
-"""TEMPORARY STUB (the tenant helper replaces it): a read-only probe of what a tenant does."""
+"""``doctor``: a read-only probe of what a tenant really does, in about fifteen GETs.
+
+It never sends a write. Each check reads the answers the tool will rely on during a run (the
+email filter, the ``in`` and status filters, the pagination dialect, the batches endpoint)
+and reports what it saw, so a user can attach one document to a bug report.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from omneo_status.client import OmneoClient
-from omneo_status.errors import ExitCode
+from omneo_status.client import (
+    MAX_PAGE_SIZE,
+    OmneoClient,
+    PageStyle,
+    ProbeAnswer,
+    lenient_int,
+)
+from omneo_status.errors import ApiError, AuthError, ExitCode
+from omneo_status.models import Profile, StatusDefinition
 
 CheckResult = Literal["ok", "warn", "fail"]
+
+IMPOSSIBLE_EMAIL = "omneo-status-doctor-{}@example.invalid"
+"""An address no profile can have (``.invalid`` is reserved, RFC 2606)."""
+NONSENSE_HANDLE = "omneo-status-doctor-{}"
 
 
 @dataclass(frozen=True)
@@ -51,9 +69,268 @@ class DoctorReport:
         }
 
 
+def unknown_capabilities() -> dict[str, Any]:
+    """Every capability key, none of them known yet."""
+    return {
+        "email_filter": None,
+        "email_in_filter": None,
+        "status_filter": None,
+        "page_style": None,
+        "page_size": None,
+        "profiles": None,
+        "rate_limit": None,
+        "batches_endpoint": None,
+    }
+
+
 async def run_doctor(client: OmneoClient, base_url: str) -> DoctorReport:
-    """Probe the tenant without writing anything."""
-    report = DoctorReport(base_url)
-    statuses = await client.list_statuses()
-    report.checks.append(Check("token", "ok", f"{len(statuses)} status definition(s)"))
+    """Probe the tenant without writing anything: every check and capability, or, when the
+    token or the base URL does not work, a failed check that says why (never an exception
+    for an API error)."""
+    report = DoctorReport(base_url, capabilities=unknown_capabilities())
+    doctor = _Doctor(client, report)
+    if not await doctor.check_access():
+        return report
+    try:
+        await doctor.check_profiles()
+    except ApiError as exc:
+        report.checks.append(Check("profiles", "fail", exc.message))
     return report
+
+
+class _Doctor:
+    def __init__(self, client: OmneoClient, report: DoctorReport) -> None:
+        self.client = client
+        self.report = report
+        self.caps = report.capabilities
+        self.tag = uuid.uuid4().hex[:12]
+        self.last_headers: Mapping[str, str] = {}
+
+    def add(self, name: str, result: CheckResult, detail: str) -> None:
+        self.report.checks.append(Check(name, result, detail))
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> ProbeAnswer:
+        answer = await self.client.probe(path, params)
+        self.last_headers = answer.headers
+        if answer.status in (401, 403):
+            raise AuthError(f"GET /v3{path} was refused ({answer.status})")
+        return answer
+
+    async def profiles(self, params: Mapping[str, str]) -> tuple[list[Profile], dict[str, Any]]:
+        """The profiles of one page of ``GET /profiles`` and its ``meta``."""
+        body = (await self.get("/profiles", params)).body
+        rows = body.get("data") if isinstance(body, dict) else None
+        meta = body.get("meta") if isinstance(body, dict) else None
+        found = [Profile.model_validate(r) for r in rows or [] if isinstance(r, dict) and "id" in r]
+        return found, meta if isinstance(meta, dict) else {}
+
+    # -- the token and the base URL --------------------------------------------------------
+
+    async def check_access(self) -> bool:
+        try:
+            statuses = await self.client.list_statuses()
+        except AuthError as exc:
+            self.add("token", "fail", f"{exc.message}. {exc.hint or ''}".strip())
+            return False
+        except ApiError as exc:  # unreachable, a 404 (no /api), a web page instead of JSON
+            self.add("base_url", "fail", f"{exc.message}. {exc.hint or ''}".strip())
+            return False
+        self.add("token", "ok", "GET /v3/statuses answered with the token")
+        self.add("statuses", "ok" if statuses else "warn", _describe_statuses(statuses))
+        return True
+
+    # -- profiles, filters, pagination -----------------------------------------------------
+
+    async def check_profiles(self) -> None:
+        page, meta = await self.profiles(PageStyle.PAGE_ARRAY.params(1))
+        total = lenient_int(meta.get("total"))
+        self.caps["profiles"] = total
+        self.add(
+            "profiles", "ok", f"{total if total is not None else 'an unknown number of'} profile(s)"
+        )
+        await self.check_pages(page)
+        known = next((p for p in page if p.email and p.email.swapcase() != p.email), None)
+        await self.check_email_filter(known)
+        await self.check_eq_filter(known)
+        await self.check_in_filter(known)
+        await self.check_status_filter(page)
+        await self.check_batches()
+        self.check_rate_limit()  # from the latest answer
+
+    async def check_pages(self, first: list[Profile]) -> None:
+        honoured: list[PageStyle] = []
+        sizes: dict[PageStyle, int | None] = {}
+        first_ids = [p.id for p in first]
+        for style in PageStyle:
+            rows, meta = await self.profiles(style.params(2))
+            current = lenient_int(meta.get("current_page"))
+            moved = current == 2 if current is not None else [p.id for p in rows] != first_ids
+            if moved:
+                honoured.append(style)
+                sizes[style] = lenient_int(meta.get("per_page"))
+        if not honoured:
+            self.add(
+                "page_style",
+                "warn",
+                "page 2 came back as page 1 in both dialects "
+                "(page[number] and page): only the first page of an answer can be read",
+            )
+            return
+        shown = "both" if len(honoured) == 2 else honoured[0].value
+        size = sizes[honoured[0]] or MAX_PAGE_SIZE
+        self.caps["page_style"] = shown
+        self.caps["page_size"] = size
+        self.add("page_style", "ok", f"pages are honoured as {shown}, {size} profiles a page")
+
+    async def check_email_filter(self, known: Profile | None) -> None:
+        impossible = IMPOSSIBLE_EMAIL.format(self.tag)
+        strangers, _ = await self.profiles({"filter[email]": impossible})
+        if strangers:
+            self.caps["email_filter"] = "ignored"
+            self.add(
+                "email_filter",
+                "fail",
+                f"filter[email] for an address no one has "
+                f"listed {len(strangers)} profile(s): the tenant ignores the email "
+                "filter, so no row could be matched safely",
+            )
+            return
+        if known is None or known.email is None:
+            self.add(
+                "email_filter",
+                "warn",
+                "no profile with a cased address to test case-sensitivity with",
+            )
+            return
+        other_case, _ = await self.profiles({"filter[email]": known.email.swapcase()})
+        if any(p.id == known.id for p in other_case):
+            self.caps["email_filter"] = "exact"
+            self.add("email_filter", "ok", "filter[email] matches addresses ignoring case")
+            return
+        as_written, _ = await self.profiles({"filter[email]": known.email})
+        if not any(p.id == known.id for p in as_written):
+            self.add(
+                "email_filter",
+                "fail",
+                f"filter[email] does not find {known.email}, an "
+                "address listed on page 1 of the profiles",
+            )
+            return
+        self.caps["email_filter"] = "case_sensitive"
+        self.add(
+            "email_filter",
+            "warn",
+            "filter[email] matches case-sensitively: addresses "
+            "are looked up as written, then lower-cased",
+        )
+
+    async def check_eq_filter(self, known: Profile | None) -> None:
+        if known is None or known.email is None:
+            return
+        found, _ = await self.profiles({"filter[email][eq]": known.email})
+        works = bool(found) and all(p.email == known.email for p in found)
+        self.add(
+            "email_eq_filter",
+            "ok" if works else "warn",
+            "filter[email][eq] (the PHP "
+            "SDK's form) " + ("works" if works else "does not work; filter[email] is used"),
+        )
+
+    async def check_in_filter(self, known: Profile | None) -> None:
+        if known is None or known.email is None or self.caps["email_filter"] == "ignored":
+            self.caps["email_in_filter"] = False
+            return
+        wanted = f"{known.email},{IMPOSSIBLE_EMAIL.format(self.tag)}"
+        found, _ = await self.profiles({"filter[email][in]": wanted})
+        works = bool(found) and all(
+            (p.email or "").casefold() == known.email.casefold() for p in found
+        )
+        self.caps["email_in_filter"] = works
+        self.add(
+            "email_in_filter",
+            "ok" if works else "warn",
+            "filter[email][in] "
+            + (
+                "works: addresses are looked up in bulk"
+                if works
+                else "is not honoured: addresses are looked up one by one"
+            ),
+        )
+
+    async def check_status_filter(self, page: list[Profile]) -> None:
+        handle = next((h for p in page for h in p.statuses), None)
+        nonsense, _ = await self.profiles(
+            {"filter[statuses.handle]": NONSENSE_HANDLE.format(self.tag)}
+        )
+        holders: list[Profile] = []
+        if handle is not None:
+            holders, _ = await self.profiles({"filter[statuses.handle]": handle})
+        works = not nonsense and all(handle in p.statuses for p in holders)
+        self.caps["status_filter"] = works
+        self.add(
+            "status_filter",
+            "ok" if works else "warn",
+            "filter[statuses.handle] "
+            + (
+                "is honoured"
+                if works
+                else "is ignored: the holders of a status can "
+                "only be found by reading every profile"
+            ),
+        )
+
+    def check_rate_limit(self) -> None:
+        limit = lenient_int(self.last_headers.get("x-ratelimit-limit"))
+        remaining = lenient_int(self.last_headers.get("x-ratelimit-remaining"))
+        if limit is None or remaining is None:
+            self.add(
+                "rate_limit",
+                "ok",
+                "no X-RateLimit headers: the tool paces itself by 429 answers and Retry-After",
+            )
+            return
+        self.caps["rate_limit"] = {"limit": limit, "remaining": remaining}
+        self.add("rate_limit", "ok", f"X-RateLimit-Limit {limit}, {remaining} remaining")
+
+    async def check_batches(self) -> None:
+        answer = await self.get(f"/batches/{uuid.uuid4()}")
+        exists = _batches_endpoint(answer)
+        self.caps["batches_endpoint"] = exists
+        detail = {
+            True: "GET /v3/batches/{id} exists: batches are polled",
+            False: "GET /v3/batches/{id} does not exist: runs check profiles instead",
+            None: f"unknown whether GET /v3/batches/{{id}} exists (it answered {answer.status})",
+        }[exists]
+        self.add("batches_endpoint", "ok" if exists is not None else "warn", detail)
+
+
+def _batches_endpoint(answer: ProbeAnswer) -> bool | None:
+    """Whether the batches endpoint exists, as far as the answer for an unknown id tells:
+    a "no such batch" 404 says yes, a "no such route" 404 says no, anything else: unknown."""
+    if answer.status < 300:
+        return True
+    message = answer.body.get("message") if isinstance(answer.body, dict) else None
+    if answer.status != 404 or not isinstance(message, str):
+        return None
+    text = message.strip().lower()
+    if "no query results" in text or "batch" in text:
+        return True
+    if text.rstrip(".") == "not found" or "route" in text:
+        return False
+    return None
+
+
+def _describe_statuses(statuses: list[StatusDefinition]) -> str:
+    if not statuses:
+        return "the tenant defines no status"
+    shown = []
+    for status in statuses:
+        notes = []
+        if status.grouped:
+            notes.append(f"group {status.group_handle}")
+        if status.period:
+            notes.append(f"expires after {status.period} {status.period_type or ''}".strip())
+        elif status.absolute_expiry:
+            notes.append(f"expires {status.absolute_expiry}")
+        shown.append(status.handle + (f" ({', '.join(notes)})" if notes else ""))
+    return f"{len(statuses)} status(es): " + ", ".join(shown)

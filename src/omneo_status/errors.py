@@ -141,6 +141,14 @@ class Interrupted(OmneoStatusError):
     exit_code = ExitCode.INTERRUPTED
 
 
+class Cancelled(OmneoStatusError):
+    """The person at the prompt said no; nothing was written."""
+
+
+class JournalBusy(OmneoStatusError):
+    """The run journal stayed locked by another process longer than the tool waits."""
+
+
 class NotJsonAnswer(ApiError):
     """The API (or a proxy in front of it) answered with something that is not JSON, such as
     an HTML error page: fatal for the run, never a row-level failure."""

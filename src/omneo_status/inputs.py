@@ -4,6 +4,14 @@ The reader streams: it decides the layout (delimiter, header, email column) from
 and then yields one :class:`InputRow` per record, so a file of a million rows never sits in memory.
 Every problem with the file is an :class:`~omneo_status.errors.InputError` naming the file and the
 line, whether it is found before the first row or at line 900,000.
+
+No row is ever lost silently. Every physical line of the file is accounted for (the header, blank
+lines, and each record with the line breaks its quoted cells hold), and the quoting of a record
+that spans several lines is checked, because that is how a stray quote swallows rows: a quoted
+cell may hold line breaks (an address over a few lines), but a record may span at most
+:data:`MAX_RECORD_LINES` lines, a quote open at the end of the file, a quoted cell that goes on
+after its closing quote, an email cell over two lines, or a line inside a quoted cell that looks
+like a row of its own are errors naming the line where the quote opened.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ import csv
 import itertools
 import re
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from omneo_status.errors import InputError
@@ -25,6 +34,13 @@ if TYPE_CHECKING:
 MAX_CELL_CHARS = 100_000
 """Longer cells (and longer lines) are refused: no CSV of email addresses has them."""
 
+MAX_RECORD_LINES = 10
+"""A record (a row with its quoted line breaks) may span at most this many physical lines.
+
+Enough for an address or a short note written over several lines; more is far likelier to be a
+quote that was never closed and is swallowing the rows after it.
+"""
+
 DELIMITERS = (",", ";", "\t")
 """The delimiters the reader recognises, in the order that breaks a tie when sniffing."""
 
@@ -32,29 +48,115 @@ _EMAIL_HEADERS = frozenset({"email", "emailaddress", "mail"})
 _UTF8_HINT = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')."
 _COLUMN_HINT = "Name the column with --column NAME."
 _UNCLOSED_QUOTE_HINT = 'A quote (") that is never closed turns the rest of the file into one cell.'
+_QUOTE_HINT = (
+    'Close the quote, or remove it: a cell that starts with a quote (") ends at the next one.'
+)
 _HEADER_CELLS_SHOWN = 30
 
 _BOM = b"\xef\xbb\xbf"
+# What the first bytes of a file that is not a UTF-8 CSV say it is.
+_SIGNATURES = (
+    (b"\xff\xfe", "a UTF-16 file (it starts with a UTF-16 byte order mark)", _UTF8_HINT),
+    (b"\xfe\xff", "a UTF-16 file (it starts with a UTF-16 byte order mark)", _UTF8_HINT),
+    (
+        b"PK\x03\x04",
+        "a spreadsheet (.xlsx) or another zip file, not a CSV",
+        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
+    ),
+    (
+        b"\xd0\xcf\x11\xe0",
+        "an Excel 97-2003 spreadsheet (.xls), not a CSV",
+        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
+    ),
+)
+_SIGNATURE_BYTES = 4
 _CHUNK_BYTES = 1 << 16
 # A UTF-8 character takes at most 4 bytes, so a line this long cannot fit in MAX_CELL_CHARS.
 _MAX_LINE_BYTES = 4 * MAX_CELL_CHARS
 _EOL = re.compile(rb"\r\n|\r|\n")
 _EOL_BYTE = re.compile(rb"[\r\n]")
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
-# Whitespace Python's str.strip() misses but spreadsheets and copy-paste leave behind.
-_TRIM = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
 # A line of whitespace, delimiters and quotes only is blank (a row of empty cells).
 _NO_DELIMITERS_OR_QUOTES = str.maketrans("", "", ',;\t"')
+# Decoded lines never hold a NUL (it is refused), so this line after the last can only be ours:
+# it comes back as a record of its own unless a quote left open swallows it.
+_END_MARK = "\x00\n"
+
+
+# --- the email policy ------------------------------------------------------------------------
+
+
+def normalize_email(raw: str) -> str:
+    """The address as it should be sent: surrounding whitespace and invisible characters
+    (non-breaking and zero-width spaces, byte order marks, direction marks) trimmed, and the
+    text in Unicode NFC (so a composed and a decomposed ``é`` are the same characters); case is
+    kept."""
+    start, end = 0, len(raw)
+    while start < end and _is_blank(raw[start]):
+        start += 1
+    while end > start and _is_blank(raw[end - 1]):
+        end -= 1
+    return unicodedata.normalize("NFC", raw[start:end])
+
+
+def email_key(raw: str) -> str:
+    """THE email policy: two cells (or a cell and an address the API returns) name the same
+    address exactly when their keys are equal.
+
+    The key is :func:`normalize_email` of the text, lower-cased with ``str.lower()`` (and put
+    back in NFC). ``lower()`` and not ``casefold()``: Omneo stores emails in MySQL (Laravel), whose
+    case-insensitive collations agree on plain case pairs (``A``/``a``, ``É``/``é``) but not on
+    foldings such as ``ß`` (``ss`` in ``utf8mb4_unicode_ci``, ``s`` in ``utf8mb4_general_ci``,
+    itself in a binary or ``_cs`` column). The key must never call two addresses the same when the
+    tenant may keep them apart, since that could write to the wrong profile; when the tenant
+    equates two addresses that the key keeps apart, its answer looks like another address and the
+    row fails safely. The sandbox follows the same rule.
+    """
+    return _key_of(normalize_email(raw))
+
+
+def same_email(a: str, b: str) -> bool:
+    """Whether two cells name the same address under :func:`email_key`."""
+    return email_key(a) == email_key(b)
+
+
+def lookup_forms(email: str) -> list[str]:
+    """The forms to search for: the address as written (normalised), then its key if that
+    differs (a tenant that compares case-sensitively finds a lower-cased address that way)."""
+    written = normalize_email(email)
+    key = _key_of(written)
+    return [written] if key == written else [written, key]
+
+
+def _key_of(address: str) -> str:
+    return unicodedata.normalize("NFC", address.lower())
+
+
+def _is_blank(char: str) -> bool:
+    """Whitespace (NBSP included) or an invisible format character (zero-width space, BOM)."""
+    return char.isspace() or unicodedata.category(char) == "Cf"
+
+
+# --- records ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class InputRow:
-    """One record of the input file."""
+    """One record of the input file, with its address normalised once, at load."""
 
     line: int
     """1-based line number where the record starts (the header, when present, is line 1)."""
     email: str
     """The email cell exactly as read (not trimmed); "" when the record is too short."""
+    address: str = field(init=False)
+    """The cell as :func:`normalize_email` makes it: what is sent to the API."""
+    key: str = field(init=False)
+    """The cell's :func:`email_key`: equal for two rows exactly when they name the same address."""
+
+    def __post_init__(self) -> None:
+        address = normalize_email(self.email)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "key", _key_of(address))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,23 +196,25 @@ def read_rows(
     """Decide the layout of a CSV of emails and return it with a lazy iterator of its rows.
 
     ``name`` is how errors refer to the file. ``column`` names the email column's header; without
-    it, a header such as ``Email`` or ``E-mail Address`` is found, or a one-column file starting
-    with an address is read as having no header. Problems found before the first row (an empty
-    file, no email column) raise here; problems further down (a bad byte, a NUL, a huge cell)
-    raise while iterating, so callers should iterate to the end before acting on the rows.
-    Blank records are skipped; a record too short to reach the email column gives ``email=""``.
+    it, the one header such as ``Email`` or ``E-mail Address`` is found (two such headers are an
+    error asking for ``column``), or a one-column file starting with an address is read as having
+    no header. Problems found before the first row (an empty file, a UTF-16 or spreadsheet file,
+    no email column) raise here; problems further down (a bad byte, a NUL, a huge cell, a quote
+    that swallows rows) raise while iterating, so callers should iterate to the end before acting
+    on the rows. The iterator accounts for every physical line of the file and raises rather than
+    end early. Blank records are skipped; a record too short to reach the email column gives
+    ``email=""``.
     """
-    lines = _decoded_lines(stream, name)
-    head = _lines_through_first_content(lines)
-    delimiter = sniff_delimiter(head[-1]) if head else ","
-    reader = csv.reader(itertools.chain(head, lines), delimiter=delimiter)
-    records = _records(reader, name)
-    first = next(records, None) if head else None
+    feed = _LineFeed(_decoded_lines(stream, name), name=name)
+    head = feed.read_head()
+    feed.delimiter = sniff_delimiter(head) if head is not None else ","
+    records = _records(csv.reader(feed, delimiter=feed.delimiter), feed)
+    first = next(records, None) if head is not None else None
     if first is None:
         raise InputError(f"{name}: the file is empty")
-    line, cells = first
-    layout = _choose_layout(cells, delimiter=delimiter, line=line, name=name, column=column)
-    return layout, _rows(first, records, layout)
+    line, cells, _ = first
+    layout = _choose_layout(cells, delimiter=feed.delimiter, line=line, name=name, column=column)
+    return layout, _rows(first, records, layout, name=name)
 
 
 def sniff_delimiter(line: str) -> str:
@@ -127,28 +231,6 @@ def sniff_delimiter(line: str) -> str:
             counts[char] += 1
     best = max(DELIMITERS, key=counts.__getitem__)
     return best if counts[best] else ","
-
-
-def normalize_email(raw: str) -> str:
-    """The address without surrounding whitespace (non-breaking, zero-width); case is kept."""
-    return _TRIM.sub("", raw)
-
-
-def email_key(email: str) -> str:
-    """The key two cells share exactly when they name the same address (trimmed, lower-cased)."""
-    return normalize_email(email).lower()
-
-
-def same_email(a: str, b: str) -> bool:
-    """Whether two cells name the same address, ignoring case and surrounding whitespace."""
-    return email_key(a) == email_key(b)
-
-
-def lookup_forms(email: str) -> list[str]:
-    """The forms to search for: the address as written, then lower-cased if that differs."""
-    written = normalize_email(email)
-    lowered = written.lower()
-    return [written] if lowered == written else [written, lowered]
 
 
 # Email syntax, after RFC 5321 (with RFC 6531's unicode letters) and without DNS.
@@ -193,7 +275,7 @@ def _is_valid_domain(domain: str) -> bool:
     )
 
 
-# --- reading ---------------------------------------------------------------------------------
+# --- reading: bytes to lines -----------------------------------------------------------------
 
 
 def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
@@ -207,7 +289,7 @@ def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
 
 
 def _raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
-    pending = _skip_bom(stream)
+    pending = _file_start(stream, name)
     number = 0
     eof = False
     while not eof:
@@ -228,14 +310,21 @@ def _raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
         yield pending
 
 
-def _skip_bom(stream: BinaryIO) -> bytes:
-    """The first bytes of the stream, without a UTF-8 byte order mark."""
+def _file_start(stream: BinaryIO, name: str) -> bytes:
+    """The first bytes of the stream, without a UTF-8 byte order mark.
+
+    A file whose first bytes say it is UTF-16 or a spreadsheet is refused here, before any line
+    is decoded (a UTF-16 file would otherwise read as a bad byte, an .xlsx as binary noise).
+    """
     start = b""
-    while len(start) < len(_BOM):
-        chunk = stream.read(len(_BOM) - len(start))
+    while len(start) < _SIGNATURE_BYTES:
+        chunk = stream.read(_SIGNATURE_BYTES - len(start))
         if not chunk:
             break
         start += chunk
+    for signature, what, hint in _SIGNATURES:
+        if start.startswith(signature):
+            raise InputError(f"{name}: this looks like {what}", hint=hint)
     return start.removeprefix(_BOM)
 
 
@@ -292,35 +381,165 @@ def _too_long(
     )
 
 
-def _lines_through_first_content(lines: Iterator[str]) -> list[str]:
-    """The leading blank lines and the first line with content; [] if there is none."""
-    head: list[str] = []
-    for text in lines:
-        head.append(text)
-        if text.translate(_NO_DELIMITERS_OR_QUOTES).strip():
-            return head
-    return []
+# --- reading: lines to records ---------------------------------------------------------------
 
 
-def _records(reader: _csv.Reader, name: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line, cells) for every record that is not blank."""
+class _LineFeed:
+    """The decoded lines as the csv reader takes them: counted, kept per record, and followed
+    by the end mark.
+
+    A record that asks for more than ``MAX_RECORD_LINES`` lines is stopped here, before the
+    reader swallows the rest of the file into one cell.
+    """
+
+    def __init__(self, lines: Iterator[str], *, name: str) -> None:
+        self.name = name
+        self.delimiter = ","
+        self.served = 0
+        """Physical lines handed to the reader (the end mark not included)."""
+        self.ended = False
+        """Whether the end mark was handed out: every line of the file has been read."""
+        self.record: list[str] = []
+        """The lines of the record being read."""
+        self._lines = lines
+        self._queued: list[str] = []
+
+    def read_head(self) -> str | None:
+        """The first line with content, read ahead (with the blank lines before it) and queued
+        for the reader; None when the file has no content."""
+        for text in self._lines:
+            self._queued.append(text)
+            if text.translate(_NO_DELIMITERS_OR_QUOTES).strip():
+                return text
+        return None
+
+    def start_record(self) -> int:
+        """Begin a new record and return the number of its first line."""
+        self.record = []
+        return self.served + 1
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        text = self._queued.pop(0) if self._queued else next(self._lines, None)
+        if text is None:
+            if self.ended:
+                raise StopIteration
+            self.ended = True
+            self.record.append(_END_MARK)
+            return _END_MARK
+        if len(self.record) >= MAX_RECORD_LINES:
+            raise self._runaway()
+        self.served += 1
+        self.record.append(text)
+        return text
+
+    def _runaway(self) -> InputError:
+        start = self.served - len(self.record) + 1
+        opened = _scan_quotes(self.record, self.delimiter).left_open
+        return InputError(
+            f'{self.name}, line {start + (opened or 0)}: a quote (") opened here is still open '
+            f"after {MAX_RECORD_LINES} lines",
+            hint=f"A quoted cell may hold line breaks, but a record may span at most "
+            f"{MAX_RECORD_LINES} lines. {_QUOTE_HINT}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Quoting:
+    """How the quotes of a record's lines pair up (line numbers are 0-based in the record)."""
+
+    left_open: int | None
+    """The line where a quote still open after the last line opened."""
+    bad_close: tuple[int, int] | None
+    """(opened, closed) of the first quoted cell that goes on after its closing quote."""
+
+
+_FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+
+def _scan_quotes(lines: list[str], delimiter: str) -> _Quoting:
+    """Pair the quotes of a record's lines the way the csv module reads them."""
+    state, opened = _FIELD_START, 0
+    bad_close: tuple[int, int] | None = None
+    for index, text in enumerate(lines):
+        for char in text:
+            if state == _QUOTED:
+                state = _QUOTE_IN_QUOTED if char == '"' else _QUOTED
+            elif state == _QUOTE_IN_QUOTED and char == '"':
+                state = _QUOTED  # a doubled quote inside quotes
+            elif char in (delimiter, "\n"):
+                state = _FIELD_START
+            elif state == _FIELD_START and char == '"':
+                state, opened = _QUOTED, index
+            else:
+                if state == _QUOTE_IN_QUOTED and bad_close is None:
+                    bad_close = (opened, index)
+                state = _UNQUOTED
+    return _Quoting(opened if state == _QUOTED else None, bad_close)
+
+
+def _records(reader: _csv.Reader, feed: _LineFeed) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(first line, cells, physical lines) of every record that is not blank.
+
+    Every line read is accounted for: a record's lines are its first plus the line breaks its
+    cells hold, and the records end exactly at the end of the file, or this raises.
+    """
+    accounted = 0
     while True:
-        start = reader.line_num + 1
+        start = feed.start_record()
         try:
             cells = next(reader)
         except StopIteration:
-            return
+            break
         except csv.Error as error:
-            raise _csv_error(error, name=name, line=start) from error
-        if not "".join(cells).strip():
+            raise _csv_error(error, name=feed.name, line=start) from error
+        lines = feed.record
+        if lines == [_END_MARK]:
+            break
+        if len(lines) > 1:
+            _check_quoting(lines, start=start, feed=feed)
+        joined = "".join(cells)
+        if joined.count("\n") + 1 != len(lines):
+            raise _unaccounted(feed.name, f"line {start}", len(lines), joined.count("\n") + 1)
+        accounted += len(lines)
+        if not joined.strip():
             continue
         longest = max(map(len, cells))
         if longest > MAX_CELL_CHARS:
-            # Lines are capped at the same length, so only a quoted cell over many lines gets here.
             raise _too_long(
-                name=name, line=start, chars=longest, one_cell=True, hint=_UNCLOSED_QUOTE_HINT
+                name=feed.name, line=start, chars=longest, one_cell=True, hint=_QUOTE_HINT
             )
-        yield start, cells
+        yield start, cells, lines
+    if not feed.ended or accounted != feed.served:
+        raise _unaccounted(feed.name, "the file", feed.served, accounted)
+
+
+def _check_quoting(lines: list[str], *, start: int, feed: _LineFeed) -> None:
+    """Refuse a record over several lines whose quotes show it swallowed lines by mistake."""
+    quoting = _scan_quotes(lines, feed.delimiter)
+    if quoting.left_open is not None:  # the record ended only because the file did
+        raise InputError(
+            f'{feed.name}, line {start + quoting.left_open}: a quote (") opened here is never '
+            "closed: it runs to the end of the file",
+            hint=_QUOTE_HINT,
+        )
+    if quoting.bad_close is not None:
+        opened, closed = quoting.bad_close
+        raise InputError(
+            f'{feed.name}, line {start + opened}: a quote (") opened here closes on line '
+            f"{start + closed} in the middle of a cell: is a quote missing?",
+            hint=_QUOTE_HINT,
+        )
+
+
+def _unaccounted(name: str, where: str, read: int, accounted: int) -> InputError:
+    return InputError(
+        f"{name}: {where}: {read:,} lines read but {accounted:,} accounted for: "
+        "the file cannot be read reliably",
+        hint="Please report this: no row is used rather than some rows lost.",
+    )
 
 
 def _csv_error(error: csv.Error, *, name: str, line: int) -> InputError:
@@ -333,6 +552,55 @@ def _csv_error(error: csv.Error, *, name: str, line: int) -> InputError:
     return InputError(f"{name}, line {line}: {error}")
 
 
+def _rows(
+    first: tuple[int, list[str], list[str]],
+    records: Iterator[tuple[int, list[str], list[str]]],
+    layout: InputLayout,
+    *,
+    name: str,
+) -> Iterator[InputRow]:
+    index = layout.column_index
+    width = len(first[1])
+    rest = records if layout.has_header else itertools.chain([first], records)
+    for line, cells, lines in rest:
+        if len(lines) > 1:
+            _check_spread_row(line, cells, lines, layout=layout, width=width, name=name)
+        yield InputRow(line, cells[index] if index < len(cells) else "")
+
+
+def _check_spread_row(
+    line: int, cells: list[str], lines: list[str], *, layout: InputLayout, width: int, name: str
+) -> None:
+    """Refuse a row over several lines that shows a quote swallowed other rows: an address over
+    two lines, a quoted cell holding what reads as a row of its own, or more cells than the
+    first record."""
+    index = layout.column_index
+    if index < len(cells) and "\n" in cells[index]:
+        raise InputError(
+            f"{name}, line {line}: the email cell runs over {cells[index].count(chr(10)) + 1} "
+            'lines: is a quote (") not closed?',
+            hint=_QUOTE_HINT,
+        )
+    opened = line  # a cell over several lines opens where the line breaks before it leave off
+    for cell in cells:
+        pieces = cell.split("\n")
+        for number, piece in enumerate(pieces if len(pieces) > 1 else ()):
+            parts = piece.split(layout.delimiter)
+            if len(parts) == width and is_valid_email(normalize_email(parts[index].strip('"'))):
+                raise InputError(
+                    f'{name}, line {opened}: a quote (") opened here swallows what reads as a '
+                    f"row of its own (on line {opened + number})",
+                    hint=_QUOTE_HINT,
+                )
+        opened += len(pieces) - 1
+    if len(cells) > width:
+        raise InputError(
+            f"{name}, line {line}: a record over {len(lines)} lines with {len(cells)} cells, "
+            f"where the first record has {width}: is a quote missing or extra?",
+            hint=_QUOTE_HINT,
+        )
+
+
 def _choose_layout(
     cells: list[str], *, delimiter: str, line: int, name: str, column: str | None
 ) -> InputLayout:
@@ -341,8 +609,15 @@ def _choose_layout(
         if index is None:
             raise _no_such_column(cells, column=column, line=line, name=name)
         return InputLayout(delimiter, has_header=True, column_index=index, column_name=cells[index])
-    index = _email_header(cells)
-    if index is not None:
+    headers = _email_headers(cells)
+    if len(headers) > 1:
+        named = ", ".join(repr(cells[index]) for index in headers)
+        raise InputError(
+            f"{name}, line {line}: several columns look like the email column ({named})",
+            hint="Name the one to use with --column NAME.",
+        )
+    if headers:
+        index = headers[0]
         return InputLayout(delimiter, has_header=True, column_index=index, column_name=cells[index])
     index = _lone_email(cells)
     if index is not None:
@@ -362,12 +637,13 @@ def _named_column(cells: list[str], column: str) -> int | None:
     return folded.index(wanted.casefold()) if wanted.casefold() in folded else None
 
 
-def _email_header(cells: list[str]) -> int | None:
-    """The first header cell that names an email column (``Email``, ``E-mail Address`` ...)."""
-    for index, cell in enumerate(cells):
-        if re.sub(r"[\s_-]", "", cell.lower()) in _EMAIL_HEADERS:
-            return index
-    return None
+def _email_headers(cells: list[str]) -> list[int]:
+    """The header cells that name an email column (``Email``, ``E-mail Address`` ...)."""
+    return [
+        index
+        for index, cell in enumerate(cells)
+        if re.sub(r"[\s_-]", "", cell.lower()) in _EMAIL_HEADERS
+    ]
 
 
 def _lone_email(cells: list[str]) -> int | None:
@@ -379,7 +655,7 @@ def _lone_email(cells: list[str]) -> int | None:
 
 
 def _no_such_column(cells: list[str], *, column: str, line: int, name: str) -> InputError:
-    if _lone_email(cells) is not None and _email_header(cells) is None:
+    if _lone_email(cells) is not None and not _email_headers(cells):
         return InputError(
             f"{name}, line {line}: no column named {column!r}: the file has no header row "
             f"(line {line} is an email address)",
@@ -395,15 +671,6 @@ def _header_list(cells: list[str]) -> str:
     shown = ", ".join(cells[:_HEADER_CELLS_SHOWN])
     more = len(cells) - _HEADER_CELLS_SHOWN
     return f"{shown}, ... ({more} more)" if more > 0 else shown
-
-
-def _rows(
-    first: tuple[int, list[str]], records: Iterator[tuple[int, list[str]]], layout: InputLayout
-) -> Iterator[InputRow]:
-    index = layout.column_index
-    rest = records if layout.has_header else itertools.chain([first], records)
-    for line, cells in rest:
-        yield InputRow(line, cells[index] if index < len(cells) else "")
 
 
 def _reason(error: OSError) -> str:

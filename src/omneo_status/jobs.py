@@ -1,37 +1,105 @@
-"""TEMPORARY SHIM (core helper replaces it): start, resume and undo journaled runs.
+"""Jobs: what identifies one, and starting, resuming and undoing its journaled runs.
 
-The signatures here are the contract the CLI codes against.
+A job is an action with its handles over a set of addresses on one tenant; running the same
+job again continues its unfinished run (or shows its finished one) instead of starting over.
+``cli.py`` calls ``run_job``, ``resume_job`` and ``undo_job``; nothing here prints or exits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import difflib
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from omneo_status import job as _old
-from omneo_status import run as _run
-from omneo_status.job import JobContext
+from omneo_status.client import OmneoClient
+from omneo_status.engine import Confirm, Engine, Preview
+from omneo_status.errors import (
+    ApiError,
+    Interrupted,
+    OmneoStatusError,
+    UnknownHandleError,
+    UsageError,
+)
+from omneo_status.events import Reporter, Step
+from omneo_status.inputs import email_key
+from omneo_status.journal import (
+    RESUMABLE,
+    Journal,
+    KnownRow,
+    RunInfo,
+    RunJournal,
+    RunState,
+    load_known_rows,
+    load_rows,
+    mark_duplicates,
+)
+from omneo_status.locking import JobLock, is_held, job_lock
+from omneo_status.models import Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
-from omneo_status.source import PreparedInput
-from omneo_status.summary import RunSummary, RunView
+from omneo_status.source import PreparedInput, journal_rows
+from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
 
 
-def _legacy(options: RunOptions, spec: JobSpec | None = None) -> _run.RunOptions:
-    from omneo_status.models import Action
+@dataclass(frozen=True)
+class JobContext:
+    """What every job needs from outside: the API, the state dir, and who listens."""
 
-    return _run.RunOptions(
-        action=spec.action if spec else Action.ASSIGN,
-        handles=spec.handles if spec else (),
-        dry_run=options.dry_run,
-        chunk_size=options.chunk_size,
-        verify=options.verify,
-        poll_timeout=options.poll_timeout,
-        stall_timeout=options.stall_timeout,
-        no_wait=options.no_wait,
-        strict=options.strict,
-        max_unmatched=options.max_unmatched,
-        lookup=_run.LookupMode(options.lookup.value),
-        concurrency=options.concurrency,
+    client: OmneoClient
+    base_url: str
+    state_dir: Path
+    reporter: Reporter
+    confirm: Confirm | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
+    """The identity of a job: same action, handles, tenant and addresses means the same job."""
+    parts = [
+        spec.action.value,
+        ",".join(sorted(spec.handles)),
+        base_url.rstrip("/"),
+        digest,
+        str(dry_run),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def undo_key(run_id: str, *, dry_run: bool) -> str:
+    """The identity of the job that undoes one run."""
+    return hashlib.sha256(f"undo\n{run_id}\n{dry_run}".encode()).hexdigest()
+
+
+async def check_handles(
+    client: OmneoClient, handles: tuple[str, ...], reporter: Reporter
+) -> dict[str, StatusDefinition]:
+    """The tenant's status definitions by handle; raises ``UnknownHandleError`` unless every
+    handle has one (suggesting the closest)."""
+    reporter.start(Step.HANDLES, None)
+    definitions = {status.handle: status for status in await client.list_statuses()}
+    reporter.finish(Step.HANDLES)
+    unknown = [h for h in handles if h not in definitions]
+    if not unknown:
+        return definitions
+    handle, known = unknown[0], list(definitions)
+    close = [k for k in known if k.lower() == handle.lower()]
+    close += [
+        k for k in difflib.get_close_matches(handle, known, n=3, cutoff=0.6) if k not in close
+    ]
+    guess = f"; did you mean {' or '.join(f'`{c}`' for c in close[:3])}?" if close else ""
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    raise UnknownHandleError(
+        f"Unknown status handle `{handle}`{more}: the tenant has no such status{guess}",
+        hint="List the tenant's statuses to see the handles; nothing was written.",
     )
+
+
+# -- the three ways a run starts ------------------------------------------------------------
 
 
 async def run_job(
@@ -43,64 +111,238 @@ async def run_job(
     report: Path | None = None,
     fresh: bool = False,
 ) -> RunSummary:
-    """Run ``spec`` over a prepared input, resuming the same job if it is pending."""
-    return await _old.run_job(ctx, _legacy(options, spec), source, report=report, fresh=fresh)
+    """Run ``spec`` over a prepared input, resuming the same job's run if it is unfinished
+    (or showing it again, ``already_finished``, if it finished). ``fresh`` starts anew."""
+    key = job_key(spec, base_url=ctx.base_url, digest=source.digest, dry_run=options.dry_run)
+    with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
+        latest = None if fresh else journal.latest_run(key)
+        earlier = await _continue(ctx, journal, latest, lock, options, report)
+        if earlier is not None:
+            return earlier
+        definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
+        run = journal.create_run(
+            job_key=key,
+            action=spec.action,
+            handles=spec.handles,
+            base_url=ctx.base_url,
+            input_name=source.name,
+            dry_run=options.dry_run,
+        )
+        lock.claim(run.run_id)
+        ctx.reporter.start(Step.READ, source.rows)
+        count = load_rows(run, journal_rows(source))
+        mark_duplicates(run)
+        run.update(state=RunState.RUNNING, rows=count)
+        ctx.reporter.advance(Step.READ, count)
+        ctx.reporter.finish(Step.READ)
+        return await _drive(ctx, run, options, report, definitions=definitions)
 
 
 async def resume_job(
     ctx: JobContext, run_id: str, options: RunOptions, *, report: Path | None = None
 ) -> RunSummary:
-    """Continue a run by id (or unique prefix), with the rows its journal holds."""
-    return await _old.resume_job(ctx, run_id, _legacy(options), report=report)
+    """Continue a run by id (or unique prefix), with the rows its journal holds; a finished
+    run is shown again (``already_finished``)."""
+    with Journal.in_state_dir(ctx.state_dir) as journal:
+        info = journal.find_run(run_id)
+        _check_target(info, ctx.base_url)
+        if info.state is RunState.LOADING:
+            raise UsageError(
+                f"Run {info.run_id} stopped while reading its input",
+                hint="Run the original command again; it starts that run afresh.",
+                run_id=info.run_id,
+            )
+        options = replace(options, dry_run=info.dry_run)
+        with job_lock(ctx.state_dir, info.job_key) as lock:
+            lock.claim(info.run_id)
+            run = journal.run_journal(info.run_id)
+            if info.state is RunState.FINISHED:
+                return _shown_again(run, options, report)
+            return await _drive(ctx, run, options, report, resumed=True)
 
 
 async def undo_job(
     ctx: JobContext, run_id: str, options: RunOptions, *, report: Path | None = None
 ) -> RunSummary:
-    """Reverse exactly what a run changed."""
-    return await _old.undo_job(ctx, run_id, _legacy(options), report=report)
+    """Reverse exactly what a run changed: only the rows it assigned (or removed), and on each
+    profile only the handles it sent."""
+    with Journal.in_state_dir(ctx.state_dir) as journal:
+        original = journal.find_run(run_id)
+        _check_target(original, ctx.base_url)
+        if original.dry_run:
+            raise UsageError(f"Run {original.run_id} was a dry run: it changed nothing to undo")
+        if original.undo_of is not None:
+            ctx.reporter.info(f"Run {original.run_id} is itself an undo; undoing it re-applies")
+        spec = JobSpec(original.action.inverse, original.handles)
+        key = undo_key(original.run_id, dry_run=options.dry_run)
+        with job_lock(ctx.state_dir, key) as lock:
+            earlier = await _continue(ctx, journal, journal.latest_run(key), lock, options, report)
+            if earlier is not None:
+                return earlier
+            definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
+            run = journal.create_run(
+                job_key=key,
+                action=spec.action,
+                handles=spec.handles,
+                base_url=ctx.base_url,
+                input_name=f"undo of {original.run_id}",
+                dry_run=options.dry_run,
+                undo_of=original.run_id,
+            )
+            lock.claim(run.run_id)
+            changed = journal.run_journal(original.run_id).rows_with_outcome(
+                [original.action.done, Outcome.SENT]
+            )
+            count = load_known_rows(
+                run,
+                (
+                    KnownRow(r.line, r.email, r.address, email_key(r.address), r.profile_id, r.send)
+                    for r in changed
+                    if r.profile_id
+                ),
+            )
+            run.update(state=RunState.RUNNING, rows=count)
+            return await _drive(ctx, run, options, report, definitions=definitions)
+
+
+# -- the runs list ----------------------------------------------------------------------------
 
 
 def recent_runs(state_dir: Path, limit: int) -> list[RunView]:
-    """The newest runs first, as ``runs`` shows them."""
-    journal = _old.open_journal(state_dir)
-    try:
-        found = journal.runs(limit)
+    """The newest runs first, as ``runs`` shows them; never waits for a running job."""
+    with Journal.in_state_dir(state_dir) as journal:
         return [
-            RunView(
-                run_id=info.run_id,
-                created_at=info.created_at,
-                updated_at=info.updated_at,
-                action=info.action.value,
-                handles=info.handles,
-                dry_run=info.dry_run,
-                input_name=info.input_name,
-                base_url=info.base_url,
-                state=_old.shown_state(state_dir, info),
-                rows=info.rows,
-                counts={k: v for k, v in journal.counts(info.run_id).items() if k},
-                report=info.report,
-                undo_of=info.undo_of,
+            run_view(
+                journal.run_journal(info.run_id),
+                info,
+                running=is_held(state_dir, info.job_key),
             )
-            for info in found
+            for info in journal.runs(limit)
         ]
-    finally:
-        journal.close()
 
 
 def prune_runs(state_dir: Path, older_than_days: int) -> int:
     """Forget finished runs and dry runs older than that many days; returns how many."""
-    journal = _old.open_journal(state_dir)
-    try:
+    with Journal.in_state_dir(state_dir) as journal:
         return journal.prune(older_than_days=older_than_days)
-    finally:
-        journal.close()
+
+
+# -- inside ------------------------------------------------------------------------------------
+
+
+async def _continue(
+    ctx: JobContext,
+    journal: Journal,
+    latest: RunInfo | None,
+    lock: JobLock,
+    options: RunOptions,
+    report: Path | None,
+) -> RunSummary | None:
+    """The same job's earlier run, finished (shown again) or resumed; None to start anew.
+
+    Dry runs are always made afresh: a preview must read the tenant as it is now.
+    """
+    if latest is None or options.dry_run:
+        return None
+    run = journal.run_journal(latest.run_id)
+    if latest.state is RunState.FINISHED or (latest.state is RunState.SENT and options.no_wait):
+        return _shown_again(run, options, report)
+    if latest.state in RESUMABLE:
+        lock.claim(latest.run_id)
+        ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state.value})")
+        return await _drive(ctx, run, options, report, resumed=True)
+    return None
+
+
+def _check_target(info: RunInfo, base_url: str) -> None:
+    if info.base_url.rstrip("/") != base_url.rstrip("/"):
+        raise UsageError(
+            f"Run {info.run_id} was made against {info.base_url}, not {base_url}",
+            hint="Use the same tenant (or base URL) as the original run.",
+            run_id=info.run_id,
+        )
+
+
+def _shown_again(run: RunJournal, options: RunOptions, report: Path | None) -> RunSummary:
+    path = write_run_report(run, report)
+    return summarize(run, report=path, strict=options.strict, already_finished=True)
+
+
+async def _drive(
+    ctx: JobContext,
+    run: RunJournal,
+    options: RunOptions,
+    report: Path | None,
+    *,
+    definitions: Mapping[str, StatusDefinition] | None = None,
+    resumed: bool = False,
+) -> RunSummary:
+    """Run the engine over the run, then record its end, write its report and summarize it."""
+    info = run.info()
+    spec = JobSpec(info.action, info.handles)
+    if definitions is None:
+        definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
+    run.update(state=RunState.RUNNING)
+    engine = Engine(
+        run=run,
+        spec=spec,
+        options=options,
+        client=ctx.client,
+        reporter=ctx.reporter,
+        definitions=definitions,
+        confirm=ctx.confirm,
+        sleep=ctx.sleep,
+        clock=ctx.clock,
+    )
+    try:
+        result = await engine.execute()
+    except asyncio.CancelledError:
+        stopped = Interrupted("Interrupted; the run's journal is saved", run_id=run.run_id)
+        stopped.report = _stop(run, report, RunState.INTERRUPTED, stopped)
+        raise stopped from None
+    except OmneoStatusError as exc:
+        state = RunState.FAILED if isinstance(exc, ApiError) else RunState.STOPPED
+        exc.run_id, exc.report = run.run_id, _stop(run, report, state, exc)
+        raise
+    if result.gave_up:
+        state = RunState.GAVE_UP
+    elif options.no_wait and not options.dry_run:
+        state = RunState.SENT
+    else:
+        state = RunState.FINISHED
+    run.update(state=state, verification=json.dumps(result.verification.to_json()))
+    path = write_run_report(run, report)
+    summary = summarize(
+        run,
+        report=path,
+        strict=options.strict,
+        lookup=result.lookup.value if result.lookup else None,
+        resumed=resumed,
+        no_wait=options.no_wait,
+    )
+    run.update(exit_code=int(summary.exit_code))
+    summary.requests = ctx.client.governor.stats.requests
+    summary.throttled = ctx.client.governor.stats.throttled
+    return summary
+
+
+def _stop(run: RunJournal, report: Path | None, state: RunState, error: OmneoStatusError) -> Path:
+    """Record how the run stopped, then write its report (pending rows name that state)."""
+    run.update(state=state, detail=error.message)
+    path = write_run_report(run, report)
+    run.update(exit_code=int(error.exit_code))
+    return path
 
 
 __all__ = [
+    "Confirm",
     "JobContext",
     "PreparedInput",
+    "Preview",
     "RunSummary",
+    "RunView",
+    "check_handles",
+    "job_key",
     "prune_runs",
     "recent_runs",
     "resume_job",

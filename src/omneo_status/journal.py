@@ -1,9 +1,15 @@
 """The run journal: every run's rows, chunks and batches in one SQLite file under the state dir.
 
-The journal is written before each batch is sent (the chunk and its profiles) and after each
-answer, so a process killed at any instant leaves enough behind to finish the run without
-repeating a write it need not repeat. Per-row state lives here rather than in memory, which
-also keeps a run over a million rows small.
+The journal is written ahead of each batch (the chunk and its profiles, before the request)
+and after each answer, so a process killed at any instant leaves enough behind to finish the
+run without repeating a write it need not repeat. Per-row state lives here rather than in
+memory, which also keeps a run over a million rows small.
+
+Many processes share one journal (a nightly job, a manual run, ``runs``): the file is in WAL
+mode, so readers never wait; a write transaction is only ever open for the few statements of
+one write, never across a network wait; rows resolved between two write-ahead points are kept
+in memory and written in small batches. ``Journal`` is the file; ``RunJournal`` is a handle
+bound to one run, whose methods need no run id.
 """
 
 from __future__ import annotations
@@ -11,72 +17,31 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from omneo_status.errors import ConfigError
+from omneo_status.errors import ConfigError, JournalBusy, OmneoStatusError, UsageError
+from omneo_status.migrations import migrate
 from omneo_status.models import Action, Outcome
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    job_key     TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    handles     TEXT NOT NULL,
-    base_url    TEXT NOT NULL,
-    input_name  TEXT NOT NULL,
-    dry_run     INTEGER NOT NULL,
-    undo_of     TEXT,
-    state       TEXT NOT NULL,
-    rows        INTEGER NOT NULL DEFAULT 0,
-    exit_code   INTEGER,
-    report      TEXT,
-    detail      TEXT NOT NULL DEFAULT '',
-    verification TEXT,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_key ON runs (job_key, created_at);
-CREATE TABLE IF NOT EXISTS rows (
-    run_id      TEXT NOT NULL,
-    line        INTEGER NOT NULL,
-    email       TEXT NOT NULL,
-    email_key   TEXT NOT NULL,
-    stage       TEXT NOT NULL,
-    outcome     TEXT,
-    profile_id  TEXT,
-    held        TEXT,
-    send        TEXT,
-    chunk       INTEGER,
-    batch_id    TEXT,
-    detail      TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, line)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rows_by_stage ON rows (run_id, stage, line);
-CREATE INDEX IF NOT EXISTS rows_by_chunk ON rows (run_id, chunk);
-CREATE TABLE IF NOT EXISTS chunks (
-    run_id        TEXT NOT NULL,
-    chunk         INTEGER NOT NULL,
-    state         TEXT NOT NULL,
-    batch_id      TEXT,
-    batch_status  TEXT,
-    profiles      INTEGER NOT NULL,
-    success_count INTEGER,
-    failed_count  INTEGER,
-    PRIMARY KEY (run_id, chunk)
-);
-"""
+JOURNAL_FILE = "journal.sqlite"
+BUSY_TIMEOUT = 5.0
+"""Seconds SQLite waits for another process's write before it reports the file busy."""
+WRITE_ATTEMPTS = 3
+"""Busy timeouts a write sits out before it gives up with ``JournalBusy``."""
+FLUSH_ROWS = 200
+"""Resolved rows kept in memory before they are written."""
+FLUSH_SECONDS = 0.5
+"""How long a resolved row may wait in memory before it is written."""
+_LOAD_BATCH = 5000
 
 
-_ROW_COLUMNS = "line, email, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
-
-
-class Stage:
+class Stage(StrEnum):
     """Where a row is in its run (the ``rows.stage`` column)."""
 
     LOOKUP = "lookup"
@@ -89,20 +54,20 @@ class Stage:
     """Has its final outcome."""
 
 
-class ChunkState:
+class ChunkState(StrEnum):
     """The life of a chunk (the ``chunks.state`` column)."""
 
     POSTING = "posting"
     """Written before its request; if a run dies here the request may or may not have landed."""
     ACCEPTED = "accepted"
-    """The API answered with a batch id; the batch is to be polled."""
+    """The API answered with a batch id; the batch is to be watched."""
     DONE = "done"
     """Every row of it has its outcome."""
     RECONCILED = "reconciled"
-    """Was ``posting`` when a run died; its profiles were read back and settled."""
+    """Was ``posting`` when a run died; its profiles were read back and its rows settled."""
 
 
-class RunState:
+class RunState(StrEnum):
     """The life of a run (the ``runs.state`` column)."""
 
     LOADING = "loading"
@@ -114,7 +79,20 @@ class RunState:
     FAILED = "failed"
     FINISHED = "finished"
 
-    RESUMABLE = (RUNNING, STOPPED, INTERRUPTED, GAVE_UP, FAILED, SENT)
+
+RESUMABLE = frozenset(
+    {
+        RunState.RUNNING,
+        RunState.STOPPED,
+        RunState.INTERRUPTED,
+        RunState.GAVE_UP,
+        RunState.FAILED,
+        RunState.SENT,
+    }
+)
+"""States a run can be continued from."""
+LIVE = frozenset({RunState.LOADING, RunState.RUNNING})
+"""States a run is in while a process works on it (or until it is seen to have died)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +107,7 @@ class RunInfo:
     input_name: str
     dry_run: bool
     undo_of: str | None
-    state: str
+    state: RunState
     rows: int
     exit_code: int | None
     report: str | None
@@ -145,7 +123,10 @@ class RowRecord:
 
     line: int
     email: str
-    stage: str
+    """The cell as read."""
+    address: str
+    """The normalised address (what lookups send)."""
+    stage: Stage
     outcome: Outcome | None
     profile_id: str | None
     held: tuple[str, ...]
@@ -160,12 +141,68 @@ class ChunkRecord:
     """One chunk of a run."""
 
     chunk: int
-    state: str
+    state: ChunkState
     batch_id: str | None
     batch_status: str | None
     profiles: int
     success_count: int | None
     failed_count: int | None
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """An input row to load: settled at once when ``outcome`` is given (an invalid cell)."""
+
+    line: int
+    email: str
+    address: str
+    key: str
+    outcome: Outcome | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class KnownRow:
+    """A row whose profile and handles are known already (the rows of an undo run)."""
+
+    line: int
+    email: str
+    address: str
+    key: str
+    profile_id: str
+    send: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A resolved row whose profile needs ``send``."""
+
+    line: int
+    profile_id: str
+    held: tuple[str, ...]
+    send: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A row's final outcome (``profile_id``/``held``/``batch_id`` kept when not given)."""
+
+    line: int
+    outcome: Outcome
+    detail: str = ""
+    profile_id: str | None = None
+    held: tuple[str, ...] | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many rows of a run share an outcome, a stage and whether they have a batch."""
+
+    outcome: Outcome | None
+    stage: Stage
+    has_batch: bool
+    count: int
 
 
 def now_iso() -> str:
@@ -182,41 +219,48 @@ def new_run_id(job_key: str) -> str:
 class Journal:
     """The SQLite journal of every run in one state directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self._busy_timeout = busy_timeout
+        self.clock = clock
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"Cannot open the run journal {path}: {exc}",
-                hint="Point --state-dir (or OMNEO_STATE_DIR) at a writable directory.",
+                hint="Point the state directory at a writable place.",
             ) from None
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._guarded(self._prepare)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Journal:
+        """The journal of the runs in that state directory (created when missing)."""
+        return cls(state_dir / JOURNAL_FILE)
+
+    def _prepare(self) -> None:
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._in_tx = False
+        migrate(self._db)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        """Commit what is pending and close the file."""
-        self.commit()
+        """Close the file (every write has been committed by then)."""
         self._db.close()
-
-    # -- transactions ----------------------------------------------------------------------
-
-    def _begin(self) -> None:
-        if not self._in_tx:
-            self._db.execute("BEGIN")
-            self._in_tx = True
-
-    def commit(self) -> None:
-        """Make everything written so far durable."""
-        if self._in_tx:
-            self._db.execute("COMMIT")
-            self._in_tx = False
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -230,341 +274,532 @@ class Journal:
         input_name: str,
         dry_run: bool,
         undo_of: str | None = None,
-    ) -> str:
-        """Record a new run and return its id."""
+    ) -> RunJournal:
+        """Record a new run (``loading``) and return the handle bound to it."""
         run_id = new_run_id(job_key)
         stamp = now_iso()
-        self._begin()
-        self._db.execute(
-            "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name, dry_run,"
-            " undo_of, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                job_key,
-                action.value,
-                json.dumps(list(handles)),
-                base_url,
-                input_name,
-                int(dry_run),
-                undo_of,
-                RunState.LOADING,
-                stamp,
-                stamp,
-            ),
+        self.write(
+            lambda db: db.execute(
+                "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name,"
+                " dry_run, undo_of, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    job_key,
+                    action.value,
+                    json.dumps(list(handles)),
+                    base_url,
+                    input_name,
+                    int(dry_run),
+                    undo_of,
+                    RunState.LOADING.value,
+                    stamp,
+                    stamp,
+                ),
+            )
         )
-        self.commit()
-        return run_id
+        return self.run_journal(run_id)
+
+    def run_journal(self, run_id: str) -> RunJournal:
+        """The handle bound to one run (which must exist)."""
+        return RunJournal(self, run_id)
 
     def latest_run(self, job_key: str) -> RunInfo | None:
         """The newest run of that job, if any."""
-        row = self._db.execute(
-            "SELECT * FROM runs WHERE job_key=? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (job_key,),
-        ).fetchone()
-        return _run_info(row, self._columns("runs")) if row else None
+        found = self._runs("WHERE job_key=? ORDER BY created_at DESC, rowid DESC LIMIT 1", job_key)
+        return found[0] if found else None
 
-    def run(self, run_id: str) -> RunInfo | None:
-        """The run with that id (a unique prefix of it is accepted)."""
-        rows = self._db.execute(
-            "SELECT * FROM runs WHERE run_id=? OR run_id LIKE ? ORDER BY run_id LIMIT 2",
-            (run_id, run_id.replace("%", "").replace("_", "\\_") + "%"),
-        ).fetchall()
-        exact = [r for r in rows if r[0] == run_id]
-        chosen = exact[0] if exact else (rows[0] if len(rows) == 1 else None)
-        return _run_info(chosen, self._columns("runs")) if chosen else None
+    def run_info(self, run_id: str) -> RunInfo | None:
+        """The run with exactly that id."""
+        found = self._runs("WHERE run_id=?", run_id)
+        return found[0] if found else None
+
+    def find_run(self, run_id: str) -> RunInfo:
+        """The run with that id or the one run whose id starts with it.
+
+        Raises ``UsageError`` when no run matches, or when several do (naming them).
+        """
+        exact = self.run_info(run_id)
+        if exact is not None:
+            return exact
+        pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        found = self._runs("WHERE run_id LIKE ? ESCAPE '\\' ORDER BY run_id LIMIT 11", pattern)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise UsageError(f"No run {run_id!r} in this state directory")
+        shown = ", ".join(info.run_id for info in found[:10])
+        more = " and more" if len(found) > 10 else ""
+        raise UsageError(
+            f"Run id {run_id!r} is ambiguous: it starts {len(found)}{'+' if more else ''} runs"
+            f" ({shown}{more})",
+            hint="Give more of the run id.",
+        )
 
     def runs(self, limit: int = 20) -> list[RunInfo]:
         """The newest runs first."""
-        cols = self._columns("runs")
-        cur = self._db.execute(
-            "SELECT * FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
-        )
-        return [_run_info(r, cols) for r in cur.fetchall()]
+        return self._runs("ORDER BY created_at DESC, rowid DESC LIMIT ?", limit)
+
+    def _runs(self, where: str, *params: Any) -> list[RunInfo]:
+        cur = self.read(f"SELECT * FROM runs {where}", params)  # noqa: S608
+        names = [column[0] for column in cur.description]
+        return [_run_info(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
     def prune(self, *, older_than_days: int) -> int:
         """Forget runs that ended (finished, or dry runs) that many days ago; returns how many.
 
-        Unfinished runs are kept whatever their age: they may still be resumed.
+        Unfinished runs are kept whatever their age: they may still be resumed. A number of
+        days reaching before the calendar begins forgets nothing; a negative one is refused.
         """
-        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        if older_than_days < 0:
+            raise UsageError(f"Cannot forget runs older than {older_than_days} days")
+        try:
+            cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        except OverflowError:
+            return 0
         before = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._begin()
         ids = [
             row[0]
-            for row in self._db.execute(
+            for row in self.read(
                 "SELECT run_id FROM runs WHERE updated_at < ? AND (state=? OR dry_run=1)",
-                (before, RunState.FINISHED),
+                (before, RunState.FINISHED.value),
             ).fetchall()
         ]
-        for table in ("rows", "chunks", "runs"):
-            self._db.executemany(f"DELETE FROM {table} WHERE run_id=?", [(i,) for i in ids])  # noqa: S608
-        self.commit()
+
+        def forget(db: sqlite3.Connection) -> None:
+            for table in ("rows", "chunks", "runs"):
+                db.executemany(f"DELETE FROM {table} WHERE run_id=?", [(i,) for i in ids])  # noqa: S608
+
         if ids:
-            self._db.execute("VACUUM")
+            self.write(forget)
         return len(ids)
 
-    def set_run(self, run_id: str, **fields: Any) -> None:
-        """Update fields of a run (state, rows, exit_code, report, detail)."""
+    # -- plumbing --------------------------------------------------------------------------
+
+    def write(self, statements: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``statements`` in one short write transaction and commit it.
+
+        While another process writes, SQLite waits up to the busy timeout; the write is tried
+        ``WRITE_ATTEMPTS`` times before ``JournalBusy`` is raised. No traceback either way.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    continue
+                raise self._failure(exc) from None
+            try:
+                statements(self._db)
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                    raise self._failure(exc) from None
+        waited = self._busy_timeout * WRITE_ATTEMPTS
+        raise JournalBusy(
+            f"The run journal {self.path} stayed locked by another process for {waited:g}s;"
+            " this run stopped there",
+            hint="Another omneo-status process is writing to the same state directory."
+            " Run this one again when that one has finished; it goes on where it stopped.",
+        )
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run one query outside any transaction (in WAL mode it never waits for a writer)."""
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: sqlite3.Error) -> OmneoStatusError:
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            return JournalBusy(f"The run journal {self.path} is locked by another process: {exc}")
+        return OmneoStatusError(
+            f"The run journal {self.path} cannot be used: {exc}",
+            hint="Point the state directory at a writable place, or move the damaged file away.",
+        )
+
+
+class RunJournal:
+    """The journal of one run: every method applies to that run.
+
+    It owns when it commits. Chunks and their answers are written and committed at once (the
+    write-ahead points). Resolved rows (``plan``, ``settle``) wait in memory and are written
+    in one short transaction every ``FLUSH_ROWS`` rows or ``FLUSH_SECONDS``, whichever comes
+    first, before any read of the run, and on ``flush()``.
+    """
+
+    def __init__(self, journal: Journal, run_id: str) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self._pending: list[Planned | Settled] = []
+        self._pending_since = 0.0
+
+    # -- the run itself --------------------------------------------------------------------
+
+    def info(self) -> RunInfo:
+        """The run as the journal knows it now."""
+        info = self.journal.run_info(self.run_id)
+        if info is None:
+            raise UsageError(f"No run {self.run_id!r} in this state directory")
+        return info
+
+    def update(
+        self,
+        *,
+        state: RunState | None = None,
+        rows: int | None = None,
+        detail: str | None = None,
+        report: Path | None = None,
+        exit_code: int | None = None,
+        verification: str | None = None,
+    ) -> None:
+        """Change the given fields of the run (and its ``updated_at``), committed at once."""
+        fields: dict[str, Any] = {
+            "state": state.value if state is not None else None,
+            "rows": rows,
+            "detail": detail,
+            "report": str(report) if report is not None else None,
+            "exit_code": exit_code,
+            "verification": verification,
+        }
+        fields = {name: value for name, value in fields.items() if value is not None}
         fields["updated_at"] = now_iso()
         names = ", ".join(f"{name}=?" for name in fields)
-        self._begin()
-        self._db.execute(f"UPDATE runs SET {names} WHERE run_id=?", (*fields.values(), run_id))  # noqa: S608
-        self.commit()
-
-    # -- rows ------------------------------------------------------------------------------
-
-    def add_rows(
-        self, run_id: str, rows: Iterable[tuple[int, str, str, str, str | None, str]]
-    ) -> int:
-        """Insert (line, email, key, stage, outcome, detail) rows; returns how many."""
-        count = 0
-        self._begin()
-        batch: list[tuple[Any, ...]] = []
-        for line, email, key, stage, outcome, detail in rows:
-            batch.append((run_id, line, email, key, stage, outcome, detail))
-            if len(batch) >= 5000:
-                count += self._insert_rows(batch)
-                batch = []
-        count += self._insert_rows(batch)
-        self.commit()
-        return count
-
-    def _insert_rows(self, batch: list[tuple[Any, ...]]) -> int:
-        self._db.executemany(
-            "INSERT INTO rows (run_id, line, email, email_key, stage, outcome, detail)"
-            " VALUES (?,?,?,?,?,?,?)",
-            batch,
+        self.flush()
+        self.journal.write(
+            lambda db: db.execute(
+                f"UPDATE runs SET {names} WHERE run_id=?",  # noqa: S608
+                (*fields.values(), self.run_id),
+            )
         )
-        return len(batch)
 
-    def add_known_rows(
-        self, run_id: str, rows: Iterable[tuple[int, str, str, str, Sequence[str]]]
-    ) -> int:
-        """Insert rows whose profile and handles are known: (line, email, key, profile_id, send).
+    # -- resolved rows (buffered) ----------------------------------------------------------
 
-        These are the rows of an undo run; they are read back by id instead of by email.
-        """
-        self._begin()
-        cur = self._db.executemany(
-            "INSERT INTO rows (run_id, line, email, email_key, stage, profile_id, send)"
-            " VALUES (?,?,?,?,?,?,?)",
-            [
-                (run_id, line, email, key, Stage.LOOKUP, profile_id, json.dumps(list(send)))
-                for line, email, key, profile_id, send in rows
-            ],
-        )
-        self.commit()
-        return cur.rowcount
+    def plan(self, planned: Planned) -> None:
+        """Record that a row's profile needs a change (written with the next flush)."""
+        self._buffer(planned)
 
-    def mark_duplicates(self, run_id: str) -> int:
-        """Give ``duplicate`` to every pending row whose key an earlier row already has."""
-        self._begin()
-        self._db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS firsts (email_key TEXT PRIMARY KEY, line INTEGER)"
-        )
-        self._db.execute("DELETE FROM firsts")
-        self._db.execute(
-            "INSERT INTO firsts SELECT email_key, MIN(line) FROM rows"
-            " WHERE run_id=? AND stage=? GROUP BY email_key",
-            (run_id, Stage.LOOKUP),
-        )
-        cur = self._db.execute(
-            "UPDATE rows SET stage=?, outcome=?, detail='same address as line ' ||"
-            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)"
-            " WHERE run_id=? AND stage=? AND line >"
-            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)",
-            (Stage.DONE, Outcome.DUPLICATE.value, run_id, Stage.LOOKUP),
-        )
-        self.commit()
-        return cur.rowcount
+    def settle(self, settled: Settled) -> None:
+        """Give a row its final outcome (written with the next flush)."""
+        self._buffer(settled)
 
-    def rows_in_stage(self, run_id: str, stage: str, *, batch: int = 2000) -> Iterator[RowRecord]:
-        """Rows in that stage, in input order; reads ahead in pages so memory stays small."""
-        return self._paged("run_id=? AND stage=?", (run_id, stage), batch)
+    def _buffer(self, record: Planned | Settled) -> None:
+        if not self._pending:
+            self._pending_since = self.journal.clock()
+        self._pending.append(record)
+        if (
+            len(self._pending) >= FLUSH_ROWS
+            or self.journal.clock() - self._pending_since >= FLUSH_SECONDS
+        ):
+            self.flush()
 
-    def all_rows(self, run_id: str, *, batch: int = 5000) -> Iterator[RowRecord]:
+    def flush(self) -> None:
+        """Write and commit every buffered row now."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self.journal.write(lambda db: _apply(db, self.run_id, pending))
+
+    # -- write-ahead points (committed at once) --------------------------------------------
+
+    def settle_now(self, settled: Iterable[Settled]) -> None:
+        """Give rows their final outcomes and commit (after an answer about them)."""
+        records = list(settled)
+        self.flush()
+        if records:
+            self.journal.write(lambda db: _apply(db, self.run_id, records))
+
+    def open_chunk(self, lines: Sequence[int]) -> int:
+        """Record a chunk about to be sent, with its rows, and commit before the request."""
+        self.flush()
+        numbers: list[int] = []
+
+        def open_it(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks WHERE run_id=?", (self.run_id,)
+            )
+            numbers.append(int(cur.fetchone()[0]))
+            db.execute(
+                "INSERT INTO chunks (run_id, chunk, state, profiles) VALUES (?,?,?,?)",
+                (self.run_id, numbers[-1], ChunkState.POSTING.value, len(lines)),
+            )
+            db.executemany(
+                "UPDATE rows SET stage=?, chunk=? WHERE run_id=? AND line=?",
+                [(Stage.CHUNKED.value, numbers[-1], self.run_id, line) for line in lines],
+            )
+
+        self.journal.write(open_it)
+        return numbers[-1]
+
+    def accept_chunk(self, chunk: int, batch_id: str) -> None:
+        """Record the batch id the API gave a chunk, and commit."""
+
+        def accept(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE chunks SET state=?, batch_id=?, batch_status='pending'"
+                " WHERE run_id=? AND chunk=?",
+                (ChunkState.ACCEPTED.value, batch_id, self.run_id, chunk),
+            )
+            db.execute(
+                "UPDATE rows SET batch_id=? WHERE run_id=? AND chunk=?",
+                (batch_id, self.run_id, chunk),
+            )
+
+        self.flush()
+        self.journal.write(accept)
+
+    def finish_chunk(
+        self,
+        chunk: int,
+        *,
+        state: ChunkState,
+        batch_status: str | None = None,
+        success_count: int | None = None,
+        failed_count: int | None = None,
+        settled: Iterable[Settled] = (),
+    ) -> None:
+        """Record a chunk's end and settle its rows in the same transaction, and commit."""
+        records = list(settled)
+
+        def finish(db: sqlite3.Connection) -> None:
+            _apply(db, self.run_id, records)
+            db.execute(
+                "UPDATE chunks SET state=?, batch_status=?, success_count=?, failed_count=?"
+                " WHERE run_id=? AND chunk=?",
+                (state.value, batch_status, success_count, failed_count, self.run_id, chunk),
+            )
+
+        self.flush()
+        self.journal.write(finish)
+
+    # -- reads (each flushes first, so it sees every row written so far) --------------------
+
+    def rows_in_stage(self, stage: Stage, *, limit: int | None = None) -> Iterator[RowRecord]:
+        """Rows in that stage, in input order (at most ``limit``); reads ahead in pages."""
+        return self._paged("stage=?", (stage.value,), limit)
+
+    def all_rows(self) -> Iterator[RowRecord]:
         """Every row of the run in input order."""
-        return self._paged("run_id=?", (run_id,), batch)
+        return self._paged("1=1", (), None)
 
-    def _paged(self, where: str, params: tuple[Any, ...], batch: int) -> Iterator[RowRecord]:
+    def _paged(self, where: str, params: tuple[Any, ...], limit: int | None) -> Iterator[RowRecord]:
         # Keyset pages: rows may change stage while the caller walks them.
-        last = -1
-        while True:
-            page = self._db.execute(
-                f"SELECT {_ROW_COLUMNS} FROM rows WHERE {where} AND line>? ORDER BY line LIMIT ?",  # noqa: S608
-                (*params, last, batch),
+        last, left = -1, limit
+        while left is None or left > 0:
+            self.flush()
+            size = 2000 if left is None else min(left, 2000)
+            page = self.journal.read(
+                f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND {where} AND line>?"  # noqa: S608
+                " ORDER BY line LIMIT ?",
+                (self.run_id, *params, last, size),
             ).fetchall()
             if not page:
                 return
             for row in page:
                 yield _row_record(row)
             last = page[-1][0]
+            left = None if left is None else left - len(page)
 
-    def rows_of_chunk(self, run_id: str, chunk: int) -> list[RowRecord]:
+    def rows_of_chunk(self, chunk: int) -> list[RowRecord]:
         """The rows sent in one chunk."""
-        cur = self._db.execute(
+        self.flush()
+        cur = self.journal.read(
             f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND chunk=? ORDER BY line",  # noqa: S608
-            (run_id, chunk),
+            (self.run_id, chunk),
         )
         return [_row_record(r) for r in cur.fetchall()]
 
-    def settle(
-        self,
-        run_id: str,
-        line: int,
-        outcome: Outcome,
-        *,
-        profile_id: str | None = None,
-        held: Sequence[str] | None = None,
-        detail: str = "",
-    ) -> None:
-        """Give a row its final outcome (not committed until ``commit``)."""
-        self._begin()
-        self._db.execute(
-            "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
-            " held=COALESCE(?, held), detail=? WHERE run_id=? AND line=?",
-            (
-                Stage.DONE,
-                outcome.value,
-                profile_id,
-                json.dumps(list(held)) if held is not None else None,
-                detail,
-                run_id,
-                line,
-            ),
-        )
-
-    def plan(
-        self, run_id: str, line: int, profile_id: str, held: Sequence[str], send: Sequence[str]
-    ) -> None:
-        """Record that a row's profile needs ``send`` handles (not committed until ``commit``)."""
-        self._begin()
-        self._db.execute(
-            "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
-            " batch_id=NULL WHERE run_id=? AND line=?",
-            (
-                Stage.PLANNED,
-                profile_id,
-                json.dumps(list(held)),
-                json.dumps(list(send)),
-                run_id,
-                line,
-            ),
-        )
-
-    def settle_many(
-        self, run_id: str, settled: Iterable[tuple[int, Outcome, str | None, str]]
-    ) -> None:
-        """Final outcomes for many rows: (line, outcome, batch_id, detail)."""
-        self._begin()
-        self._db.executemany(
-            "UPDATE rows SET stage=?, outcome=?, batch_id=COALESCE(?, batch_id), detail=?"
-            " WHERE run_id=? AND line=?",
-            [
-                (Stage.DONE, outcome.value, batch_id, detail, run_id, line)
-                for line, outcome, batch_id, detail in settled
-            ],
-        )
-
-    def counts(self, run_id: str) -> dict[str, int]:
-        """Rows per outcome (pending rows under the key ``""``)."""
-        cur = self._db.execute(
-            "SELECT COALESCE(outcome, ''), COUNT(*) FROM rows WHERE run_id=? GROUP BY 1", (run_id,)
-        )
-        return {outcome: count for outcome, count in cur.fetchall()}
-
-    def stage_count(self, run_id: str, stage: str) -> int:
-        """How many rows are in that stage."""
-        cur = self._db.execute(
-            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=?", (run_id, stage)
-        )
-        return int(cur.fetchone()[0])
-
     def rows_with_outcome(
-        self, run_id: str, outcomes: Sequence[Outcome], *, limit: int | None = None
+        self, outcomes: Sequence[Outcome], *, limit: int | None = None
     ) -> list[RowRecord]:
         """Rows with one of these outcomes, in input order."""
+        self.flush()
         marks = ",".join("?" for _ in outcomes)
         sql = (
             f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND outcome IN ({marks}) ORDER BY line"  # noqa: S608
         )
-        params: list[Any] = [run_id, *(o.value for o in outcomes)]
+        params: list[Any] = [self.run_id, *(o.value for o in outcomes)]
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_row_record(r) for r in self._db.execute(sql, params).fetchall()]
+        return [_row_record(r) for r in self.journal.read(sql, params).fetchall()]
 
-    # -- chunks ----------------------------------------------------------------------------
+    def counts(self) -> dict[Outcome, int]:
+        """Rows per final outcome (rows still pending are not counted)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT outcome, COUNT(*) FROM rows WHERE run_id=? AND outcome IS NOT NULL GROUP BY 1",
+            (self.run_id,),
+        )
+        return {Outcome(outcome): count for outcome, count in cur.fetchall()}
 
-    def open_chunk(self, run_id: str, lines: Sequence[int]) -> int:
-        """Record a chunk about to be sent, with its rows, and commit before the request."""
-        self._begin()
-        cur = self._db.execute(
-            "SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks WHERE run_id=?", (run_id,)
+    def tally(self) -> list[Tally]:
+        """Rows grouped by outcome, stage and whether they have a batch (for summaries)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT outcome, stage, batch_id IS NOT NULL, COUNT(*) FROM rows WHERE run_id=?"
+            " GROUP BY 1, 2, 3",
+            (self.run_id,),
         )
-        chunk = int(cur.fetchone()[0])
-        self._db.execute(
-            "INSERT INTO chunks (run_id, chunk, state, profiles) VALUES (?,?,?,?)",
-            (run_id, chunk, ChunkState.POSTING, len(lines)),
-        )
-        self._db.executemany(
-            "UPDATE rows SET stage=?, chunk=? WHERE run_id=? AND line=?",
-            [(Stage.CHUNKED, chunk, run_id, line) for line in lines],
-        )
-        self.commit()
-        return chunk
+        return [
+            Tally(Outcome(outcome) if outcome else None, Stage(stage), bool(has_batch), count)
+            for outcome, stage, has_batch, count in cur.fetchall()
+        ]
 
-    def accept_chunk(self, run_id: str, chunk: int, batch_id: str) -> None:
-        """Record the batch id the API gave a chunk, and commit."""
-        self._begin()
-        self._db.execute(
-            "UPDATE chunks SET state=?, batch_id=?, batch_status='pending'"
-            " WHERE run_id=? AND chunk=?",
-            (ChunkState.ACCEPTED, batch_id, run_id, chunk),
+    def stage_count(self, stage: Stage) -> int:
+        """How many rows are in that stage."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=?", (self.run_id, stage.value)
         )
-        self._db.execute(
-            "UPDATE rows SET batch_id=? WHERE run_id=? AND chunk=?", (batch_id, run_id, chunk)
-        )
-        self.commit()
+        return int(cur.fetchone()[0])
 
-    def finish_chunk(
-        self,
-        run_id: str,
-        chunk: int,
-        *,
-        state: str,
-        batch_status: str | None,
-        success_count: int | None,
-        failed_count: int | None,
-    ) -> None:
-        """Record a chunk's end (its rows are settled in the same transaction), and commit."""
-        self._begin()
-        self._db.execute(
-            "UPDATE chunks SET state=?, batch_status=?, success_count=?, failed_count=?"
-            " WHERE run_id=? AND chunk=?",
-            (state, batch_status, success_count, failed_count, run_id, chunk),
-        )
-        self.commit()
-
-    def chunks(self, run_id: str, state: str | None = None) -> list[ChunkRecord]:
+    def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
         """The run's chunks in order, optionally only those in one state."""
         sql = (
             "SELECT chunk, state, batch_id, batch_status, profiles, success_count, failed_count"
             " FROM chunks WHERE run_id=?"
         )
-        params: list[Any] = [run_id]
+        params: list[Any] = [self.run_id]
         if state is not None:
             sql += " AND state=?"
-            params.append(state)
-        cur = self._db.execute(sql + " ORDER BY chunk", params)
-        return [ChunkRecord(*r) for r in cur.fetchall()]
+            params.append(state.value)
+        cur = self.journal.read(sql + " ORDER BY chunk", params)
+        return [
+            ChunkRecord(chunk, ChunkState(st), batch_id, status, profiles, ok, failed)
+            for chunk, st, batch_id, status, profiles, ok, failed in cur.fetchall()
+        ]
 
-    def _columns(self, table: str) -> list[str]:
-        return [r[1] for r in self._db.execute(f"PRAGMA table_info({table})").fetchall()]
+
+def load_rows(run: RunJournal, rows: Iterable[NewRow]) -> int:
+    """Load a run's input rows (committed every few thousand rows); returns how many."""
+    count = 0
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        stage = Stage.LOOKUP if row.outcome is None else Stage.DONE
+        outcome = row.outcome.value if row.outcome is not None else None
+        cells = (row.line, row.email, row.address, row.key, stage.value, outcome, row.detail)
+        batch.append((run.run_id, *cells))
+        if len(batch) >= _LOAD_BATCH:
+            count += _insert(run, batch)
+            batch = []
+    return count + _insert(run, batch)
 
 
-def _run_info(row: Sequence[Any], cols: list[str]) -> RunInfo:
-    data = dict(zip(cols, row, strict=True))
+def _insert(run: RunJournal, batch: list[tuple[Any, ...]]) -> int:
+    if batch:
+        run.journal.write(
+            lambda db: db.executemany(
+                "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome,"
+                " detail) VALUES (?,?,?,?,?,?,?,?)",
+                batch,
+            )
+        )
+    return len(batch)
+
+
+def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
+    """Load rows whose profile and handles are known (an undo run's: read back by id)."""
+    batch = [
+        (
+            run.run_id,
+            row.line,
+            row.email,
+            row.address,
+            row.key,
+            Stage.LOOKUP.value,
+            row.profile_id,
+            json.dumps(list(row.send)),
+        )
+        for row in rows
+    ]
+    if batch:
+        run.journal.write(
+            lambda db: db.executemany(
+                "INSERT INTO rows (run_id, line, email, address, email_key, stage,"
+                " profile_id, send) VALUES (?,?,?,?,?,?,?,?)",
+                batch,
+            )
+        )
+    return len(batch)
+
+
+def mark_duplicates(run: RunJournal) -> None:
+    """Give ``duplicate`` to every pending row whose key an earlier row already has."""
+    run.journal.write(
+        lambda db: db.execute(
+            "UPDATE rows SET stage=?, outcome=?, detail='same address as line ' || first.line"
+            " FROM (SELECT email_key, MIN(line) AS line FROM rows WHERE run_id=? AND stage=?"
+            " GROUP BY email_key) AS first"
+            " WHERE rows.run_id=? AND rows.stage=? AND rows.email_key = first.email_key"
+            " AND rows.line > first.line",
+            (
+                Stage.DONE.value,
+                Outcome.DUPLICATE.value,
+                run.run_id,
+                Stage.LOOKUP.value,
+                run.run_id,
+                Stage.LOOKUP.value,
+            ),
+        )
+    )
+
+
+_ROW_COLUMNS = (
+    "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
+)
+
+
+def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Settled]) -> None:
+    for record in records:
+        if isinstance(record, Planned):
+            db.execute(
+                "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
+                " batch_id=NULL WHERE run_id=? AND line=?",
+                (
+                    Stage.PLANNED.value,
+                    record.profile_id,
+                    json.dumps(list(record.held)),
+                    json.dumps(list(record.send)),
+                    run_id,
+                    record.line,
+                ),
+            )
+        else:
+            held = json.dumps(list(record.held)) if record.held is not None else None
+            db.execute(
+                "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
+                " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id), detail=?"
+                " WHERE run_id=? AND line=?",
+                (
+                    Stage.DONE.value,
+                    record.outcome.value,
+                    record.profile_id,
+                    held,
+                    record.batch_id,
+                    record.detail,
+                    run_id,
+                    record.line,
+                ),
+            )
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _run_info(data: dict[str, Any]) -> RunInfo:
     return RunInfo(
         run_id=data["run_id"],
         job_key=data["job_key"],
@@ -574,7 +809,7 @@ def _run_info(row: Sequence[Any], cols: list[str]) -> RunInfo:
         input_name=data["input_name"],
         dry_run=bool(data["dry_run"]),
         undo_of=data["undo_of"],
-        state=data["state"],
+        state=RunState(data["state"]),
         rows=data["rows"],
         exit_code=data["exit_code"],
         report=data["report"],
@@ -586,11 +821,12 @@ def _run_info(row: Sequence[Any], cols: list[str]) -> RunInfo:
 
 
 def _row_record(row: Sequence[Any]) -> RowRecord:
-    line, email, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row
+    line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row
     return RowRecord(
         line=line,
         email=email,
-        stage=stage,
+        address=address,
+        stage=Stage(stage),
         outcome=Outcome(outcome) if outcome else None,
         profile_id=profile_id,
         held=tuple(json.loads(held)) if held else (),

@@ -69,6 +69,11 @@ class Outcome(StrEnum):
     SENT = "sent"
 
 
+SKIPPED = frozenset({Outcome.NOT_FOUND, Outcome.AMBIGUOUS, Outcome.INVALID_EMAIL})
+"""Outcomes of rows left alone because they match no single profile (or no valid address):
+what the unmatched limit counts and strict mode turns into failures."""
+
+
 class ApiModel(BaseModel):
     """Base of every API answer: unknown fields are ignored, numbers may come as strings."""
 

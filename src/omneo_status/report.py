@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from omneo_status.errors import ExitCode, OmneoStatusError
+from omneo_status.errors import ExitCode, OmneoStatusError, UsageError
 from omneo_status.models import Outcome
 
 REPORT_COLUMNS = ("line", "email", "outcome", "profile_id", "batch_id", "detail")
@@ -77,6 +77,30 @@ def write_report(path: Path, rows: Iterable[ReportRow]) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
     return count
+
+
+def check_report_target(path: Path, *, source: Path | None = None) -> None:
+    """Make sure a report can later be written at ``path``, before the run makes a request.
+
+    Raises ``UsageError`` (exit 2) when ``path`` is the input file ``source`` (compared as
+    resolved paths: the report must never overwrite the customer's file), a directory, or in a
+    directory that cannot be created or written. Creates the missing parent directories.
+    """
+    if source is not None and path.resolve() == source.resolve():
+        raise UsageError(
+            f"--report {path} is the input file: the report would overwrite it",
+            hint="Give the report another name, or leave --report out (it goes under the state"
+            " dir).",
+        )
+    if path.is_dir():
+        raise UsageError(f"--report {path} is a directory", hint="Name a file, e.g. report.csv.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The report is written next to its destination and renamed: probe exactly that.
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as error:
+        raise UsageError(f"Cannot write the report to {path}: {_reason(error)}") from None
 
 
 def read_report(path: Path) -> list[ReportRow]:

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,15 +94,65 @@ def normalize_base_url(url: str) -> str:
 
 
 def read_token_file(path: Path) -> SecretStr:
-    """The token stored in ``path`` (surrounding whitespace dropped)."""
+    """The token stored in ``path``: one line, surrounding whitespace dropped, checked by
+    :func:`checked_token`; ``ConfigError`` (never showing the token) when it cannot be read or
+    used."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"Cannot read the token file {path}: {reason}") from None
-    if not text:
+    if not text.strip():
         raise ConfigError(f"The token file {path} is empty")
-    return SecretStr(text)
+    return checked_token(text, f"in {path}")
+
+
+# Quotes a word processor, a chat or a wiki puts in place of straight ones on a paste.
+_CURLY_QUOTES = frozenset(
+    "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb"
+)
+_PASTE_HINT = (
+    "Copy the token again as plain text: a paste from a document or a chat can bring curly "
+    "quotes, spaces or invisible characters."
+)
+
+
+def checked_token(value: str, where: str) -> SecretStr:
+    """The token (read from ``where``, as in ``"in OMNEO_TOKEN"``) without surrounding whitespace.
+
+    A token that is empty, spans several lines, or holds a character that cannot be sent in an
+    HTTP header (anything but visible ASCII: a curly quote, a space, a control or a non-ASCII
+    character) raises ``ConfigError`` saying what is wrong and where, never any of the token.
+    """
+    token = value.strip()
+    if not token:
+        raise ConfigError(f"The token {where} is empty")
+    for position, char in enumerate(token, start=1):
+        if char in "\r\n":
+            raise ConfigError(
+                f"The token {where} holds more than one line (a line break at position {position})",
+                hint="A token is one line: keep only the token (a final newline is fine).",
+            )
+        if not "!" <= char <= "~":
+            raise ConfigError(
+                f"The token {where} contains a character that cannot be sent in an HTTP header "
+                f"({_kind_of(char)}, at position {position})",
+                hint=_PASTE_HINT,
+            )
+    return SecretStr(token)
+
+
+def _kind_of(char: str) -> str:
+    """What a character that has no place in a token is, in words (never the character)."""
+    if char in _CURLY_QUOTES:
+        return "a curly quote"
+    if char.isspace():
+        return "a space"
+    if unicodedata.category(char) == "Cf":
+        return "an invisible character"
+    if unicodedata.category(char) == "Cc":
+        return "a control character"
+    return "a non-ASCII character"
 
 
 def resolve_state_dir(flag: Path | None, env: Mapping[str, str] | None = None) -> tuple[Path, str]:
@@ -198,63 +249,98 @@ def resolve_settings(
 ) -> Settings:
     """Settings from flags (the arguments) over environment variables over a config profile.
 
-    Raises ``ConfigError`` (exit 2) with a hint when the tenant or the token is missing.
+    Raises ``ConfigError`` (exit 2) with a hint when the tenant or the token is missing or
+    unusable (a token is checked by :func:`checked_token`), or the config file is broken.
     """
     env = os.environ if env is None else env
-    sources: dict[str, str] = {}
-    profile_name, profile_source = _pick(profile, env, "OMNEO_PROFILE")
-    conf = load_config(config, env)
-    if profile_name is None and isinstance(conf.data.get("default_profile"), str):
-        profile_name, profile_source = conf.data["default_profile"], f"{conf.path} default_profile"
-    table: Mapping[str, Any] = conf.profile(profile_name) if profile_name else {}
-    where = f"profile {profile_name}" if profile_name else ""
-    sources["config_file"] = str(conf.path) + ("" if conf.path.exists() else " (not present)")
-    if profile_name:
-        sources["profile"] = f"{profile_name} ({profile_source})"
-
-    state, sources["state_dir"] = resolve_state_dir(state_dir, env)
-    if sources["state_dir"] == "default" and table.get("state_dir"):
-        state, sources["state_dir"] = Path(str(table["state_dir"])).expanduser(), where
-
-    url_value, url_source = _pick(base_url, env, "OMNEO_BASE_URL")
-    tenant_value, tenant_source = _pick(tenant, env, "OMNEO_TENANT")
-    # A flag beats any environment variable, whichever of the two names it.
-    if tenant is not None and base_url is None:
-        url_value = None
-    if url_value:
-        url, sources["base_url"] = normalize_base_url(url_value), url_source
-    elif tenant_value:
-        url, sources["base_url"] = tenant_base_url(tenant_value), tenant_source
-    elif table.get("base_url"):
-        url, sources["base_url"] = normalize_base_url(str(table["base_url"])), where
-    elif table.get("tenant"):
-        url, sources["base_url"] = tenant_base_url(str(table["tenant"])), where
-    else:
+    context = _context(profile, config, env)
+    sources = dict(context.sources)
+    state, sources["state_dir"] = _state_dir(state_dir, env, context)
+    url = _base_url(tenant, base_url, env, context)
+    if url is None:
         raise ConfigError(
             "No tenant given",
             hint="Set OMNEO_TENANT=acme (or pass --tenant acme, or --profile NAME from the"
             " config file), or --base-url for a sandbox.",
         )
+    token = _token(token_file, env, context)
+    if token is None:
+        raise ConfigError("No API token given", hint=_AUTH_HINT)
+    (url_value, sources["base_url"]), (token_value, sources["token"]) = url, token
+    return Settings(base_url=url_value, token=token_value, state_dir=state, sources=sources)
 
-    token, sources["token"] = _token(token_file, env, table, conf, profile_name)
-    return Settings(base_url=url, token=token, state_dir=state, sources=sources)
+
+_AUTH_HINT = "Set OMNEO_TOKEN, or pass --token-file PATH (a token with update-profiles)."
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The config file and the profile a command reads its settings from."""
+
+    conf: ConfigFile
+    table: Mapping[str, Any]
+    """The profile's ``[tenants.NAME]`` table (empty without a profile)."""
+    profile: str | None
+    sources: Mapping[str, str]
+    """``config_file`` and, with a profile, ``profile``: where they came from."""
+
+    @property
+    def where(self) -> str:
+        return f"profile {self.profile}" if self.profile else ""
+
+
+def _context(profile: str | None, config: Path | None, env: Mapping[str, str]) -> _Context:
+    profile_name, profile_source = _pick(profile, env, "OMNEO_PROFILE")
+    conf = load_config(config, env)
+    if profile_name is None and isinstance(conf.data.get("default_profile"), str):
+        profile_name, profile_source = conf.data["default_profile"], f"{conf.path} default_profile"
+    table: Mapping[str, Any] = conf.profile(profile_name) if profile_name else {}
+    sources = {"config_file": str(conf.path) + ("" if conf.path.exists() else " (not present)")}
+    if profile_name:
+        sources["profile"] = f"{profile_name} ({profile_source})"
+    return _Context(conf, table, profile_name, sources)
+
+
+def _state_dir(flag: Path | None, env: Mapping[str, str], context: _Context) -> tuple[Path, str]:
+    state, source = resolve_state_dir(flag, env)
+    if source == "default" and context.table.get("state_dir"):
+        return Path(str(context.table["state_dir"])).expanduser(), context.where
+    return state, source
+
+
+def _base_url(
+    tenant: str | None, base_url: str | None, env: Mapping[str, str], context: _Context
+) -> tuple[str, str] | None:
+    """The base URL and its source; None when nothing names a tenant."""
+    url_value, url_source = _pick(base_url, env, "OMNEO_BASE_URL")
+    tenant_value, tenant_source = _pick(tenant, env, "OMNEO_TENANT")
+    # A flag beats any environment variable, whichever of the two names it.
+    if tenant is not None and base_url is None:
+        url_value = None
+    table = context.table
+    if url_value:
+        return normalize_base_url(url_value), url_source
+    if tenant_value:
+        return tenant_base_url(tenant_value), tenant_source
+    if table.get("base_url"):
+        return normalize_base_url(str(table["base_url"])), context.where
+    if table.get("tenant"):
+        return tenant_base_url(str(table["tenant"])), context.where
+    return None
 
 
 def _token(
-    token_file: Path | None,
-    env: Mapping[str, str],
-    table: Mapping[str, Any],
-    conf: ConfigFile,
-    profile: str | None,
-) -> tuple[SecretStr, str]:
+    token_file: Path | None, env: Mapping[str, str], context: _Context
+) -> tuple[SecretStr, str] | None:
+    """The token and its source, checked wherever it came from; None when nothing gives one."""
     file_value, file_source = _pick(
         str(token_file) if token_file is not None else None, env, "OMNEO_TOKEN_FILE"
     )
     if file_value and (token_file is not None or not env.get("OMNEO_TOKEN")):
         return read_token_file(Path(file_value).expanduser()), file_source
     if env.get("OMNEO_TOKEN", "").strip():
-        return SecretStr(env["OMNEO_TOKEN"].strip()), "env OMNEO_TOKEN"
-    where = f"profile {profile}"
+        return checked_token(env["OMNEO_TOKEN"], "in OMNEO_TOKEN"), "env OMNEO_TOKEN"
+    table, where = context.table, f"profile {context.profile}"
     if table.get("token_env"):
         name = str(table["token_env"])
         if not env.get(name, "").strip():
@@ -262,23 +348,22 @@ def _token(
                 f"The {where} takes its token from ${name}, which is not set",
                 hint=f"export {name}=... (a token with update-profiles).",
             )
-        return SecretStr(env[name].strip()), f"{where} (env {name})"
+        return checked_token(env[name], f"in ${name} ({where})"), f"{where} (env {name})"
     if table.get("token_file"):
         path = Path(str(table["token_file"])).expanduser()
         return read_token_file(path), f"{where} (file {path})"
     if table.get("keyring"):
-        return _keyring_token(profile or "", table["keyring"]), f"{where} (keyring)"
+        return _keyring_token(context.profile or "", table["keyring"]), f"{where} (keyring)"
     if table.get("token"):
+        conf = context.conf
         if not conf.private:
             raise ConfigError(
                 f"{conf.path} holds a token in plain text but others can read it",
                 hint=f"chmod 600 {conf.path}, or use token_env / token_file / keyring instead.",
             )
-        return SecretStr(str(table["token"]).strip()), f"{where} (config file)"
-    raise ConfigError(
-        "No API token given",
-        hint="Set OMNEO_TOKEN, or pass --token-file PATH (a token with update-profiles).",
-    )
+        token = checked_token(str(table["token"]), f"in {conf.path} ({where})")
+        return token, f"{where} (config file)"
+    return None
 
 
 def _keyring_token(profile: str, setting: Any) -> SecretStr:
@@ -296,7 +381,7 @@ def _keyring_token(profile: str, setting: Any) -> SecretStr:
             f"No token in the keyring for service {service!r}, user {profile!r}",
             hint=f"keyring set {service} {profile}",
         )
-    return SecretStr(str(value))
+    return checked_token(str(value), f"in the keyring (service {service!r}, user {profile!r})")
 
 
 def _pick(flag: str | Path | None, env: Mapping[str, str], name: str) -> tuple[str | None, str]:
@@ -329,24 +414,46 @@ def describe_settings(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[SettingView]:
-    """What ``config show`` lists: every setting that could be resolved, and the missing ones
-    marked, instead of failing at the first one missing.
+    """What ``config show`` lists: ``config_file``, ``profile``, ``base_url``, ``token`` (masked)
+    and ``state_dir``, each with its source.
 
-    TEMPORARY STUB (the inputs/settings helper completes it).
+    It does not stop at a missing or unusable tenant or token: that setting comes back with
+    ``missing=True`` and a value saying what is wrong or what to set (a token is never shown
+    beyond :func:`mask`). Only a config file that cannot be used (missing when named, not TOML,
+    an unknown profile or key) still raises ``ConfigError``, since every setting depends on it.
     """
-    settings = resolve_settings(
-        tenant=tenant,
-        base_url=base_url,
-        token_file=token_file,
-        state_dir=state_dir,
-        profile=profile,
-        config=config,
-        env=env,
-    )
-    return [
-        SettingView("config_file", settings.sources.get("config_file", ""), ""),
-        SettingView("profile", settings.sources.get("profile", "(none)"), ""),
-        SettingView("base_url", settings.base_url, settings.sources.get("base_url", "")),
-        SettingView("token", mask(settings.token), settings.sources.get("token", "")),
-        SettingView("state_dir", str(settings.state_dir), settings.sources.get("state_dir", "")),
+    env = os.environ if env is None else env
+    context = _context(profile, config, env)
+    state, state_source = _state_dir(state_dir, env, context)
+    views = [
+        SettingView("config_file", context.sources["config_file"], ""),
+        SettingView("profile", context.sources.get("profile", "(none)"), ""),
     ]
+    try:
+        url = _base_url(tenant, base_url, env, context)
+    except ConfigError as exc:
+        views.append(SettingView("base_url", f"unusable: {exc.message}", "", missing=True))
+    else:
+        views.append(
+            SettingView("base_url", *url)
+            if url
+            else SettingView("base_url", _NOT_SET_TENANT, "", missing=True)
+        )
+    try:
+        token = _token(token_file, env, context)
+    except ConfigError as exc:
+        views.append(SettingView("token", f"unusable: {exc.message}", "", missing=True))
+    else:
+        views.append(
+            SettingView("token", mask(token[0]), token[1])
+            if token
+            else SettingView("token", f"not set: {_AUTH_HINT}", "", missing=True)
+        )
+    views.append(SettingView("state_dir", str(state), state_source))
+    return views
+
+
+_NOT_SET_TENANT = (
+    "not set: set OMNEO_TENANT (or pass --tenant, --base-url, or --profile NAME from the "
+    "config file)"
+)

@@ -1,5 +1,95 @@
-"""TEMPORARY SHIM (core helper replaces it): the prepared input of a run."""
+"""The input of a run: read to its end once before anything touches the API (valid, hashed,
+counted), then loaded into the journal with each row's normalised address and key."""
 
-from omneo_status.job import PreparedInput, prepared_input
+from __future__ import annotations
 
-__all__ = ["PreparedInput", "prepared_input"]
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from omneo_status.errors import UsageError
+from omneo_status.inputs import is_valid_email, open_input, read_rows
+from omneo_status.journal import NewRow
+from omneo_status.models import Outcome
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """An input file read once to the end: valid, hashed and counted."""
+
+    name: str
+    """How messages name it (``<stdin>`` for standard input)."""
+    path: Path
+    """Where it can be read again (a private spool file for standard input)."""
+    column: str | None
+    digest: str
+    """SHA-256 over each row's line and address key: the same addresses give the same job."""
+    rows: int
+
+
+@contextmanager
+def prepared_input(
+    path: str, column: str | None, *, state_dir: Path, stdin: BinaryIO | None = None
+) -> Iterator[PreparedInput]:
+    """Read the input to its end before anything touches the API.
+
+    Every problem in the file (encoding, no email column, ...) is raised here as an
+    ``InputError``. Standard input (``-``) is spooled to a private file so it can be read
+    again; the spool is removed when the context ends.
+    """
+    spool: Path | None = None
+    try:
+        if path == "-":
+            spool = _spool_stdin(stdin, state_dir)
+            source, name = str(spool), "<stdin>"
+        else:
+            source, name = path, path
+        digest = hashlib.sha256()
+        rows = 0
+        with open_input(source) as stream:
+            _, records = read_rows(stream, name=name, column=column)
+            for record in records:
+                digest.update(f"{record.line}\t{record.key}\n".encode())
+                rows += 1
+        yield PreparedInput(name, Path(source), column, digest.hexdigest(), rows)
+    finally:
+        if spool is not None:
+            with suppress(OSError):
+                spool.unlink()
+
+
+def journal_rows(source: PreparedInput) -> Iterator[NewRow]:
+    """The input's rows as the journal loads them: an invalid address is settled at once as
+    ``invalid_email``; every other row waits for its lookup."""
+    with open_input(str(source.path)) as stream:
+        _, records = read_rows(stream, name=source.name, column=source.column)
+        for record in records:
+            if is_valid_email(record.address):
+                yield NewRow(record.line, record.email, record.address, record.key)
+                continue
+            why = "empty cell" if not record.address else "not a valid email address"
+            yield NewRow(
+                record.line,
+                record.email,
+                record.address,
+                record.key,
+                Outcome.INVALID_EMAIL,
+                why,
+            )
+
+
+def _spool_stdin(stdin: BinaryIO | None, state_dir: Path) -> Path:
+    if stdin is None:
+        raise UsageError("No standard input to read ('-' was given as the file)")
+    tmp = state_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(prefix="stdin-", suffix=".csv", dir=tmp)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(stdin, out)
+    return Path(name)

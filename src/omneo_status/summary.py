@@ -1,11 +1,114 @@
-"""TEMPORARY SHIM (core helper replaces it): what a finished run shows, and the runs list."""
+"""What a run shows when it ends, and what ``runs`` lists: both read from the journal alone.
+
+``summarize`` is a pure function of the journal (it writes nothing); ``write_run_report`` is
+the one function that writes a run's CSV report. A pending row is never left blank: it is
+counted and reported with its effective outcome (``sent`` if its batch was accepted,
+``failed`` otherwise, naming the state the run stopped in).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from omneo_status.job import BatchSummary, RunSummary
+from omneo_status.errors import ExitCode
+from omneo_status.journal import LIVE, RowRecord, RunInfo, RunJournal, RunState, Stage
+from omneo_status.models import SKIPPED, Action, Outcome
+from omneo_status.report import ReportRow, write_report
+
+
+@dataclass
+class Verification:
+    """The spot-check of changed profiles at the end of a run."""
+
+    checked: int = 0
+    ok: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Statuses gone for an explained reason (expired, replaced in their group): not problems."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``verified`` object of the summary."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Verification:
+        """The verification the journal keeps (empty when the run verified nothing)."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(
+            checked=data.get("checked", 0),
+            ok=data.get("ok", 0),
+            problems=list(data.get("problems", [])),
+            notes=list(data.get("notes", [])),
+        )
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """One batch of a run, as the summary shows it."""
+
+    batch_id: str
+    status: str
+    profiles: int
+    success_count: int
+    failed_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The batch's entry in the summary's ``batches``."""
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """Everything the summary table and ``--json`` show about a run.
+
+    The flags say what happened without wording it; the CLI words them:
+    ``already_finished`` (the same job had finished: nothing was done again), ``resumed``
+    (an earlier run of the job was continued), ``gave_up`` (batches were accepted but not
+    awaited to their end: exit 5, the run can be resumed), ``no_wait`` (the run did not wait
+    for its batches on purpose).
+    """
+
+    run_id: str
+    action: Action
+    handles: tuple[str, ...]
+    dry_run: bool
+    rows: int
+    counts: dict[str, int]
+    batches: list[BatchSummary]
+    verified: Verification
+    report: Path
+    exit_code: ExitCode
+    state: str
+    lookup: str | None = None
+    """How emails were looked up in this attempt (``single``/``bulk``); None if none were."""
+    resumed: bool = False
+    already_finished: bool = False
+    gave_up: bool = False
+    no_wait: bool = False
+    requests: int = 0
+    throttled: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented ``--json`` document."""
+        return {
+            "action": self.action.value,
+            "handles": list(self.handles),
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "state": self.state,
+            "rows": self.rows,
+            "counts": self.counts,
+            "batches": [batch.to_json() for batch in self.batches],
+            "verified": self.verified.to_json(),
+            "lookup": {"mode": self.lookup},
+            "report": str(self.report),
+            "exit_code": int(self.exit_code),
+        }
 
 
 @dataclass(frozen=True)
@@ -24,9 +127,12 @@ class RunView:
     """As a person should read it: a dead ``running`` run is ``interrupted``."""
     rows: int
     counts: dict[str, int]
-    """Rows per outcome, counted as the report counts them (pending rows included)."""
+    """Rows per outcome, counted as the report counts them; while the run is live, rows not
+    yet decided are counted under ``pending``."""
     report: str | None
     undo_of: str | None
+    exit_code: int | None = None
+    """The exit code the run ended with (None until it ended)."""
 
     def to_json(self) -> dict[str, Any]:
         """The run's entry in ``runs --json``."""
@@ -44,7 +150,142 @@ class RunView:
             "counts": self.counts,
             "report": self.report,
             "undo_of": self.undo_of,
+            "exit_code": self.exit_code,
         }
 
 
-__all__ = ["BatchSummary", "RunSummary", "RunView"]
+def effective_outcome(
+    outcome: Outcome | None, detail: str, *, stage: Stage, has_batch: bool, state: RunState
+) -> tuple[Outcome, str]:
+    """A row's outcome for the report and the counts, pending rows included."""
+    if outcome is not None:
+        return outcome, detail
+    if stage is Stage.CHUNKED and has_batch:
+        return Outcome.SENT, "batch accepted, not yet finished; resume the run to follow it"
+    return Outcome.FAILED, f"not processed: the run stopped ({state.value}); resume it to go on"
+
+
+def outcome_counts(run: RunJournal, state: RunState, *, live: bool = False) -> dict[str, int]:
+    """Rows per outcome as the report counts them (every outcome present, zeros included).
+
+    With ``live`` (a process still works on the run), undecided rows count as ``pending``.
+    """
+    counts = {outcome.value: 0 for outcome in Outcome}
+    for tally in run.tally():
+        if live and tally.outcome is None:
+            counts["pending"] = counts.get("pending", 0) + tally.count
+            continue
+        outcome, _ = effective_outcome(
+            tally.outcome, "", stage=tally.stage, has_batch=tally.has_batch, state=state
+        )
+        counts[outcome.value] += tally.count
+    return counts
+
+
+def default_report_path(journal_path: Path, run_id: str) -> Path:
+    """Where a run's report goes when no path is given: ``reports/RUN_ID.csv`` in the state dir."""
+    return journal_path.parent / "reports" / f"{run_id}.csv"
+
+
+def write_run_report(run: RunJournal, path: Path | None) -> Path:
+    """Write the run's CSV report (one row per input row) and record where; returns the path."""
+    info = run.info()
+    target = path or default_report_path(run.journal.path, run.run_id)
+    write_report(target, (_report_row(row, info.state) for row in run.all_rows()))
+    run.update(report=target)
+    return target
+
+
+def _report_row(row: RowRecord, state: RunState) -> ReportRow:
+    outcome, detail = effective_outcome(
+        row.outcome, row.detail, stage=row.stage, has_batch=row.batch_id is not None, state=state
+    )
+    return ReportRow(
+        line=row.line,
+        email=row.email,
+        outcome=outcome,
+        profile_id=row.profile_id,
+        batch_id=row.batch_id,
+        detail=detail,
+    )
+
+
+def summarize(
+    run: RunJournal,
+    *,
+    report: Path,
+    strict: bool,
+    lookup: str | None = None,
+    resumed: bool = False,
+    already_finished: bool = False,
+    no_wait: bool = False,
+) -> RunSummary:
+    """The run's summary from its journal; its exit code follows ``exit_code_of``."""
+    info = run.info()
+    counts = outcome_counts(run, info.state)
+    batches = [
+        BatchSummary(
+            batch_id=chunk.batch_id,
+            status=chunk.batch_status or "unknown",
+            profiles=chunk.profiles,
+            success_count=chunk.success_count or 0,
+            failed_count=chunk.failed_count or 0,
+        )
+        for chunk in run.chunks()
+        if chunk.batch_id
+    ]
+    summary = RunSummary(
+        run_id=info.run_id,
+        action=info.action,
+        handles=info.handles,
+        dry_run=info.dry_run,
+        rows=sum(counts.values()),
+        counts=counts,
+        batches=batches,
+        verified=Verification.from_json(info.verification),
+        report=report,
+        exit_code=ExitCode.OK,
+        state=info.state.value,
+        lookup=lookup,
+        resumed=resumed,
+        already_finished=already_finished,
+        gave_up=info.state is RunState.GAVE_UP,
+        no_wait=no_wait,
+    )
+    summary.exit_code = exit_code_of(summary, strict=strict)
+    return summary
+
+
+def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
+    """The documented exit code of a run that ended: 5 when it gave up waiting; 3 when a row
+    failed or verification found a problem (or, with ``strict``, a row was skipped); else 0."""
+    if summary.gave_up:
+        return ExitCode.GAVE_UP_WAITING
+    if summary.counts.get(Outcome.FAILED.value, 0) or summary.verified.problems:
+        return ExitCode.ROWS_FAILED
+    if strict and any(summary.counts.get(o.value, 0) for o in SKIPPED):
+        return ExitCode.ROWS_FAILED
+    return ExitCode.OK
+
+
+def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
+    """The run as ``runs`` lists it; ``running`` says whether a process holds its job now."""
+    state = info.state
+    if state in LIVE and not running:
+        state = RunState.INTERRUPTED
+    return RunView(
+        run_id=info.run_id,
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+        action=info.action.value,
+        handles=info.handles,
+        dry_run=info.dry_run,
+        input_name=info.input_name,
+        base_url=info.base_url,
+        state=state.value,
+        rows=info.rows,
+        counts=outcome_counts(run, state, live=state in LIVE),
+        report=info.report,
+        undo_of=info.undo_of,
+        exit_code=info.exit_code,
+    )

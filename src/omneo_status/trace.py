@@ -1,7 +1,9 @@
 """One HTTP exchange as the tool saw it: what ``-vv`` shows a line of and ``--trace`` records.
 
 The client builds an ``Exchange`` for every attempt it sends and hands it to an observer;
-it never carries the Authorization header or the token.
+it never carries the Authorization header or the token: it is built from the method, the
+path and query, the two bodies and the ``TRACED_HEADERS`` of the answer only, and the client
+blanks the token out of every text it keeps (a proxy's error page may echo request headers).
 """
 
 from __future__ import annotations

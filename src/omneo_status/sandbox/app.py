@@ -23,7 +23,14 @@ Every request goes through the same steps, in this order:
    Found"}``; a known path with another method answers 405 with an ``Allow`` header.
 
 With the rate limit on, every answer (429s and 401s included) carries ``X-RateLimit-Limit``
-and ``X-RateLimit-Remaining``; a 429 adds ``Retry-After`` and ``X-RateLimit-Reset``.
+and ``X-RateLimit-Remaining`` (unless ``rate_limit_headers`` is off); a 429 adds
+``Retry-After`` and ``X-RateLimit-Reset``.
+
+The docs leave several behaviours open; each is a :class:`SandboxConfig` field (a *variant*)
+whose default is what the sandbox always did: where the batch answer puts ``batch_id``,
+counts as strings, which pagination dialect is honoured, how the email filter compares,
+whether the ``in`` and status filters and the batches endpoint exist, whether batch items
+carry ``entity_id``, and whether assigning a status of a group detaches its siblings.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -53,6 +60,7 @@ from omneo_status.sandbox.state import (
     RecordedRequest,
     SandboxProfile,
     Tenant,
+    exact_email,
     normalise_email,
 )
 
@@ -64,10 +72,15 @@ INVALID_DATA = "The given data was invalid."
 
 _T = TypeVar("_T")
 
+BatchAnswer = Literal["data", "top_level"]
+PageStyle = Literal["page_array", "per_page", "both"]
+EmailMatch = Literal["case_insensitive", "case_sensitive", "ignored"]
+
 
 @dataclass
 class SandboxConfig:
-    """How the sandbox behaves: credentials, latency, limits, faults and batch timing."""
+    """How the sandbox behaves: credentials, latency, limits, faults, batch timing, and the
+    variants of what the docs leave open."""
 
     token: str = "sandbox-token"  # noqa: S105 - the sandbox's well-known default, not a secret
     latency_ms: float = 0.0
@@ -78,7 +91,29 @@ class SandboxConfig:
     batch_delay: float = 0.0
     max_batch: int = 500
     email_in_filter: bool = True
+    """Honour filter[email][in] (a comma-separated list); off, it is ignored."""
     batches_endpoint: bool = True
+    """Serve GET /batches/{id}; off, it answers 404 like a tenant without it."""
+    batch_answer: BatchAnswer = "data"
+    """Where the status batch answer puts batch_id: under data (the statuses guide) or
+    top_level (every sibling batch endpoint)."""
+    string_counts: bool = False
+    """Send a batch's success, failed and processed counts as strings, as the docs type them."""
+    page_style: PageStyle = "page_array"
+    """The pagination dialect honoured: page_array (page[size]/page[number]), per_page
+    (per_page/page) or both; the other is ignored, so page 1 comes back."""
+    email_match: EmailMatch = "case_insensitive"
+    """How the email filters compare: case_insensitive, case_sensitive, or ignored (every
+    profile is listed)."""
+    status_filter: bool = True
+    """Honour filter[statuses.handle]; off, it is ignored and every profile is listed."""
+    item_entity_id: bool = True
+    """Fill batch items' entity_id with the profile id; off, it is null."""
+    rate_limit_headers: bool = True
+    """Send X-RateLimit-Limit/Remaining with the rate limit on; off, only a 429's
+    Retry-After tells."""
+    group_rule: bool = False
+    """Assigning a status of a group detaches the profile's other statuses of that group."""
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     log_path: Path | None = None
@@ -95,6 +130,14 @@ class SandboxConfig:
             raise ValueError(f"max_batch must be at least 1, not {self.max_batch}")
         if self.latency_ms < 0 or self.batch_delay < 0:
             raise ValueError("latency_ms and batch_delay must not be negative")
+        for name, kind in (
+            ("batch_answer", BatchAnswer),
+            ("page_style", PageStyle),
+            ("email_match", EmailMatch),
+        ):
+            allowed = get_args(kind)
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
 
 def create_app(tenant: Tenant, config: SandboxConfig | None = None) -> Starlette:
@@ -258,7 +301,9 @@ class _Sandbox:
                 log.write(json.dumps(record.to_json()) + "\n")
 
     def _process_due(self) -> None:
-        self.tenant.process_due_batches(self.config.clock(), self.config.wall_clock())
+        self.tenant.process_due_batches(
+            self.config.clock(), self.config.wall_clock(), group_rule=self.config.group_rule
+        )
 
     async def _answer(self, request: Request, body: _Body) -> Response:
         self._process_due()
@@ -267,6 +312,8 @@ class _Sandbox:
         headers: dict[str, str] = {}
         if self.limiter is not None:
             allowed, headers = self.limiter.hit()
+            if not self.config.rate_limit_headers:
+                headers = {k: v for k, v in headers.items() if not k.startswith("X-RateLimit")}
             if not allowed:
                 return _json(429, {"message": "Too Many Attempts."}, headers)
         if not self._authorised(request):
@@ -315,12 +362,14 @@ class _Sandbox:
 
     def list_statuses(self, request: Request, params: dict[str, str], body: _Body) -> Response:
         query = dict(request.query_params)
-        size, number = _page_params(query)
+        size, number = _page_params(query, self.config.page_style)
         statuses = self.tenant.statuses
         if "filter[handle]" in query:
             statuses = [s for s in statuses if s.handle == query["filter[handle]"]]
         rows = [status.to_json() for status in _slice(statuses, size, number)]
-        return _paginated(request, rows, total=len(statuses), size=size, number=number)
+        return _paginated(
+            request, rows, total=len(statuses), page=(size, number), style=self.config.page_style
+        )
 
     def get_status(self, request: Request, params: dict[str, str], body: _Body) -> Response:
         wanted = params["id"]
@@ -333,8 +382,8 @@ class _Sandbox:
 
     def list_profiles(self, request: Request, params: dict[str, str], body: _Body) -> Response:
         query = dict(request.query_params)
-        size, number = _page_params(query)
-        handle = query.get("filter[statuses.handle]")
+        size, number = _page_params(query, self.config.page_style)
+        handle = query.get("filter[statuses.handle]") if self.config.status_filter else None
         ids = self._email_filter(query)
         profiles = self.tenant.profiles
         if ids is None and handle is None:
@@ -353,21 +402,33 @@ class _Sandbox:
             total = len(matched)
             page = _slice(matched, size, number)
         rows = [profile.to_json() for profile in page]
-        return _paginated(request, rows, total=total, size=size, number=number)
+        return _paginated(
+            request, rows, total=total, page=(size, number), style=self.config.page_style
+        )
 
     def _email_filter(self, query: dict[str, str]) -> set[str] | None:
         """Profile ids the email filters allow (AND of them), or None when there is none."""
-        index = self.tenant.email_index
+        if self.config.email_match == "ignored":
+            return None
         ids: set[str] | None = None
         for key in ("filter[email]", "filter[email][eq]"):
             if key in query:
-                found = set(index.get(normalise_email(query[key]), ()))
+                found = self._holders_of(query[key])
                 ids = found if ids is None else ids & found
         if self.config.email_in_filter and "filter[email][in]" in query:
-            wanted = {normalise_email(part) for part in query["filter[email][in]"].split(",")}
-            found = {pid for email in wanted for pid in index.get(email, ())}
+            parts = query["filter[email][in]"].split(",")
+            found = {pid for part in parts for pid in self._holders_of(part)}
             ids = found if ids is None else ids & found
         return ids
+
+    def _holders_of(self, email: str) -> set[str]:
+        """Ids of the profiles an email filter value matches, as ``email_match`` compares."""
+        ids = self.tenant.email_index.get(normalise_email(email), ())
+        if self.config.email_match == "case_sensitive":
+            wanted = exact_email(email)
+            profiles = self.tenant.profiles
+            return {pid for pid in ids if exact_email(profiles[pid].email) == wanted}
+        return set(ids)
 
     def _profile_or_404(self, profile_id: str) -> SandboxProfile:
         profile = self.tenant.profile(profile_id)
@@ -414,8 +475,9 @@ class _Sandbox:
             created_at=self.config.wall_clock(),
         )
         if self.config.batch_delay <= 0:
-            self.tenant.process_due_batches(now, self.config.wall_clock())
-        return _json(202, {"data": {"message": "Queued for processing.", "batch_id": batch_id}})
+            self._process_due()
+        answer = {"message": "Queued for processing.", "batch_id": batch_id}
+        return _json(202, answer if self.config.batch_answer == "top_level" else {"data": answer})
 
     def get_batch(self, request: Request, params: dict[str, str], body: _Body) -> Response:
         if not self.config.batches_endpoint:
@@ -424,7 +486,10 @@ class _Sandbox:
         batch = self.tenant.batches.get(params["id"])
         if batch is None:
             raise _not_found("No query results for model [Batch].")
-        return _json(200, {"data": batch.to_json()})
+        shown = batch.to_json(
+            string_counts=self.config.string_counts, entity_ids=self.config.item_entity_id
+        )
+        return _json(200, {"data": shown})
 
 
 # -- routing fallbacks ----------------------------------------------------------------------
@@ -448,13 +513,33 @@ def _method_not_allowed(method: str, path: str, allowed: list[str]) -> _Handler:
 # -- pagination -----------------------------------------------------------------------------
 
 
-def _page_params(query: dict[str, str]) -> tuple[int, int]:
-    """``(size, number)`` from ``page[size]``/``page[number]``: size clamped to 1..100."""
+_PAGE_KEYS: dict[str, tuple[str, str]] = {
+    "page_array": ("page[size]", "page[number]"),
+    "per_page": ("per_page", "page"),
+}
+"""The (size, number) query keys of each pagination dialect."""
+
+
+def _page_keys(query: dict[str, str], style: PageStyle) -> tuple[str, str]:
+    """The (size, number) keys a request is read with: the honoured dialect's, or with
+    ``both``, those of the dialect the request uses (``page[...]`` when it uses neither)."""
+    if style == "both":
+        plain = ("per_page" in query or "page" in query) and not any(
+            key in query for key in _PAGE_KEYS["page_array"]
+        )
+        style = "per_page" if plain else "page_array"
+    return _PAGE_KEYS[style]
+
+
+def _page_params(query: dict[str, str], style: PageStyle) -> tuple[int, int]:
+    """``(size, number)`` from the honoured dialect's keys (the other's are ignored, as a
+    server that does not know them would): size clamped to 1..100."""
+    size_key, number_key = _page_keys(query, style)
     errors: dict[str, list[str]] = {}
     values = {}
     for key, name, default in (
-        ("page[size]", "size", DEFAULT_PAGE_SIZE),
-        ("page[number]", "number", 1),
+        (size_key, "size", DEFAULT_PAGE_SIZE),
+        (number_key, "number", 1),
     ):
         raw = query.get(key)
         if raw is None:
@@ -474,15 +559,28 @@ def _slice(rows: list[_T], size: int, number: int) -> list[_T]:
 
 
 def _paginated(
-    request: Request, rows: list[dict[str, Any]], *, total: int, size: int, number: int
+    request: Request,
+    rows: list[dict[str, Any]],
+    *,
+    total: int,
+    page: tuple[int, int],
+    style: PageStyle,
 ) -> Response:
-    """The Laravel API-resource paginator envelope around one page of rows."""
+    """The Laravel API-resource paginator envelope around one page of rows; its links use
+    the dialect the request was read in."""
+    size, number = page
     url = request.url
     path = f"{url.scheme}://{url.netloc}{url.path}"
-    kept = [(k, v) for k, v in request.query_params.multi_items() if not k.startswith("page[")]
+    size_key, number_key = _page_keys(dict(request.query_params), style)
+    paging = {"page", "per_page"}
+    kept = [
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if not k.startswith("page[") and k not in paging
+    ]
 
     def link(page: int) -> str:
-        pairs = [("page[number]", str(page)), ("page[size]", str(size)), *kept]
+        pairs = [(number_key, str(page)), (size_key, str(size)), *kept]
         return (
             path + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='@,')}" for k, v in pairs)
         )

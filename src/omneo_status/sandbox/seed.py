@@ -3,7 +3,8 @@
 A seed file is JSON::
 
     {"statuses": [{"handle": "vip", "name": "VIP", "id"?: 1, "sort_order"?: 0,
-                   "description"?: null}],
+                   "description"?: null, "group_handle"?: null, "group_name"?: null,
+                   "period"?: null, "period_type"?: null, "absolute_expiry"?: null}],
      "profiles": [{"email": "ava@example.com", "id"?: "<uuid4>", "first_name"?: "",
                    "last_name"?: "", "statuses"?: ["vip"], "tags"?: []}]}
 
@@ -107,19 +108,28 @@ def _strings(where: str, entry: dict[str, Any], key: str) -> list[str]:
     return value
 
 
+def _optional_string(where: str, entry: dict[str, Any], key: str) -> str | None:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SeedError(f"{where}.{key} must be a string or null")
+    return value
+
+
 def _add_status(tenant: Tenant, where: str, raw: Any) -> None:
     entry = _object(where, raw)
     handle = _string(where, entry, "handle")
-    description = entry.get("description")
-    if description is not None and not isinstance(description, str):
-        raise SeedError(f"{where}.description must be a string or null")
     try:
         tenant.add_status(
             handle,
             _string(where, entry, "name", default=handle),
             id=_optional_int(where, entry, "id"),
             sort_order=_optional_int(where, entry, "sort_order"),
-            description=description,
+            description=_optional_string(where, entry, "description"),
+            group_handle=_optional_string(where, entry, "group_handle"),
+            group_name=_optional_string(where, entry, "group_name"),
+            period=_optional_int(where, entry, "period"),
+            period_type=_optional_string(where, entry, "period_type"),
+            absolute_expiry=_optional_string(where, entry, "absolute_expiry"),
         )
     except ValueError as error:
         raise SeedError(f"{where}: {error}") from None

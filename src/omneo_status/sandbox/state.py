@@ -8,6 +8,7 @@ email through :meth:`Tenant.set_email` (the PUT handler does) rather than by ass
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,20 +41,52 @@ def uuid4_from_int(bits: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _blank(char: str) -> bool:
+    """Whitespace (NBSP included) or an invisible format character (zero-width space, BOM)."""
+    return char.isspace() or unicodedata.category(char) == "Cf"
+
+
+def exact_email(email: str) -> str:
+    """An address as a case-sensitive server compares it: trimmed of whitespace and invisible
+    characters (zero-width spaces, BOMs) and in Unicode NFC, its case kept."""
+    start, end = 0, len(email)
+    while start < end and _blank(email[start]):
+        start += 1
+    while end > start and _blank(email[end - 1]):
+        end -= 1
+    return unicodedata.normalize("NFC", email[start:end])
+
+
 def normalise_email(email: str) -> str:
-    """The email index key: trimmed and lower-cased (the sandbox matches emails that way)."""
-    return email.strip().lower()
+    """The email index key: :func:`exact_email`, lower-cased with ``str.lower()`` (then NFC).
+
+    This is the documented rule of ``omneo_status.inputs.email_key`` (trim incl. zero-width,
+    NFC, case-insensitive by ``lower()``, not ``casefold()``), written again here because the
+    sandbox imports nothing from the tool; both must call two addresses the same exactly when
+    the other does.
+    """
+    return unicodedata.normalize("NFC", exact_email(email).lower())
 
 
 @dataclass(slots=True)
 class StatusDefinition:
-    """A status the tenant knows; only handles with a definition can be attached to profiles."""
+    """A status the tenant knows; only handles with a definition can be attached to profiles.
+
+    ``group_handle`` puts it in a group (with the group rule on, a profile keeps one status
+    per group); ``period``/``period_type`` or ``absolute_expiry`` make it time-limited (the
+    sandbox shows them but never expires a status on its own).
+    """
 
     id: int
     handle: str
     name: str
     sort_order: int = 0
     description: str | None = None
+    group_handle: str | None = None
+    group_name: str | None = None
+    period: int | None = None
+    period_type: str | None = None
+    absolute_expiry: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API shape of a status."""
@@ -63,9 +96,28 @@ class StatusDefinition:
             "handle": self.handle,
             "sort_order": self.sort_order,
             "description": self.description,
+            "group_handle": self.group_handle,
+            "group_name": self.group_name,
+            "period": self.period,
+            "period_type": self.period_type,
+            "absolute_expiry": self.absolute_expiry,
             "created_at": SEED_TIMESTAMP,
             "updated_at": SEED_TIMESTAMP,
         }
+
+    def to_seed(self) -> dict[str, Any]:
+        """The status as a seed entry (the optional fields only when set)."""
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "handle": self.handle,
+            "name": self.name,
+            "sort_order": self.sort_order,
+            "description": self.description,
+        }
+        for key in ("group_handle", "group_name", "period", "period_type", "absolute_expiry"):
+            if getattr(self, key) is not None:
+                entry[key] = getattr(self, key)
+        return entry
 
 
 @dataclass(slots=True)
@@ -131,11 +183,11 @@ class SandboxBatchItem:
     error: str | None = None
     updated_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The API shape of a batch item."""
+    def to_json(self, *, entity_id: bool = True) -> dict[str, Any]:
+        """The API shape of a batch item (``entity_id`` null when the tenant leaves it out)."""
         return {
             "id": self.id,
-            "entity_id": self.profile_id,
+            "entity_id": self.profile_id if entity_id else None,
             "external_id": self.profile_id,
             "status": self.status,
             "error": self.error,
@@ -156,20 +208,23 @@ class SandboxBatch:
     status: ItemStatus = "pending"
     updated_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The API shape of a batch (``GET /batches/{id}``)."""
+    def to_json(self, *, string_counts: bool = False, entity_ids: bool = True) -> dict[str, Any]:
+        """The API shape of a batch (``GET /batches/{id}``): with ``string_counts`` the
+        success, failed and processed counts are digit strings, as the docs' schema types
+        them; without ``entity_ids`` the items' ``entity_id`` is null."""
         success = sum(1 for item in self.items if item.status == "success")
         failed = sum(1 for item in self.items if item.status == "failed")
+        count: Any = str if string_counts else int
         return {
             "id": self.id,
             "import_job_id": None,
             "entity_type": "profile_status",
             "status": self.status,
             "total_count": len(self.items),
-            "success_count": success,
-            "failed_count": failed,
-            "processed_count": success + failed,
-            "items": [item.to_json() for item in self.items],
+            "success_count": count(success),
+            "failed_count": count(failed),
+            "processed_count": count(success + failed),
+            "items": [item.to_json(entity_id=entity_ids) for item in self.items],
             "created_at": iso_timestamp(self.created_at),
             "updated_at": iso_timestamp(self.updated_at or self.created_at),
         }
@@ -208,6 +263,11 @@ class Tenant:
         id: int | None = None,
         sort_order: int | None = None,
         description: str | None = None,
+        group_handle: str | None = None,
+        group_name: str | None = None,
+        period: int | None = None,
+        period_type: str | None = None,
+        absolute_expiry: str | None = None,
     ) -> StatusDefinition:
         """Define a status; raises ValueError if the handle or id is already taken."""
         if self.status_by_handle(handle) is not None:
@@ -223,6 +283,11 @@ class Tenant:
             name=name,
             sort_order=len(self.statuses) if sort_order is None else sort_order,
             description=description,
+            group_handle=group_handle,
+            group_name=group_name,
+            period=period,
+            period_type=period_type,
+            absolute_expiry=absolute_expiry,
         )
         self.statuses.append(status)
         return status
@@ -338,22 +403,26 @@ class Tenant:
         self._pending.append(batch)
         return batch
 
-    def process_due_batches(self, now: float, wall_now: float | None = None) -> int:
+    def process_due_batches(
+        self, now: float, wall_now: float | None = None, *, group_rule: bool = False
+    ) -> int:
         """Apply every pending batch whose ``due_at`` (a ``clock()`` time) is ``<= now``.
 
         Batches are applied in the order they were queued. ``wall_now`` stamps ``updated_at``
-        (None keeps the creation time). Returns how many batches were processed.
+        (None keeps the creation time). With ``group_rule``, attaching a status of a group
+        detaches the profile's other statuses of that group. Returns how many batches were
+        processed.
         """
         due = [batch for batch in self._pending if batch.due_at <= now]
         if not due:
             return 0
         self._pending = [batch for batch in self._pending if batch.due_at > now]
         for batch in due:
-            self._apply(batch, wall_now)
+            self._apply(batch, wall_now, group_rule)
         return len(due)
 
-    def _apply(self, batch: SandboxBatch, wall_now: float | None) -> None:
-        known = self.handles()
+    def _apply(self, batch: SandboxBatch, wall_now: float | None, group_rule: bool) -> None:
+        groups = {status.handle: status.group_handle for status in self.statuses}
         for item in batch.items:
             profile = self.profiles.get(item.profile_id)
             if profile is None:
@@ -363,11 +432,14 @@ class Tenant:
             else:
                 if batch.action == "attach":
                     # Unknown handles are dropped without a word: the documented trap.
-                    wanted = [handle for handle in item.handles if handle in known]
-                    added = [
-                        handle for handle in dict.fromkeys(wanted) if handle not in profile.statuses
-                    ]
-                    profile.statuses.extend(added)
+                    for handle in dict.fromkeys(h for h in item.handles if h in groups):
+                        group = groups[handle] if group_rule else None
+                        if group is not None:
+                            profile.statuses[:] = [
+                                h for h in profile.statuses if h == handle or groups.get(h) != group
+                            ]
+                        if handle not in profile.statuses:
+                            profile.statuses.append(handle)
                 else:
                     sent = set(item.handles)
                     profile.statuses[:] = [h for h in profile.statuses if h not in sent]
@@ -383,16 +455,7 @@ class Tenant:
     def to_seed(self) -> dict[str, Any]:
         """The tenant as a seed document, in the shape ``load_seed`` reads."""
         return {
-            "statuses": [
-                {
-                    "id": status.id,
-                    "handle": status.handle,
-                    "name": status.name,
-                    "sort_order": status.sort_order,
-                    "description": status.description,
-                }
-                for status in self.statuses
-            ],
+            "statuses": [status.to_seed() for status in self.statuses],
             "profiles": [
                 {
                     "id": profile.id,

@@ -1,0 +1,139 @@
+"""The decisions of a run, as pure functions: what to do with a row once its lookup is known,
+and what a re-read profile says about a change that was sent.
+
+Nothing here does I/O; the action's polarity comes from ``Action`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from omneo_status.models import Action, Outcome, Profile, StatusDefinition
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a lookup found for one row: the profiles whose key equals the row's, or why the
+    lookup could not be trusted (``error``)."""
+
+    profiles: tuple[Profile, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Send:
+    """The row's profile needs ``handles`` sent to it."""
+
+    profile: Profile
+    handles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settle:
+    """The row is finished without a write: ``outcome``, explained by ``detail``."""
+
+    outcome: Outcome
+    detail: str = ""
+    profile: Profile | None = None
+
+
+Decision = Send | Settle
+
+
+def decide(
+    match: Match,
+    action: Action,
+    handles: Sequence[str],
+    *,
+    dry_run: bool,
+    key_name: str = "email",
+) -> Decision:
+    """What to do with a row given what its lookup found.
+
+    Exactly one profile is needed; the handles it lacks (assign) or holds (remove) are sent,
+    in ``handles`` order. A dry run settles what it would send as ``would_*``.
+    """
+    if match.error is not None:
+        return Settle(Outcome.FAILED, f"lookup failed: {match.error}")
+    if not match.profiles:
+        return Settle(Outcome.NOT_FOUND, f"no profile has this {key_name}")
+    if len(match.profiles) > 1:
+        ids = ", ".join(p.id for p in match.profiles[:5])
+        count = len(match.profiles)
+        return Settle(Outcome.AMBIGUOUS, f"{count} profiles have this {key_name}: {ids}")
+    [profile] = match.profiles
+    to_send = action.to_send(profile.statuses, handles)
+    if not to_send:
+        return Settle(action.unneeded, "", profile)
+    if dry_run:
+        return Settle(action.would, f"would {action.value} {', '.join(to_send)}", profile)
+    return Send(profile, to_send)
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a re-read profile says about one changed row: a ``problem`` (the change is not
+    there, or something else the profile held is gone) and explained ``notes`` (a status gone
+    for a reason that is not the run's doing)."""
+
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def check_profile(
+    action: Action,
+    sent: Sequence[str],
+    held_before: Sequence[str],
+    profile: Profile | None,
+    definitions: Mapping[str, StatusDefinition],
+) -> Check:
+    """Whether ``profile`` (read after the run) shows the change and kept the rest.
+
+    A status the profile held before and no longer holds is a problem, unless its definition
+    explains it: a time-limited status may have expired, and a status that shares its group with
+    a handle that was sent may have been replaced by it. Those become notes.
+    """
+    if profile is None:
+        return Check("profile not found on re-read")
+    now = set(profile.statuses)
+    missing = action.to_send(now, sent)
+    if missing:
+        # The handles still there were to go; the others were to come.
+        where = "still on" if missing[0] in now else "not on"
+        return Check(f"{', '.join(missing)} {where} the profile")
+    lost = [h for h in held_before if h not in sent and h not in now]
+    notes: list[str] = []
+    unexplained: list[str] = []
+    for handle in lost:
+        why = _why_gone(handle, sent, definitions)
+        if why is None:
+            unexplained.append(handle)
+        else:
+            notes.append(f"{handle} is gone: {why}")
+    if unexplained:
+        return Check(
+            f"held {', '.join(unexplained)} before the run and no longer does", tuple(notes)
+        )
+    return Check(None, tuple(notes))
+
+
+def _why_gone(
+    handle: str, sent: Sequence[str], definitions: Mapping[str, StatusDefinition]
+) -> str | None:
+    definition = definitions.get(handle)
+    if definition is None:
+        return None
+    if definition.time_limited:
+        return "it is time-limited and may have expired"
+    if definition.grouped:
+        rivals = [
+            h
+            for h in sent
+            if (other := definitions.get(h)) is not None
+            and other.group_handle == definition.group_handle
+        ]
+        if rivals:
+            group = definition.group_name or definition.group_handle
+            return f"it shares the group {group} with {', '.join(rivals)}, which replaced it"
+    return None

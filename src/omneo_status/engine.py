@@ -1,0 +1,443 @@
+"""The pipeline of one run, orchestrated: reconcile, resolve, decide, send, watch, verify.
+
+The engine works from and into the run's journal, so the same code starts a run, resumes one
+that died, and finishes one that gave up waiting. The journal is also the outbox: a decided row
+is planned there, and chunks are cut from the planned rows, one way whether they go out while
+lookups go on (pipelined) or after every row is decided (a dry run, a guardrail, a prompt).
+Lookups run ``concurrency`` at a time; the governor in the client paces every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from omneo_status.backoff import Backoff, Clock, Sleep
+from omneo_status.client import OmneoClient
+from omneo_status.decide import Decision, Send, check_profile, decide
+from omneo_status.errors import Cancelled, GuardrailError, ValidationFailed
+from omneo_status.events import Reporter, Step
+from omneo_status.journal import ChunkState, Planned, RowRecord, RunJournal, Settled, Stage
+from omneo_status.models import SKIPPED, Outcome, StatusDefinition
+from omneo_status.options import JobSpec, LookupMode, RunOptions
+from omneo_status.resolver import (
+    BULK_GROUP,
+    BulkEmailResolver,
+    ProfileIdResolver,
+    Resolver,
+    SingleEmailResolver,
+    read_profiles,
+)
+from omneo_status.summary import Verification
+from omneo_status.watcher import BatchWatcher
+
+SENDS_AT_ONCE = 2
+"""Batch requests in flight at once: enough to overlap, few enough to leave room for lookups."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The plan's counts, shown before the first write when a person is asked to go on."""
+
+    counts: dict[str, int]
+    to_send: int
+
+
+Confirm = Callable[[Preview], bool]
+
+
+@dataclass
+class EngineResult:
+    """What the engine leaves for the summary besides the journal's rows."""
+
+    verification: Verification = field(default_factory=Verification)
+    gave_up: bool = False
+    lookup: LookupMode | None = None
+    """How emails were looked up (None when no email needed a lookup)."""
+
+
+class _Crew:
+    """The run's background tasks: the first error stops them all and is raised by ``check``."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.error: BaseException | None = None
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:  # re-raised by check(), in the engine's own task
+                self.fail(exc)
+
+        task = asyncio.ensure_future(guarded())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.cancel()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.check()
+
+
+class Engine:
+    """Runs one journaled run to its end (or to the first fatal error)."""
+
+    def __init__(
+        self,
+        *,
+        run: RunJournal,
+        spec: JobSpec,
+        options: RunOptions,
+        client: OmneoClient,
+        reporter: Reporter,
+        definitions: Mapping[str, StatusDefinition],
+        confirm: Confirm | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.run = run
+        self.action = spec.action
+        self.handles = spec.handles
+        self.options = options
+        self.client = client
+        self.reporter = reporter
+        self.definitions = definitions
+        self.confirm = confirm
+        self.watcher = BatchWatcher(
+            client,
+            spec.action,
+            lambda: Backoff(clock, sleep, options.poll_timeout, options.stall_timeout),
+        )
+        self.by_id = ProfileIdResolver(client)
+        self.result = EngineResult()
+        self._crew = _Crew()
+        self._send_slots = asyncio.Semaphore(SENDS_AT_ONCE)
+        self._ready = 0
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether chunks go out while lookups go on (not when a person or guardrail decides)."""
+        return (
+            not self.options.dry_run and self.confirm is None and self.options.max_unmatched is None
+        )
+
+    async def execute(self) -> EngineResult:
+        """Take the run from wherever the journal says it is to its end."""
+        try:
+            await self._reconcile()
+            self._resume_accepted()
+            await self._resolve_all()
+            self._check_guardrail()
+            if not self.options.dry_run:
+                self._ask_to_proceed()
+                self._launch_chunks(full_only=False)
+            await self._crew.drain()
+            self.reporter.finish(Step.SEND)
+            self.reporter.finish(Step.WAIT)
+            if not (self.result.gave_up or self.options.dry_run or self.options.no_wait):
+                await self._verify()
+            return self.result
+        finally:
+            self._crew.cancel()
+            self.run.flush()
+
+    # -- an earlier attempt's chunks -------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Settle chunks whose request may or may not have reached the API before a crash."""
+        posting = self.run.chunks(ChunkState.POSTING)
+        if not posting:
+            return
+        self.reporter.start(Step.RECONCILE, sum(chunk.profiles for chunk in posting))
+        self.reporter.info(
+            f"{len(posting)} chunk(s) may or may not have been sent before the last run stopped:"
+            " reading their profiles back"
+        )
+        for chunk in posting:
+            rows = self.run.rows_of_chunk(chunk.chunk)
+            settled: list[Settled] = []
+            profiles = await read_profiles(self.client, [row.profile_id or "" for row in rows])
+            for row, profile in zip(rows, profiles, strict=True):
+                if profile is None:
+                    settled.append(Settled(row.line, Outcome.FAILED, "profile no longer exists"))
+                elif self.action.applied(profile.statuses, row.send):
+                    detail = "applied by an earlier attempt"
+                    settled.append(Settled(row.line, self.action.done, detail))
+                else:  # not applied: it goes out again (the endpoint merges, so this is safe)
+                    self.run.plan(Planned(row.line, row.profile_id or "", row.held, row.send))
+            self.run.finish_chunk(chunk.chunk, state=ChunkState.RECONCILED, settled=settled)
+            self.reporter.advance(Step.RECONCILE, len(rows))
+        self.reporter.finish(Step.RECONCILE)
+
+    def _resume_accepted(self) -> None:
+        """Watch the batches an earlier attempt had sent but not seen to their end."""
+        if self.options.no_wait:
+            return
+        for chunk in self.run.chunks(ChunkState.ACCEPTED):
+            rows = self.run.rows_of_chunk(chunk.chunk)
+            self._crew.spawn(self._watch(chunk.chunk, chunk.batch_id or "", rows))
+
+    # -- resolve and decide ----------------------------------------------------------------
+
+    async def _resolve_all(self) -> None:
+        total = self.run.stage_count(Stage.LOOKUP)
+        self.reporter.start(Step.RESOLVE, total)
+        if total:
+            by_email = await self._email_resolver()
+            queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None] = asyncio.Queue(
+                maxsize=self.options.concurrency * 4
+            )
+            workers = [
+                asyncio.ensure_future(self._lookup_worker(queue))
+                for _ in range(self.options.concurrency)
+            ]
+            try:
+                await self._feed(queue, by_email)
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
+            finally:
+                for worker in workers:
+                    worker.cancel()
+            self._crew.check()
+        self.run.flush()
+        self.reporter.finish(Step.RESOLVE)
+
+    async def _feed(
+        self, queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None], by_email: Resolver
+    ) -> None:
+        group: list[RowRecord] = []
+        for row in self.run.rows_in_stage(Stage.LOOKUP):
+            self._crew.check()
+            if row.profile_id:  # an undo row knows its profile
+                await queue.put((self.by_id, [row]))
+                continue
+            group.append(row)
+            if len(group) >= by_email.group_size:
+                await queue.put((by_email, group))
+                group = []
+        if group:
+            await queue.put((by_email, group))
+
+    async def _lookup_worker(
+        self, queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None]
+    ) -> None:
+        while (work := await queue.get()) is not None:
+            if self._crew.error is not None:
+                continue  # keep taking work so the feeder never blocks
+            resolver, rows = work
+            try:
+                await self._resolve(resolver, rows)
+            except Exception as exc:  # re-raised by check(), in the engine's own task
+                self._crew.fail(exc)
+
+    async def _resolve(self, resolver: Resolver, rows: list[RowRecord]) -> None:
+        keys = [row.profile_id or "" if resolver is self.by_id else row.address for row in rows]
+        matches = await resolver.resolve(keys)
+        for row, match in zip(rows, matches, strict=True):
+            handles = row.send or self.handles
+            decision = decide(
+                match,
+                self.action,
+                handles,
+                dry_run=self.options.dry_run,
+                key_name=resolver.key_name,
+            )
+            self._record(row, decision)
+
+    async def _email_resolver(self) -> Resolver:
+        """The resolver for emails; ``auto`` and ``bulk`` first try one group in bulk and keep
+        bulk only if the answer proves the filter was honoured."""
+        single = SingleEmailResolver(self.client)
+        mode = self.options.lookup
+        sample = list(
+            islice(
+                (r for r in self.run.rows_in_stage(Stage.LOOKUP) if not r.profile_id), BULK_GROUP
+            )
+        )
+        if sample:
+            self.result.lookup = LookupMode.SINGLE
+        if mode is LookupMode.SINGLE or len(sample) < 2:
+            return single
+        bulk = BulkEmailResolver(self.client)
+        found = await bulk.try_group([row.address for row in sample])
+        if found is None:
+            message = "The tenant does not honour filter[email][in]; looking emails up one by one"
+            (self.reporter.warn if mode is LookupMode.BULK else self.reporter.info)(message)
+            return single
+        self.reporter.info("The tenant honours filter[email][in]; looking emails up in groups")
+        self.result.lookup = LookupMode.BULK
+        for row, match in zip(sample, found, strict=True):
+            self._record(
+                row, decide(match, self.action, self.handles, dry_run=self.options.dry_run)
+            )
+        return bulk
+
+    def _record(self, row: RowRecord, decision: Decision) -> None:
+        if isinstance(decision, Send):
+            target = decision.profile
+            self.run.plan(Planned(row.line, target.id, target.statuses, decision.handles))
+            self._ready += 1
+            if self.pipelined and self._ready >= self.options.chunk_size:
+                self._launch_chunks(full_only=True)
+        else:
+            profile = decision.profile
+            self.run.settle(
+                Settled(
+                    row.line,
+                    decision.outcome,
+                    decision.detail,
+                    profile_id=profile.id if profile else None,
+                    held=profile.statuses if profile else None,
+                )
+            )
+            if decision.outcome is Outcome.FAILED:
+                self.reporter.row_failed(row.line, row.email, decision.detail)
+        self.reporter.advance(Step.RESOLVE)
+
+    # -- before the first write ------------------------------------------------------------
+
+    def _check_guardrail(self) -> None:
+        """Stop (dry runs too: they preview the real decision) when too many rows are skipped."""
+        limit = self.options.max_unmatched
+        if limit is None:
+            return
+        total = sum(tally.count for tally in self.run.tally())
+        skipped = sum(n for outcome, n in self.run.counts().items() if outcome in SKIPPED)
+        if total and skipped * 100 > limit * total:
+            raise GuardrailError(
+                f"{skipped} of {total} rows ({skipped * 100 / total:.1f}%) would be skipped"
+                f" (not found, ambiguous or invalid), over the limit of {limit:g}%;"
+                " nothing was written",
+                hint="Check that the file and the tenant belong together, then raise the"
+                " unmatched limit if this is expected.",
+            )
+
+    def _ask_to_proceed(self) -> None:
+        if self.confirm is None:
+            return
+        to_send = self.run.stage_count(Stage.PLANNED)
+        if to_send == 0:
+            return
+        counts = {outcome.value: n for outcome, n in self.run.counts().items()}
+        if not self.confirm(Preview(counts, to_send)):
+            raise Cancelled("Cancelled at the prompt; nothing was written")
+
+    # -- send and watch --------------------------------------------------------------------
+
+    def _launch_chunks(self, *, full_only: bool) -> None:
+        """Cut chunks from the planned rows (only full ones while lookups go on) and send each."""
+        size = self.options.chunk_size
+        while rows := list(self.run.rows_in_stage(Stage.PLANNED, limit=size)):
+            if full_only and len(rows) < size:
+                return
+            self._ready = max(0, self._ready - len(rows))
+            chunk = self.run.open_chunk([row.line for row in rows])
+            self.reporter.start(Step.SEND, None)
+            self.reporter.extend(Step.SEND, len(rows))
+            self._crew.spawn(self._send_chunk(chunk, rows))
+
+    async def _send_chunk(self, chunk: int, rows: list[RowRecord]) -> None:
+        items = [(row.profile_id or "", row.send) for row in rows]
+        async with self._send_slots:
+            try:
+                batch_id = await self.client.send_batch(self.action, items)
+            except ValidationFailed as exc:
+                self._refused(chunk, rows, f"batch refused: {exc.message}")
+                return
+        self.run.accept_chunk(chunk, batch_id)
+        self.reporter.advance(Step.SEND, len(rows))
+        self.reporter.info(f"chunk {chunk}: {len(rows)} profiles queued as batch {batch_id}")
+        if self.options.no_wait:
+            detail = "queued; the run did not wait for the batch"
+            self.run.settle_now(
+                Settled(r.line, Outcome.SENT, detail, batch_id=batch_id) for r in rows
+            )
+            return
+        await self._watch(chunk, batch_id, self.run.rows_of_chunk(chunk))
+
+    def _refused(self, chunk: int, rows: list[RowRecord], detail: str) -> None:
+        settled = [Settled(row.line, Outcome.FAILED, detail) for row in rows]
+        self.run.finish_chunk(
+            chunk,
+            state=ChunkState.DONE,
+            batch_status="refused",
+            success_count=0,
+            failed_count=len(rows),
+            settled=settled,
+        )
+        self._report_failures(rows, settled)
+        self.reporter.advance(Step.SEND, len(rows))
+
+    async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
+        self.reporter.start(Step.WAIT, None)
+        self.reporter.extend(Step.WAIT, len(rows))
+        watched = await self.watcher.watch(batch_id, rows)
+        self._report_failures(rows, watched.settled)
+        self.reporter.advance(Step.WAIT, len(watched.settled))
+        if watched.gave_up is not None:
+            self.result.gave_up = True
+            self.run.settle_now(watched.settled)
+            self.reporter.warn(f"batch {batch_id}: {watched.gave_up}")
+            return
+        batch = watched.batch
+        self.run.finish_chunk(
+            chunk,
+            state=ChunkState.DONE,
+            batch_status=batch.status if batch else "unknown",
+            success_count=batch.success_count if batch else None,
+            failed_count=batch.failed_count if batch else None,
+            settled=watched.settled,
+        )
+
+    def _report_failures(self, rows: Iterable[RowRecord], settled: Iterable[Settled]) -> None:
+        emails = {row.line: row.email for row in rows}
+        for record in settled:
+            if record.outcome is Outcome.FAILED:
+                self.reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)
+
+    # -- verify ----------------------------------------------------------------------------
+
+    async def _verify(self) -> None:
+        """Re-read a spread sample of changed profiles and check each with ``check_profile``."""
+        wanted = self.options.verify
+        if wanted <= 0:
+            return
+        candidates = self.run.rows_with_outcome([self.action.done], limit=wanted * 20)
+        if not candidates:
+            return
+        sample = candidates[:: max(1, len(candidates) // wanted)][:wanted]
+        self.reporter.start(Step.VERIFY, len(sample))
+        found = self.result.verification
+        profiles = await read_profiles(self.client, [row.profile_id or "" for row in sample])
+        for row, profile in zip(sample, profiles, strict=True):
+            check = check_profile(self.action, row.send, row.held, profile, self.definitions)
+            found.checked += 1
+            where = f"line {row.line} ({row.email})"
+            if check.problem is None:
+                found.ok += 1
+            else:
+                found.problems.append(f"{where}: {check.problem}")
+            found.notes.extend(f"{where}: {note}" for note in check.notes)
+            self.reporter.advance(Step.VERIFY)
+        self.reporter.finish(Step.VERIFY)

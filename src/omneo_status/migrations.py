@@ -1,0 +1,109 @@
+"""The journal's schema as ordered migrations, keyed on SQLite's ``PRAGMA user_version``.
+
+Each migration is a small function applied once, in order, inside one transaction that also
+records its number; a journal written by an older version of the tool is brought up to date
+when it is opened, and a current one is only read (no write lock is taken). Never edit a
+migration that has shipped: add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from omneo_status.inputs import normalize_email
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _initial_schema(db: sqlite3.Connection) -> None:
+    """Migration 1: the schema journals had before migrations existed (hence IF NOT EXISTS)."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS runs (
+            run_id      TEXT PRIMARY KEY,
+            job_key     TEXT NOT NULL,
+            action      TEXT NOT NULL,
+            handles     TEXT NOT NULL,
+            base_url    TEXT NOT NULL,
+            input_name  TEXT NOT NULL,
+            dry_run     INTEGER NOT NULL,
+            undo_of     TEXT,
+            state       TEXT NOT NULL,
+            rows        INTEGER NOT NULL DEFAULT 0,
+            exit_code   INTEGER,
+            report      TEXT,
+            detail      TEXT NOT NULL DEFAULT '',
+            verification TEXT,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS runs_by_key ON runs (job_key, created_at)",
+        """CREATE TABLE IF NOT EXISTS rows (
+            run_id      TEXT NOT NULL,
+            line        INTEGER NOT NULL,
+            email       TEXT NOT NULL,
+            email_key   TEXT NOT NULL,
+            stage       TEXT NOT NULL,
+            outcome     TEXT,
+            profile_id  TEXT,
+            held        TEXT,
+            send        TEXT,
+            chunk       INTEGER,
+            batch_id    TEXT,
+            detail      TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (run_id, line)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS rows_by_stage ON rows (run_id, stage, line)",
+        "CREATE INDEX IF NOT EXISTS rows_by_chunk ON rows (run_id, chunk)",
+        """CREATE TABLE IF NOT EXISTS chunks (
+            run_id        TEXT NOT NULL,
+            chunk         INTEGER NOT NULL,
+            state         TEXT NOT NULL,
+            batch_id      TEXT,
+            batch_status  TEXT,
+            profiles      INTEGER NOT NULL,
+            success_count INTEGER,
+            failed_count  INTEGER,
+            PRIMARY KEY (run_id, chunk)
+        )""",
+    ):
+        db.execute(statement)
+
+
+def _row_address(db: sqlite3.Connection) -> None:
+    """Migration 2: each row keeps its normalised address, computed once at load."""
+    db.execute("ALTER TABLE rows ADD COLUMN address TEXT NOT NULL DEFAULT ''")
+    # Rows of older journals get theirs from the raw cell, by the same policy as at load.
+    db.create_function("normalized_email", 1, normalize_email, deterministic=True)
+    db.execute("UPDATE rows SET address = normalized_email(email)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address)
+"""Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The number of the last migration applied to this database (0 for a new file)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations this database lacks, each once and in order; returns the version.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``). Each migration runs in its own
+    immediate transaction that re-reads the version, so two processes opening a new journal at
+    once apply each migration exactly once.
+    """
+    if schema_version(db) >= len(MIGRATIONS):
+        return schema_version(db)
+    for number, step in enumerate(MIGRATIONS, start=1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(db) < number:
+                step(db)
+                db.execute(f"PRAGMA user_version={number:d}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return schema_version(db)

@@ -1,0 +1,157 @@
+"""Turning input keys into profiles.
+
+A ``Resolver`` answers a group of keys with one ``Match`` per key. It never touches the journal
+and never decides what to send. Emails resolve one by one (``filter[email]``) or in groups
+(``filter[email][in]``); an undo run's rows resolve by profile id. Another match key (a mobile
+number, an identity) is one more class with the same two members.
+
+Matching is exact under ``inputs.email_key``: a profile the API lists whose key differs never
+counts. An answer that lists such strangers shows that the tenant ignored the filter; nothing is
+guessed from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from omneo_status.client import OmneoClient
+from omneo_status.decide import Match
+from omneo_status.errors import BadResponse, NotFoundError, ValidationFailed
+from omneo_status.inputs import email_key, lookup_forms
+from omneo_status.models import Profile
+
+ROW_LEVEL_ERRORS = (ValidationFailed, NotFoundError, BadResponse)
+"""API errors that fail the rows being looked up rather than the whole run."""
+
+BULK_GROUP = 40
+"""Addresses per bulk lookup: with both forms of each, the URL stays well under 8 KB."""
+
+SINGLE_MAX_PROFILES = 50
+"""More profiles than this for one address means the filter was ignored: stop reading."""
+
+
+class Resolver(Protocol):
+    """Resolves keys of one kind to profiles."""
+
+    key_name: str
+    """What the key is, for explanations ("no profile has this email")."""
+    group_size: int
+    """How many keys one ``resolve`` call is best given."""
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """One ``Match`` per key, in order. Fatal API errors propagate."""
+        ...
+
+
+class FilterIgnored(Exception):
+    """The tenant's answer lists profiles the filter should have excluded."""
+
+
+class SingleEmailResolver:
+    """One ``GET /v3/profiles?filter[email]=...`` per address (and per form of it)."""
+
+    key_name = "email"
+    group_size = 1
+
+    def __init__(self, client: OmneoClient) -> None:
+        self.client = client
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """Each address's exact matches; a lookup the tenant answered wrongly is an error."""
+        return [await self._one(address) for address in keys]
+
+    async def _one(self, address: str) -> Match:
+        key = email_key(address)
+        try:
+            for form in lookup_forms(address):
+                listed = await self.client.find_profiles(
+                    {"filter[email]": form}, max_profiles=SINGLE_MAX_PROFILES
+                )
+                matches = _exact(listed.profiles, {key})
+                if matches:
+                    return Match(tuple(matches[key]))
+        except FilterIgnored:
+            return Match(
+                error="the API answered filter[email] with profiles of other addresses,"
+                " so this address could not be looked up safely"
+            )
+        except ROW_LEVEL_ERRORS as exc:
+            return Match(error=exc.message)
+        return Match()
+
+
+class BulkEmailResolver:
+    """One ``GET /v3/profiles?filter[email][in]=...`` per group of addresses.
+
+    A group whose answer shows the filter ignored is looked up one by one instead.
+    """
+
+    key_name = "email"
+    group_size = BULK_GROUP
+
+    def __init__(self, client: OmneoClient) -> None:
+        self.client = client
+        self.single = SingleEmailResolver(client)
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """Each address's exact matches, from one request when the tenant honours the filter."""
+        found = await self.try_group(keys)
+        if found is None:
+            return await self.single.resolve(keys)
+        return found
+
+    async def try_group(self, keys: Sequence[str]) -> list[Match] | None:
+        """The group's matches, or None when the answer shows the filter was not honoured."""
+        wanted = {email_key(address) for address in keys}
+        forms = list(dict.fromkeys(form for address in keys for form in lookup_forms(address)))
+        limit = 3 * len(wanted)
+        try:
+            listed = await self.client.find_profiles(
+                {"filter[email][in]": ",".join(forms)}, max_profiles=limit
+            )
+            if not listed.complete or (listed.total is not None and listed.total > limit):
+                return None
+            matches = _exact(listed.profiles, wanted)
+        except (FilterIgnored, *ROW_LEVEL_ERRORS):
+            return None
+        return [Match(tuple(matches.get(email_key(address), ()))) for address in keys]
+
+
+class ProfileIdResolver:
+    """Profiles by id (``GET /v3/profiles/{id}``): the rows of an undo run."""
+
+    key_name = "profile id"
+    group_size = 1
+
+    def __init__(self, client: OmneoClient) -> None:
+        self.client = client
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """The profile with each id (none when the tenant no longer has it)."""
+        matches: list[Match] = []
+        for profile_id in keys:
+            try:
+                profile = await self.client.get_profile(profile_id)
+            except ROW_LEVEL_ERRORS as exc:
+                matches.append(Match(error=exc.message))
+                continue
+            matches.append(Match((profile,) if profile is not None else ()))
+        return matches
+
+
+async def read_profiles(client: OmneoClient, ids: Sequence[str]) -> list[Profile | None]:
+    """Each profile as it is now (None when gone), read concurrently (the governor paces)."""
+    return list(await asyncio.gather(*(client.get_profile(i) for i in ids)))
+
+
+def _exact(profiles: Sequence[Profile], wanted: set[str]) -> dict[str, list[Profile]]:
+    """The listed profiles by key; raises ``FilterIgnored`` if one has a key not asked for."""
+    by_key: dict[str, list[Profile]] = {}
+    for profile in profiles:
+        key = email_key(profile.email or "")
+        if key not in wanted:
+            raise FilterIgnored(key)
+        by_key.setdefault(key, []).append(profile)
+    return by_key
