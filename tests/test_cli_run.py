@@ -182,7 +182,7 @@ def test_unknown_handle_stops_before_anything_else(sandbox: Sandbox) -> None:
     assert result.exit_code == 2
     assert "Unknown status handle `vpi`" in result.stderr
     assert "did you mean `vip`" in result.stderr
-    assert "omneo-status statuses" in result.stderr
+    assert "Hint: List the tenant's statuses" in result.stderr
     assert result.stdout == ""
     assert sandbox.writes() == []
     assert {r.path for r in sandbox.tenant.requests} == {"/api/v3/statuses"}

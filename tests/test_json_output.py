@@ -51,7 +51,12 @@ Setup = Callable[[Sandbox], list[str]]
 COMMANDS: dict[str, Setup] = {
     "assign": lambda box: ["assign", "vip", EMAILS, "--sandbox", "--yes"],
     "remove": lambda box: ["remove", "vip", EMAILS, "--sandbox", "--yes"],
-    "resume": lambda box: ["resume", _finished_run(box)["run_id"], "--sandbox", "--yes"],
+    "resume": lambda box: [
+        "resume",
+        _finished_run(box, "--no-wait")["run_id"],
+        "--sandbox",
+        "--yes",
+    ],
     "undo": lambda box: ["undo", _finished_run(box)["run_id"], "--sandbox", "--yes"],
     "statuses": lambda box: ["statuses", "--sandbox"],
     "batch": lambda box: [
@@ -63,6 +68,7 @@ COMMANDS: dict[str, Setup] = {
     "runs": lambda box: ["runs"],
     "config show": lambda box: ["config", "show"],
 }
+RUNS = ("assign", "remove", "resume", "undo")
 TALKS_TO_API = ("assign", "remove", "resume", "undo", "statuses", "batch", "doctor")
 
 
@@ -158,7 +164,8 @@ def test_an_api_error_is_one_document(command: str, sandbox: Sandbox) -> None:
 @pytest.mark.parametrize("command", TALKS_TO_API)
 def test_an_interrupt_is_one_document(command: str, sandbox: Sandbox, runtime: cli.Runtime) -> None:
     args = COMMANDS[command](sandbox)
-    interrupting = Interrupting(sandbox.transport(), after=2)
+    # A run is interrupted once it exists (after its first requests); a lookup at once.
+    interrupting = Interrupting(sandbox.transport(), after=2 if command in RUNS else 0)
     runtime.sandbox_transport = lambda: interrupting
     result = sandbox.invoke(*args, "--json")
     assert result.exit_code == 130

@@ -561,6 +561,8 @@ def _rows(
 ) -> Iterator[InputRow]:
     index = layout.column_index
     width = len(first[1])
+    if layout.has_header and len(first[2]) > 1:
+        _check_spread_row(*first, layout=layout, width=width, name=name)
     rest = records if layout.has_header else itertools.chain([first], records)
     for line, cells, lines in rest:
         if len(lines) > 1:
