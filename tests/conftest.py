@@ -59,6 +59,7 @@ class VirtualClock:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._driving = False
+        self._main: asyncio.Task[Any] | None = None
 
     def monotonic(self) -> float:
         return self.now
@@ -83,10 +84,17 @@ class VirtualClock:
             return asyncio.run(self._drive(main))
         finally:
             self._driving = False
+            self._main = None
             self._sleepers.clear()
+
+    def interrupt(self) -> None:
+        """Cancel the running command as its SIGTERM handler does (inside ``run`` only)."""
+        assert self._main is not None, "interrupt() needs a command running on this clock"
+        self._main.cancel()
 
     async def _drive(self, main: Coroutine[Any, Any, T]) -> T:
         task = asyncio.ensure_future(main)
+        self._main = task
         loop = asyncio.get_running_loop()
         while not task.done():
             await self._settle(loop)

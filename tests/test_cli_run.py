@@ -278,8 +278,10 @@ def test_verification_catches_a_wiped_status(
 
     original = Tenant.process_due_batches
 
-    def wipe_after(self: Tenant, now: float, wall_now: float | None = None) -> int:
-        count = original(self, now, wall_now)
+    def wipe_after(
+        self: Tenant, now: float, wall_now: float | None = None, *, group_rule: bool = False
+    ) -> int:
+        count = original(self, now, wall_now, group_rule=group_rule)
         ben = self.by_email("ben.carter@example.com")[0]
         if "vip" in ben.statuses:
             ben.statuses[:] = ["vip"]  # as a replacing PUT would
@@ -329,7 +331,7 @@ def test_bulk_lookup_honoured_uses_in_filter(sandbox: Sandbox) -> None:
 
 
 def test_a_server_ignoring_the_single_email_filter_touches_nobody(
-    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, runtime: cli.Runtime
 ) -> None:
     import httpx
 
@@ -344,7 +346,7 @@ def test_a_server_ignoring_the_single_email_filter_touches_nobody(
             scope = {**scope, "query_string": kept.encode()}
         await inner(scope, receive, send)
 
-    monkeypatch.setattr(cli, "_sandbox_transport", lambda: httpx.ASGITransport(app=lenient))
+    runtime.sandbox_transport = lambda: httpx.ASGITransport(app=lenient)
     result = sandbox.run("assign", "vip", EMAILS, "--lookup", "single", "--json")
     assert result.exit_code == 3
     doc = summary_of(result)
@@ -420,10 +422,12 @@ def test_header_only_file_is_an_empty_run(sandbox: Sandbox, tmp_path: Path) -> N
     assert sandbox.writes() == []
 
 
-def test_confirmation_prompt_no_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_confirmation_prompt_no_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, runtime: cli.Runtime
+) -> None:
     from omneo_status.sandbox import ServerThread, create_app, demo_tenant
 
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    runtime.interactive = lambda: True
     tenant = demo_tenant()
     runner = CliRunner()
     with ServerThread(create_app(tenant)) as server:
@@ -439,8 +443,8 @@ def test_confirmation_prompt_no_writes_nothing(monkeypatch: pytest.MonkeyPatch) 
     assert tenant.by_email("ava.nguyen@example.com")[0].statuses == ["vip"]
 
 
-def test_sandbox_rehearsals_do_not_ask(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+def test_sandbox_rehearsals_do_not_ask(sandbox: Sandbox, runtime: cli.Runtime) -> None:
+    runtime.interactive = lambda: True
     result = sandbox.invoke("assign", "vip", EMAILS, "--sandbox")
     assert result.exit_code == 0
     assert "Plan" not in result.stderr

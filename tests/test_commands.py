@@ -34,13 +34,9 @@ def socket_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerThread]:
 def test_statuses_lists_handles(socket_env: ServerThread) -> None:
     result = CliRunner().invoke(cli.app, ["statuses", "--json"])
     assert result.exit_code == 0, result.stderr
-    assert [s["handle"] for s in json.loads(result.stdout)] == [
-        "vip",
-        "staff",
-        "influencer",
-        "media",
-        "gold",
-    ]
+    handles = [s["handle"] for s in json.loads(result.stdout)]
+    assert handles[:5] == ["vip", "staff", "influencer", "media", "gold"]
+    assert len(handles) == len(set(handles))
     table = CliRunner().invoke(cli.app, ["statuses"])
     assert "influencer" in table.stdout and "Influencer" in table.stdout
 
@@ -91,6 +87,7 @@ def test_bad_token_is_exit_1_without_the_token(
     assert "wrong-token-1234567890" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 def test_the_sandbox_command_serves_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
@@ -148,6 +145,7 @@ def test_sandbox_refuses_seed_and_profiles_together(tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.stderr.startswith("Error: ")
 
 
+@pytest.mark.slow
 def test_version_and_module_entry_point() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "omneo_status", "--version"],

@@ -429,6 +429,129 @@ def test_max_rps_spaces_the_starts() -> None:
     assert governor.stats.rate() == pytest.approx(12 / 2.75)
 
 
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts the requests in flight at the server (the most at once, too); with a
+    ``capacity``, the server works on that many at a time, ``service`` seconds each, and the
+    rest wait in its queue, so latency rises with every request beyond its capacity."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        clock: AutojumpClock,
+        *,
+        service: float,
+        capacity: int | None = None,
+    ) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.service = service
+        self.workers = asyncio.Semaphore(capacity if capacity is not None else 10_000)
+        self.active = self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            async with self.workers:
+                await self.clock.sleep(self.service)
+                response = await self.inner.handle_async_request(request)
+                await response.aread()
+            return response
+        finally:
+            self.active -= 1
+
+
+def levelled_client(
+    clock: AutojumpClock, ceiling: int, *, service: float, capacity: int | None = None
+) -> tuple[OmneoClient, CountingTransport]:
+    """A client over the sandbox (500 profiles, no rate limit) through a counting server."""
+    config = SandboxConfig(clock=clock.monotonic, wall_clock=clock.wall)
+    transport = CountingTransport(
+        httpx.ASGITransport(app=create_app(generate_tenant(500), config)),
+        clock,
+        service=service,
+        capacity=capacity,
+    )
+    governor = RateGovernor(
+        concurrency=ceiling, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
+    )
+    client = OmneoClient(
+        "http://sandbox.test/api",
+        SecretStr(TOKEN),
+        transport=transport,
+        governor=governor,
+        sleep=clock.sleep,
+    )
+    return client, transport
+
+
+EMAILS = [f"customer{n}@example.com" for n in range(1, 501)]
+
+
+def test_the_level_starts_modest_and_grows_while_latency_holds() -> None:
+    clock = AutojumpClock()
+    client, server = levelled_client(clock, 32, service=0.02)
+    assert client.governor.concurrency == 8
+
+    found = clock.run(lambda: look_up_all(client, EMAILS, 40))
+
+    assert found == len(EMAILS)
+    history = client.governor.stats.concurrency_history
+    assert history == sorted(history)  # latency never rose: it only grew
+    assert history[-1] == client.governor.concurrency == 32
+    assert server.peak == 32
+
+
+def test_the_level_backs_off_when_latency_rises() -> None:
+    """A server that works on 12 requests at a time: beyond that, requests only queue."""
+    clock = AutojumpClock()
+    client, server = levelled_client(clock, 32, service=0.02, capacity=12)
+
+    found = clock.run(lambda: look_up_all(client, EMAILS, 40))
+
+    assert found == len(EMAILS)
+    history = client.governor.stats.concurrency_history
+    cuts = [b for a, b in itertools.pairwise(history) if b < a]
+    assert cuts  # no 429 or 5xx here: latency alone cut it
+    assert client.governor.stats.throttled == 0
+    assert max(history[history.index(cuts[0]) :]) <= 24  # it stays near the capacity
+    assert server.peak < 32
+
+
+def test_a_level_the_run_does_not_use_is_not_grown() -> None:
+    clock = AutojumpClock()
+    client, server = levelled_client(clock, 32, service=0.02)
+
+    clock.run(lambda: look_up_all(client, EMAILS[:200], 5))
+
+    assert client.governor.concurrency == 8
+    assert client.governor.stats.concurrency_history == []
+    assert server.peak == 5
+
+
+@pytest.mark.parametrize("ceiling", [1, 3, 12])
+def test_the_level_never_exceeds_the_ceiling(ceiling: int) -> None:
+    clock = AutojumpClock()
+    client, server = levelled_client(clock, ceiling, service=0.01)
+
+    clock.run(lambda: look_up_all(client, EMAILS[:300], 40))
+
+    assert client.governor.concurrency == ceiling
+    assert max(client.governor.stats.concurrency_history, default=ceiling) <= ceiling
+    assert server.peak == ceiling
+
+
+def test_a_5xx_halves_the_level_once_per_burst() -> None:
+    governor = RateGovernor(concurrency=8)
+    burst = [ticket_of(governor) for _ in range(2)]
+    for ticket in burst:
+        governor.observe(ticket, 503, {})
+    assert governor.concurrency == 4
+    governor.observe(ticket_of(governor), 502, {})
+    assert governor.concurrency == 2
+    assert governor.stats.throttled == 0  # a 5xx is not a 429
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         RateGovernor(concurrency=0)

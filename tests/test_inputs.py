@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 import pytest
 from hypothesis import given
@@ -27,6 +27,8 @@ from omneo_status.inputs import (
     same_email,
     sniff_delimiter,
 )
+
+from .conftest import Sandbox
 
 
 def read(data: bytes, column: str | None = None) -> tuple[InputLayout, list[InputRow]]:
@@ -216,9 +218,7 @@ def test_two_email_headers_ask_for_column() -> None:
         "in.csv, line 1: several columns look like the email column ('Email', 'E-mail')"
     )
     assert error.hint and "--column" in error.hint
-    assert emails_of(b"Email,Name,E-mail\na@b.co,Ada,c@d.co\n", column="E-mail") == [
-        (2, "c@d.co")
-    ]
+    assert emails_of(b"Email,Name,E-mail\na@b.co,Ada,c@d.co\n", column="E-mail") == [(2, "c@d.co")]
 
 
 def test_column_exact_match() -> None:
@@ -439,6 +439,7 @@ class _LazyCsv(io.RawIOBase):
         return size
 
 
+@pytest.mark.slow
 def test_a_million_rows_stream() -> None:
     layout, rows = read_rows(io.BufferedReader(_LazyCsv(1_000_000)), name="big.csv")
     assert layout.column_name == "email"
@@ -469,6 +470,214 @@ def test_an_unexpected_csv_error_names_the_line(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(csv, "reader", Broken)
     assert read_error(b"email\n").message == "in.csv, line 1: something odd"
+
+
+# --- no row is lost silently (issue 9, section 1) ---------------------------------------------
+
+
+def customers(count: int, *, columns: int = 2) -> list[str]:
+    """A header and ``count`` rows of ``Customer N,customerN@example.com[,note N]``."""
+    header = ["name,email", "name,email,note"][columns - 2]
+    rows = [f"Customer {n},customer{n}@example.com" for n in range(1, count + 1)]
+    if columns == 3:
+        rows = [f"{row},note {n}" for n, row in enumerate(rows, start=1)]
+    return [header, *rows]
+
+
+def with_line(lines: list[str], number: int, text: str) -> bytes:
+    """The file of ``lines`` with line ``number`` (1-based) replaced by ``text``."""
+    changed = [text if index == number else line for index, line in enumerate(lines, start=1)]
+    return ("\n".join(changed) + "\n").encode()
+
+
+_STILL_OPEN = f'a quote (") opened here is still open after {MAX_RECORD_LINES} lines'
+_NEVER_CLOSED = 'a quote (") opened here is never closed: it runs to the end of the file'
+
+
+@pytest.mark.parametrize(
+    ("columns", "line", "text", "says"),
+    [
+        (2, 6, '"The Boss,customer5@example.com', _STILL_OPEN),
+        (3, 6, 'Customer 5,customer5@example.com,"note 5', _STILL_OPEN),
+        (2, 999, '"The Boss,customer998@example.com', _NEVER_CLOSED),
+        (3, 1001, 'Customer 1000,customer1000@example.com,"note', _NEVER_CLOSED),
+        (2, 1, '"name,email', _STILL_OPEN),
+    ],
+    ids=["issue-example", "extra-column", "near-the-end", "last-line", "header"],
+)
+def test_an_unclosed_quote_is_an_error_at_its_line(
+    columns: int, line: int, text: str, says: str
+) -> None:
+    error = read_error(with_line(customers(1000, columns=columns), line, text))
+    assert error.message == f"in.csv, line {line}: {says}"
+    assert error.hint and "quote" in error.hint
+    assert error.exit_code == ExitCode.USAGE
+
+
+def test_an_unclosed_quote_on_the_last_line_without_a_final_newline() -> None:
+    error = read_error(b'email\na@b.co\n"c@d.co')
+    assert error.message == f"in.csv, line 3: {_NEVER_CLOSED}"
+
+
+def test_the_issue_example_before_any_request(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(with_line(customers(1000), 6, '"The Boss,customer5@example.com'))
+    result = sandbox.run("assign", "vip", str(path), "--json")
+    assert result.exit_code == ExitCode.USAGE, result.stdout
+    assert "in.csv, line 6: a quote" in result.stderr
+    assert sandbox.tenant.requests == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        (
+            {6: '"The Boss,customer5@example.com', 9: '"Smith, J",customer8@example.com'},
+            'line 6: a quote (") opened here closes on line 9 in the middle of a cell',
+        ),
+        (
+            {6: '"The Boss,customer5@example.com', 8: 'Customer 7",customer7@example.com'},
+            'line 6: a quote (") opened here swallows what reads as a row of its own (on line 6)',
+        ),
+        (
+            {6: '"The Boss,customer5@example.com', 7: 'Customer 6",customer6@example.com'},
+            'line 6: a quote (") opened here swallows what reads as a row of its own (on line 6)',
+        ),
+        (
+            {6: 'Customer 5,"customer5@example.com', 7: 'customer6@example.com",x'},
+            "line 6: the email cell runs over 2 lines",
+        ),
+        (
+            {6: 'Customer 5,customer5@example.com,"note', 7: 'Customer 6",customer6@example.com'},
+            "line 6: a record over 2 lines with 4 cells, where the first record has 2",
+        ),
+    ],
+    ids=["closed-by-a-later-quote", "closed-at-a-cell-end", "two-lines", "email", "more-cells"],
+)
+def test_a_quote_that_swallows_rows_within_the_bound_is_an_error(
+    changes: dict[int, str], says: str
+) -> None:
+    lines = customers(20)
+    for number, text in changes.items():
+        lines[number - 1] = text
+    error = read_error(("\n".join(lines) + "\n").encode())
+    assert error.message.startswith(f"in.csv, {says}")
+
+
+def test_a_record_may_span_up_to_the_bound() -> None:
+    address = "\n".join(f"line {n}" for n in range(MAX_RECORD_LINES))
+    ok = f'name,email,address\nAda,a@b.co,"{address}"\nBob,b@c.co,x\n'
+    assert emails_of(ok.encode()) == [(2, "a@b.co"), (2 + MAX_RECORD_LINES, "b@c.co")]
+    error = read_error(ok.replace("line 0", "line 0\nmore").encode())
+    assert error.message == f"in.csv, line 2: {_STILL_OPEN}"
+
+
+def test_an_address_over_three_lines_keeps_working() -> None:
+    data = b'Name,Email,Address\nAda,a@b.co,"12 Main St\nSydney, NSW\n2000"\nBob,b@c.co,\n'
+    assert emails_of(data) == [(2, "a@b.co"), (5, "b@c.co")]
+
+
+_REAL_READER = csv.reader
+
+
+class _Dropping:
+    """A csv reader that loses lines the way a quoting bug would: it reads two per record."""
+
+    def __init__(self, lines: Iterator[str], delimiter: str) -> None:
+        self._reader = _REAL_READER(lines, delimiter=delimiter)
+        self.line_num = 0
+
+    def __next__(self) -> list[str]:
+        cells = next(self._reader)
+        return next(self._reader, cells)
+
+
+class _Stopping:
+    """A csv reader that ends after two records, whatever the file holds."""
+
+    def __init__(self, lines: Iterator[str], delimiter: str) -> None:
+        self._reader = _REAL_READER(lines, delimiter=delimiter)
+        self.line_num = 0
+        self._left = 2
+
+    def __next__(self) -> list[str]:
+        self._left -= 1
+        if self._left < 0:
+            raise StopIteration
+        return next(self._reader)
+
+
+@pytest.mark.parametrize(
+    ("reader", "says"),
+    [
+        (_Dropping, "in.csv, line 1: 2 lines read but 1 accounted for"),
+        (_Stopping, "in.csv: 2 lines read but 2 accounted for"),
+    ],
+)
+def test_every_line_read_is_accounted_for(
+    monkeypatch: pytest.MonkeyPatch, reader: type, says: str
+) -> None:
+    monkeypatch.setattr(csv, "reader", reader)
+    error = read_error(b"email\na@b.co\nc@d.co\ne@f.co\n")
+    assert error.message.startswith(says)
+
+
+_NOTE = st.text(
+    st.characters(blacklist_characters="\r\x00@", blacklist_categories=["Cs"]), max_size=20
+)
+
+
+@given(
+    rows=st.lists(st.tuples(_NOTE, addresses, _NOTE), min_size=1, max_size=12),
+    delimiter=st.sampled_from(DELIMITERS),
+    eol=st.sampled_from(["\n", "\r\n"]),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+)
+def test_any_well_quoted_file_reads_back_whole(
+    rows: list[tuple[str, str, str]], delimiter: str, eol: str, quoting: Literal[0, 1]
+) -> None:
+    rows = [
+        (name, email, note)
+        for name, email, note in rows
+        if (name + note).count("\n") < MAX_RECORD_LINES
+    ]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=eol, quoting=quoting)
+    writer.writerow(["Name", "Email", "Note"])
+    writer.writerows(rows)
+    expected, line = [], 2
+    for name, email, note in rows:
+        expected.append((line, email))
+        line += 1 + (name + note).count("\n")
+    assert emails_of(buffer.getvalue().encode()) == expected
+
+
+@given(
+    count=st.integers(1, 30),
+    columns=st.sampled_from([2, 3]),
+    data=st.data(),
+)
+def test_a_stray_quote_never_loses_a_row_silently(
+    count: int, columns: int, data: st.DataObject
+) -> None:
+    lines = customers(count, columns=columns)
+    for _ in range(data.draw(st.integers(1, 2), label="quotes")):
+        number = data.draw(st.integers(0, len(lines) - 1), label="line")
+        at = data.draw(st.integers(0, len(lines[number])), label="at")
+        lines[number] = lines[number][:at] + '"' + lines[number][at:]
+    outcome = _lines_or_error(("\n".join(lines) + "\n").encode())
+    if isinstance(outcome, str):
+        assert outcome.startswith("in.csv, line ")
+    else:
+        assert outcome == list(range(2, count + 2))
+
+
+def _lines_or_error(data: bytes) -> list[int] | str:
+    """The line of every row read, or the message of the error that stopped the reading."""
+    try:
+        return [row.line for row in read(data)[1]]
+    except InputError as error:
+        return error.message
 
 
 # --- open_input ------------------------------------------------------------------------------
@@ -629,3 +838,53 @@ def test_same_email_ignores_case_and_surrounding_space(email: str, space: str) -
 def test_different_addresses_are_not_the_same() -> None:
     assert not same_email("a@b.co", "a@b.com")
     assert not same_email("Straße@b.de", "strasse@b.de")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Grace@Example.com", "grace@example.com"),
+        ("\u200bA@b.co\u200e", "a@b.co"),
+        ("\ufeff a@b.co\u00a0\u2060", "a@b.co"),
+        ("Jose\u0301@b.co", "jos\u00e9@b.co"),
+        ("\u00c9LAN@b.co", "\u00e9lan@b.co"),
+        ("STRASSE@b.de", "strasse@b.de"),
+    ],
+)
+def test_the_same_address(a: str, b: str) -> None:
+    assert email_key(a) == email_key(b)
+    assert same_email(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Stra\u00dfe@b.de", "strasse@b.de"),  # MySQL collations disagree on the sharp s
+        ("\u017fam@b.co", "sam@b.co"),  # casefold() would fold the long s; lower() does not
+        ("a\u200b@b.co", "a@b.co"),  # only the surrounding invisible characters are trimmed
+        ("a@b.co", "a@b.com"),
+    ],
+)
+def test_not_the_same_address(a: str, b: str) -> None:
+    assert email_key(a) != email_key(b)
+    assert not same_email(a, b)
+
+
+def test_an_input_row_carries_its_address_and_key() -> None:
+    row = InputRow(3, " \u00a0Grace@Exa\u0301mple.com\u200b")
+    assert row.email == " \u00a0Grace@Exa\u0301mple.com\u200b"
+    assert row.address == "Grace@Ex\u00e1mple.com"
+    assert row.key == "grace@ex\u00e1mple.com"
+    assert row == InputRow(3, row.email)
+
+
+@given(st.one_of(addresses, st.emails(), st.text()), st.text(" \t\u00a0\u200b\ufeff\u200e"))
+def test_the_policy_is_one_function(raw: str, space: str) -> None:
+    key = email_key(raw)
+    address = normalize_email(raw)
+    assert normalize_email(address) == address
+    assert email_key(address) == key == email_key(key)
+    assert email_key(space + raw.upper() + space) == email_key(raw.upper())
+    assert InputRow(1, raw).key == key and InputRow(1, raw).address == address
+    assert lookup_forms(raw)[-1] == key
+    assert same_email(raw, space + raw + space)

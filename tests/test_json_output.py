@@ -16,25 +16,24 @@ from typer.testing import Result
 from omneo_status import cli, jobs
 from omneo_status.settings import resolve_state_dir
 
-from .conftest import EXAMPLES, Sandbox, summary_of
+from .conftest import EXAMPLES, Sandbox, VirtualClock, summary_of
 
 EMAILS = str(EXAMPLES / "emails.csv")
 
 
 class Interrupting(httpx.AsyncBaseTransport):
-    """The sandbox, until the n-th request: then the run is cancelled as SIGTERM cancels it."""
+    """The sandbox, until the n-th request: then the command is cancelled as SIGTERM does."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, after: int) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, clock: VirtualClock, after: int) -> None:
         self.inner = inner
+        self.clock = clock
         self.after = after
         self.seen = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.seen += 1
         if self.seen > self.after:
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
+            self.clock.interrupt()
             await asyncio.sleep(0)
         return await self.inner.handle_async_request(request)
 
@@ -158,6 +157,10 @@ def test_an_api_error_is_one_document(command: str, sandbox: Sandbox) -> None:
     sandbox.config.token = "another-token"  # every request is now refused with 401
     result = sandbox.invoke(*args, "--json")
     assert result.exit_code == 1
+    if command == "doctor":  # a refused token is one of the things doctor reports
+        doc = _one_document(result)
+        assert doc["ok"] is False and doc["exit_code"] == 1
+        return
     assert "401" in _error_document(result)["error"]
 
 
@@ -165,7 +168,9 @@ def test_an_api_error_is_one_document(command: str, sandbox: Sandbox) -> None:
 def test_an_interrupt_is_one_document(command: str, sandbox: Sandbox, runtime: cli.Runtime) -> None:
     args = COMMANDS[command](sandbox)
     # A run is interrupted once it exists (after its first requests); a lookup at once.
-    interrupting = Interrupting(sandbox.transport(), after=2 if command in RUNS else 0)
+    interrupting = Interrupting(
+        sandbox.transport(), sandbox.clock, after=2 if command in RUNS else 0
+    )
     runtime.sandbox_transport = lambda: interrupting
     result = sandbox.invoke(*args, "--json")
     assert result.exit_code == 130
@@ -188,7 +193,7 @@ def test_an_interrupt_outside_the_api_is_one_document(
 
 
 def test_an_interrupted_run_names_its_run(sandbox: Sandbox, runtime: cli.Runtime) -> None:
-    interrupting = Interrupting(sandbox.transport(), after=2)
+    interrupting = Interrupting(sandbox.transport(), sandbox.clock, after=2)
     runtime.sandbox_transport = lambda: interrupting
     result = sandbox.run("assign", "vip", EMAILS, "--json")
     assert result.exit_code == 130

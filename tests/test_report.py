@@ -19,6 +19,7 @@ from omneo_status.report import (
     REPORT_COLUMNS,
     ReportError,
     ReportRow,
+    check_report_target,
     read_report,
     safe_cell,
     write_report,
@@ -244,3 +245,29 @@ def test_read_report_errors(tmp_path: Path) -> None:
     path.write_text(f"{header}\n2,a@b.co,exploded,,,\n")
     with pytest.raises(ReportError, match=r"line 2: 'exploded' is not a valid Outcome"):
         read_report(path)
+
+
+def test_a_report_target_that_is_the_input_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("email\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OmneoStatusError) as caught:
+        check_report_target(Path("./sub/../in.csv"), source=source)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "is the input file" in caught.value.message
+    check_report_target(tmp_path / "report.csv", source=source)  # another name is fine
+
+
+def test_a_report_target_must_be_a_writable_file(tmp_path: Path) -> None:
+    with pytest.raises(OmneoStatusError, match="is a directory") as caught:
+        check_report_target(tmp_path)
+    assert caught.value.exit_code == ExitCode.USAGE
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OmneoStatusError, match="Cannot write the report"):
+        check_report_target(blocker / "report.csv")
+    check_report_target(tmp_path / "new" / "dir" / "report.csv")
+    assert (tmp_path / "new" / "dir").is_dir()
+    assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe left nothing behind

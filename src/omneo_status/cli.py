@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 
 import httpx
 import typer
@@ -61,6 +61,9 @@ from omneo_status.settings import (
 )
 from omneo_status.source import prepared_input
 from omneo_status.trace import Exchange, TraceWriter
+
+if TYPE_CHECKING:
+    from omneo_status.sandbox import Tenant
 
 T = TypeVar("T")
 
@@ -756,15 +759,13 @@ async def _tick(rt: Runtime, shown: ConsoleReporter) -> None:
 def _advice_of(summary: RunSummary, *, fresh_advice: bool) -> list[str]:
     """The CLI's words for the summary's flags (shown on stderr in every mode)."""
     said: list[str] = []
-    if fresh_advice and getattr(summary, "already_finished", False):
+    if fresh_advice and summary.already_finished:
         said.append("This job already finished; pass --fresh to run it again from the start.")
-    if getattr(summary, "gave_up", summary.exit_code == ExitCode.GAVE_UP_WAITING):
+    if summary.gave_up:
         said.append(
             "Gave up waiting for some batches; they were accepted. Resume with:"
             f" omneo-status resume {summary.run_id}"
         )
-    # Until the core gives only structured flags, its own notes are passed on (once).
-    said += [note for note in getattr(summary, "notes", ()) if note not in said]
     return said
 
 
@@ -785,9 +786,9 @@ def _finish(summary: RunSummary, out: Output, *, fresh_advice: bool) -> NoReturn
 
 
 def _title_note(summary: RunSummary) -> str:
-    if getattr(summary, "already_finished", False):
+    if summary.already_finished:
         return " (already finished: nothing sent)"
-    return " (resumed)" if getattr(summary, "resumed", False) else ""
+    return " (resumed)" if summary.resumed else ""
 
 
 @app.command(epilog=_RUN_EPILOG.format(verb="assign"), no_args_is_help=True)
@@ -1246,6 +1247,20 @@ def _reachable_url(url: str, host: str) -> str:
     return url.replace(f"//{shown}:", f"//{replacement}:", 1)
 
 
+def _sandbox_tenant(seed: Path | None, profiles: int | None) -> Tenant:
+    """The tenant ``sandbox`` serves: loaded from ``--seed``, generated, or the demo one."""
+    from omneo_status.sandbox import SeedError, demo_tenant, generate_tenant, load_seed
+
+    if seed is not None and profiles is not None:
+        raise UsageError("Give --seed or --profiles, not both")
+    try:
+        if seed is not None:
+            return load_seed(seed)
+        return generate_tenant(profiles) if profiles is not None else demo_tenant()
+    except SeedError as exc:
+        raise UsageError(str(exc)) from None
+
+
 @app.command(
     epilog="Examples:\n\n  omneo-status sandbox --port 8765 --profiles 1000\n\n"
     "  omneo-status sandbox --rate-limit 100 --rate-window 1 --fail-rate 0.2 --batch-delay 2"
@@ -1315,29 +1330,10 @@ def sandbox(
     """Serve an in-memory Omneo tenant on a local port, to rehearse runs against."""
     with _boundary():
         try:
-            from omneo_status.sandbox import (
-                SandboxConfig,
-                SeedError,
-                create_app,
-                demo_tenant,
-                generate_tenant,
-                load_seed,
-                serve,
-            )
+            from omneo_status.sandbox import SandboxConfig, create_app, serve
         except ImportError:
             raise _sandbox_missing() from None
-        if seed is not None and profiles is not None:
-            raise UsageError("Give --seed or --profiles, not both")
-        try:
-            tenant = (
-                load_seed(seed)
-                if seed is not None
-                else generate_tenant(profiles)
-                if profiles is not None
-                else demo_tenant()
-            )
-        except SeedError as exc:
-            raise UsageError(str(exc)) from None
+        tenant = _sandbox_tenant(seed, profiles)
         config = SandboxConfig(
             token=token,
             latency_ms=latency_ms,

@@ -20,10 +20,15 @@ The governor follows the server's windows instead of learning the limit from 429
   later than estimated: the margin doubles and the request goes again shortly, so a miss
   costs one 429 rather than a burst of them.
 - Any other 429 is honoured as told (the window may be shared with other clients of the
-  token). A 429 halves the concurrency, once per burst; it grows back by one for every run of
-  successes as long as the concurrency.
+  token).
 - ``max_rps`` spaces the starts evenly. Requests wait in line, first come first served, so a
   batch write is not starved by lookups that keep every slot busy.
+
+How many requests may be in flight finds its own level (:class:`ConcurrencyLevel`), whether or
+not the tenant names a limit: it starts modest (``START_CONCURRENCY``, or the configured
+ceiling if that is lower), grows while the slots are all in use and latency holds, and is cut
+by a 429 or a 5xx (halved, once per burst) and by rising latency (by a quarter). With a known
+limit the windows pace the requests, so the level rarely matters there.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import statistics
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -46,6 +52,18 @@ _MIN_MARGIN = 0.01
 _MAX_MARGIN = 0.25
 _TOLERANCE = 0.05
 """How far a 429's ``Retry-After`` may disagree with the learned window and still confirm it."""
+
+START_CONCURRENCY = 8
+"""Requests in flight at first, when the configured ceiling is higher: enough for a small
+tenant, and the level the tool used before it learned to grow."""
+_RISE = 1.5
+"""A round's median latency above this many times the recent best means the server (or the
+path to it) is queueing our requests: more of them in flight would only wait longer."""
+_RISE_SLACK = 0.005
+"""Seconds of latency that never count as a rise: jitter at near-zero latency is not a queue."""
+_BEST_OF = 8
+"""The recent best latency is the lowest round median of this many rounds: long enough to
+see past jitter, short enough to follow a server whose latency has really changed."""
 
 
 @dataclass
@@ -71,6 +89,8 @@ class Ticket:
 
     seq: int
     """The request's place among every request this governor started (1-based)."""
+    started_at: float = 0.0
+    """When it started, on the governor's clock."""
 
 
 def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
@@ -91,6 +111,80 @@ def parse_retry_after(value: str | None, *, now_epoch: float) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now_epoch)
+
+
+class ConcurrencyLevel:
+    """How many requests may be in flight: a level that finds itself between 1 and a ceiling.
+
+    The level moves once per *round*, a run of as many answers as the level: the round's
+    median latency against the recent best (the lowest median of the last rounds) says
+    whether the server keeps up.
+
+    - Latency rose (above ``_RISE`` times the best): cut by a quarter.
+    - Latency held and every slot was in use at some point of the round: grow, by half the
+      level until the first cut (finding the level fast), by one after it. With every slot
+      busy and latency holding, throughput is the level over the latency (Little's law), so
+      a step up is a step up in throughput; a level the run does not use is never grown.
+    - After a cut by a 429 or a 5xx, the level grows back by one per round as long as latency
+      holds, up to where it was before the cut, even while not every slot is in use.
+    - A 429 or a 5xx halves it, once per burst: the answers of requests that started before
+      the cut do not cut it again.
+    """
+
+    def __init__(self, ceiling: int, *, start: int = START_CONCURRENCY) -> None:
+        self.ceiling = ceiling
+        self.current = min(ceiling, start)
+        self.history: list[int] = []
+        """Every level taken after the first, in order."""
+        self._probing = True
+        self._regain = 0
+        self._cut_after = 0
+        self._latencies: list[float] = []
+        self._full = False
+        self._best: deque[float] = deque(maxlen=_BEST_OF)
+
+    def filled(self) -> None:
+        """Every slot is in use: demand reaches the level, so growing it may pay."""
+        self._full = True
+
+    def answered(self, latency: float) -> None:
+        """Learn from one answer that was not refused (neither a 429 nor a 5xx)."""
+        self._latencies.append(latency)
+        if len(self._latencies) >= self.current:
+            self._end_round()
+
+    def refused(self, seq: int, last_seq: int) -> None:
+        """Request ``seq`` met a 429 or a 5xx; ``last_seq`` is the latest request started."""
+        if seq <= self._cut_after:
+            return  # one cut per burst, not one per refusal of it
+        self._cut_after = last_seq
+        self._regain = max(self._regain, self.current)
+        self._set(max(1, self.current // 2))
+
+    def _end_round(self) -> None:
+        median = statistics.median(self._latencies)
+        self._best.append(median)
+        best = min(self._best)
+        if median > best * _RISE + _RISE_SLACK:
+            self._set(max(1, self.current - max(1, self.current // 4)))
+        elif self.current < self._regain:
+            self._set(self.current + 1, probing=self._probing)
+        elif self._full and self.current < self.ceiling:
+            step = max(1, self.current // 2) if self._probing else 1
+            self._set(min(self.ceiling, self.current + step), probing=self._probing)
+        self._latencies = []
+        self._full = False
+
+    def _set(self, level: int, *, probing: bool = False) -> None:
+        """Take ``level``; anything but a growth ends the fast probing for good."""
+        self._probing = probing
+        self._latencies = []
+        self._full = False
+        if level >= self._regain:
+            self._regain = 0
+        if level != self.current:
+            self.current = level
+            self.history.append(level)
 
 
 class _Turn:
@@ -123,9 +217,9 @@ class RateGovernor:
         if max_rps is not None and max_rps <= 0:
             raise ValueError("max_rps must be positive")
         self.max_concurrency = concurrency
-        self.concurrency = concurrency
+        self.level = ConcurrencyLevel(concurrency)
         self.max_rps = max_rps
-        self.stats = GovernorStats()
+        self.stats = GovernorStats(concurrency_history=self.level.history)
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -134,8 +228,6 @@ class RateGovernor:
         self._answered = False
         self._next_start = 0.0
         self._blocked_until = 0.0
-        self._successes = 0
-        self._cut_after = 0
         self._seq = 0
         # What the answers tell about the tenant's limit and its windows.
         self._limit: int | None = None
@@ -156,6 +248,11 @@ class RateGovernor:
     def window(self) -> float | None:
         """The learned length of the tenant's rate window in seconds, once known."""
         return self._window
+
+    @property
+    def concurrency(self) -> int:
+        """How many requests may be in flight now (at most ``max_concurrency``)."""
+        return self.level.current
 
     @property
     def limit(self) -> int | None:
@@ -181,10 +278,13 @@ class RateGovernor:
             self._limit = limit
         wait: float | None = None
         if status == 429:
+            self.level.refused(ticket.seq, self._seq)
             wait = self._on_throttled(ticket, now, headers)
-        elif 0 < status < 500:
+        elif status >= 500:
+            self.level.refused(ticket.seq, self._seq)
+        elif status > 0:
             self._on_answer(ticket, now, _int_header(headers, "x-ratelimit-remaining"))
-            self._grow()
+            self.level.answered(now - ticket.started_at)
         self._notify()
         return wait
 
@@ -250,6 +350,8 @@ class RateGovernor:
     def _start(self, now: float) -> Ticket:
         self._seq += 1
         self._in_flight.add(self._seq)
+        if len(self._in_flight) >= self.level.current:
+            self.level.filled()
         if self._limit is not None:
             if self._seq == self._window_seq and self._window is not None:
                 # Provisional until the answer shows that this request opened the window.
@@ -263,7 +365,7 @@ class RateGovernor:
         if stats.started_at is None:
             stats.started_at = now
         stats.last_at = now
-        return Ticket(seq=self._seq)
+        return Ticket(seq=self._seq, started_at=now)
 
     # -- learning from answers -------------------------------------------------------------
 
@@ -308,11 +410,6 @@ class RateGovernor:
 
     def _on_throttled(self, ticket: Ticket, now: float, headers: Mapping[str, str]) -> float:
         self.stats.throttled += 1
-        self._successes = 0
-        if ticket.seq > self._cut_after:  # one cut per burst, not one per 429 of it
-            self.concurrency = max(1, self.concurrency // 2)
-            self.stats.concurrency_history.append(self.concurrency)
-            self._cut_after = self._seq
         wait = self._retry_after(headers)
         if wait is None:
             until = now + (self._window if self._window is not None else 1.0)
@@ -365,13 +462,6 @@ class RateGovernor:
 
     def _max_margin(self) -> float:
         return max(_MAX_MARGIN, (self._window or 0.0) / 8)
-
-    def _grow(self) -> None:
-        self._successes += 1
-        if self._successes >= self.concurrency and self.concurrency < self.max_concurrency:
-            self.concurrency += 1
-            self._successes = 0
-            self.stats.concurrency_history.append(self.concurrency)
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

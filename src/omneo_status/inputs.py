@@ -6,12 +6,14 @@ Every problem with the file is an :class:`~omneo_status.errors.InputError` namin
 line, whether it is found before the first row or at line 900,000.
 
 No row is ever lost silently. Every physical line of the file is accounted for (the header, blank
-lines, and each record with the line breaks its quoted cells hold), and the quoting of a record
-that spans several lines is checked, because that is how a stray quote swallows rows: a quoted
-cell may hold line breaks (an address over a few lines), but a record may span at most
-:data:`MAX_RECORD_LINES` lines, a quote open at the end of the file, a quoted cell that goes on
-after its closing quote, an email cell over two lines, or a line inside a quoted cell that looks
-like a row of its own are errors naming the line where the quote opened.
+lines, and each record with the line breaks its quoted cells hold), and a record that spans
+several lines is checked, because that is how a stray quote swallows rows. A quoted cell may hold
+line breaks (an address over a few lines), but each of these is an error naming the line where
+the quote opened: a record over more than :data:`MAX_RECORD_LINES` lines, a quote still open at
+the end of the file, a quoted cell that goes on after its closing quote, an email cell over two
+lines, a quoted cell holding what reads as a row of its own (as many cells as the first record
+and an address in the email column), or a record over several lines with more cells than the
+first record.
 """
 
 from __future__ import annotations
@@ -502,7 +504,7 @@ def _records(reader: _csv.Reader, feed: _LineFeed) -> Iterator[tuple[int, list[s
             _check_quoting(lines, start=start, feed=feed)
         joined = "".join(cells)
         if joined.count("\n") + 1 != len(lines):
-            raise _unaccounted(feed.name, f"line {start}", len(lines), joined.count("\n") + 1)
+            raise _unaccounted(f"{feed.name}, line {start}", len(lines), joined.count("\n") + 1)
         accounted += len(lines)
         if not joined.strip():
             continue
@@ -513,7 +515,7 @@ def _records(reader: _csv.Reader, feed: _LineFeed) -> Iterator[tuple[int, list[s
             )
         yield start, cells, lines
     if not feed.ended or accounted != feed.served:
-        raise _unaccounted(feed.name, "the file", feed.served, accounted)
+        raise _unaccounted(feed.name, feed.served, accounted)
 
 
 def _check_quoting(lines: list[str], *, start: int, feed: _LineFeed) -> None:
@@ -534,9 +536,9 @@ def _check_quoting(lines: list[str], *, start: int, feed: _LineFeed) -> None:
         )
 
 
-def _unaccounted(name: str, where: str, read: int, accounted: int) -> InputError:
+def _unaccounted(where: str, read: int, accounted: int) -> InputError:
     return InputError(
-        f"{name}: {where}: {read:,} lines read but {accounted:,} accounted for: "
+        f"{where}: {read:,} lines read but {accounted:,} accounted for: "
         "the file cannot be read reliably",
         hint="Please report this: no row is used rather than some rows lost.",
     )

@@ -1,0 +1,235 @@
+"""The journal alone: migrations on ``user_version``, the handle bound to one run, when it
+commits, and other connections reading and writing while a run is mid-way."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from omneo_status.errors import JournalBusy, UsageError
+from omneo_status.journal import (
+    FLUSH_ROWS,
+    FLUSH_SECONDS,
+    ChunkState,
+    Journal,
+    NewRow,
+    Planned,
+    RunJournal,
+    RunState,
+    Settled,
+    Stage,
+    load_rows,
+    mark_duplicates,
+)
+from omneo_status.migrations import MIGRATIONS, schema_version
+from omneo_status.models import Action, Outcome
+
+
+class Ticks:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_run(journal: Journal, rows: int = 3) -> RunJournal:
+    run = journal.create_run(
+        job_key="k" * 64,
+        action=Action.ASSIGN,
+        handles=("vip",),
+        base_url="http://t/api",
+        input_name="in.csv",
+        dry_run=False,
+    )
+    load_rows(
+        run,
+        (
+            NewRow(line, f"p{line}@x.com", f"p{line}@x.com", f"p{line}@x.com")
+            for line in range(2, rows + 2)
+        ),
+    )
+    run.update(state=RunState.RUNNING, rows=rows)
+    return run
+
+
+def stage_seen_by_another_connection(path: Path, line: int) -> str:
+    with sqlite3.connect(path) as other:
+        return str(other.execute("SELECT stage FROM rows WHERE line=?", (line,)).fetchone()[0])
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def test_a_new_journal_gets_every_migration(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        new_run(journal)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        assert schema_version(db) == len(MIGRATIONS) == 2
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_journal_of_the_version_before_migrations_opens_with_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        MIGRATIONS[0](db)  # what every journal looked like before migrations existed
+        db.execute("PRAGMA user_version=1")
+        db.execute(
+            "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name, dry_run,"
+            " state, created_at, updated_at) VALUES ('r1','k','assign','[\"vip\"]','u','in.csv',"
+            "0,'finished','2024-01-01T00:00:00Z','2024-01-01T00:00:00Z')"
+        )
+        db.execute(
+            "INSERT INTO rows (run_id, line, email, email_key, stage, outcome)"
+            " VALUES ('r1', 2, ' Ava@Example.com ', 'ava@example.com', 'done', 'assigned')"
+        )
+    with Journal(path) as journal:
+        assert journal.find_run("r1").state is RunState.FINISHED
+        [row] = journal.run_journal("r1").all_rows()
+    assert row.address == "Ava@Example.com" and row.outcome is Outcome.ASSIGNED
+    with Journal(path), sqlite3.connect(path) as db:  # a second open migrates nothing again
+        assert schema_version(db) == 2
+
+
+def test_opening_a_current_journal_takes_no_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        with Journal(path, busy_timeout=0) as journal:
+            assert journal.runs() == []
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+# -- the bound handle and its commit points ---------------------------------------------------
+
+
+def test_resolved_rows_wait_in_memory_until_a_flush_point(tmp_path: Path) -> None:
+    ticks = Ticks()
+    path = tmp_path / "j.sqlite"
+    with Journal(path, clock=ticks) as journal:
+        run = new_run(journal, rows=FLUSH_ROWS + 5)
+        run.plan(Planned(2, "p2", (), ("vip",)))
+        assert stage_seen_by_another_connection(path, 2) == "lookup"
+        ticks.now += FLUSH_SECONDS  # half a second later, the next row writes both
+        run.settle(Settled(3, Outcome.NOT_FOUND, "no profile"))
+        assert stage_seen_by_another_connection(path, 2) == "planned"
+        assert stage_seen_by_another_connection(path, 3) == "done"
+        for line in range(4, 4 + FLUSH_ROWS - 1):
+            run.settle(Settled(line, Outcome.NOT_FOUND))
+        assert stage_seen_by_another_connection(path, 4) == "lookup"
+        run.settle(Settled(4 + FLUSH_ROWS - 1, Outcome.NOT_FOUND))  # the 200th row
+        assert stage_seen_by_another_connection(path, 4) == "done"
+
+
+def test_a_chunk_is_committed_before_its_request_and_reads_see_buffered_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path, clock=Ticks()) as journal:
+        run = new_run(journal)
+        run.plan(Planned(2, "p2", ("gold",), ("vip",)))
+        [planned] = run.rows_in_stage(Stage.PLANNED)  # a read flushes first
+        assert planned.profile_id == "p2" and planned.held == ("gold",)
+        chunk = run.open_chunk([2])
+        assert stage_seen_by_another_connection(path, 2) == "chunked"
+        run.accept_chunk(chunk, "b-1")
+        [accepted] = run.chunks(ChunkState.ACCEPTED)
+        assert accepted.batch_id == "b-1"
+        run.finish_chunk(
+            chunk,
+            state=ChunkState.DONE,
+            batch_status="success",
+            settled=[Settled(2, Outcome.ASSIGNED)],
+        )
+        assert run.counts() == {Outcome.ASSIGNED: 1}
+        assert run.rows_of_chunk(chunk)[0].batch_id == "b-1"
+
+
+def test_duplicates_keep_the_first_line(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = journal.create_run(
+            job_key="k",
+            action=Action.ASSIGN,
+            handles=("vip",),
+            base_url="u",
+            input_name="in",
+            dry_run=False,
+        )
+        load_rows(
+            run,
+            [
+                NewRow(2, "a@x.com", "a@x.com", "a@x.com"),
+                NewRow(3, "A@X.com", "A@X.com", "a@x.com"),
+                NewRow(4, "b@x.com", "b@x.com", "b@x.com"),
+            ],
+        )
+        mark_duplicates(run)
+        rows = {row.line: row for row in run.all_rows()}
+    assert rows[3].outcome is Outcome.DUPLICATE and rows[3].detail == "same address as line 2"
+    assert rows[2].stage is Stage.LOOKUP and rows[4].stage is Stage.LOOKUP
+
+
+def test_another_process_reads_and_writes_while_a_run_is_mid_way(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path, clock=Ticks()) as first:
+        run = new_run(first)
+        run.plan(Planned(2, "p2", (), ("vip",)))  # buffered: no transaction is open
+        with Journal(path, busy_timeout=0) as second:
+            assert [info.run_id for info in second.runs()] == [run.run_id]
+            other = new_run(second)
+            other.settle_now([Settled(2, Outcome.NOT_FOUND)])
+        run.flush()
+        assert {info.run_id for info in first.runs()} == {run.run_id, other.run_id}
+
+
+def test_a_writer_that_stays_locked_out_gets_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path, busy_timeout=0) as journal:
+        run = new_run(journal)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(JournalBusy, match="stayed locked by another process"):
+                run.settle_now([Settled(2, Outcome.NOT_FOUND)])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        run.settle_now([Settled(2, Outcome.NOT_FOUND)])  # and works once the lock is gone
+        assert run.counts() == {Outcome.NOT_FOUND: 1}
+
+
+# -- finding and forgetting runs --------------------------------------------------------------
+
+
+def test_a_prefix_of_several_runs_is_ambiguous_and_names_them(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        ids = {new_run(journal).run_id for _ in range(3)}
+        stamp = next(iter(ids))[:8]
+        with pytest.raises(UsageError) as caught:
+            journal.find_run(stamp)
+        assert "ambiguous" in caught.value.message
+        assert all(run_id in caught.value.message for run_id in ids)
+        one = sorted(ids)[0]
+        assert journal.find_run(one).run_id == one
+        with pytest.raises(UsageError, match="No run 'zzz'"):
+            journal.find_run("zzz")
+
+
+def test_prune_with_a_huge_number_of_days_forgets_nothing(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = new_run(journal)
+        run.update(state=RunState.FINISHED)
+        with sqlite3.connect(journal.path) as db:
+            db.execute("UPDATE runs SET updated_at='2001-01-01T00:00:00Z'")
+        assert journal.prune(older_than_days=10**12) == 0
+        assert journal.prune(older_than_days=365) == 1
+        with pytest.raises(UsageError):
+            journal.prune(older_than_days=-1)
