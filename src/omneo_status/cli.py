@@ -1041,8 +1041,11 @@ def undo(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Reverse exactly what a run changed: remove what it assigned (only where the profile did
-    not hold it before), or add back what it removed."""
+    """Reverse exactly what a run changed, and nothing else.
+
+    Removes what the run assigned (only where the profile did not hold it before), or adds
+    back what it removed.
+    """
     _by_id(
         True,
         run_id,

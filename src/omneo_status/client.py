@@ -1,7 +1,9 @@
 """The async Omneo v3 client: one place where requests are built, sent, retried and read.
 
 The transport and the sleep function are injected, so tests reach the sandbox in-process
-(``httpx.ASGITransport``) and retry tests record their waits instead of sleeping.
+(``httpx.ASGITransport``) and retry tests record their waits instead of sleeping. Without an
+injected transport the client goes over the network through aiohttp's
+(:mod:`omneo_status.transport`), still with httpx's API.
 """
 
 from __future__ import annotations
@@ -40,10 +42,6 @@ RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_PAGE_SIZE = 100
 """The page size the client asks for; a tenant may give fewer (it clamps), which is fine."""
 _MAX_PAGES = 100_000
-POOL_SIZE = 8
-"""Connections per httpx pool. httpcore's pool walks every connection it holds (and polls
-each idle socket) whenever a request starts or ends, so one pool of 32 costs several times
-the CPU per request of four pools of 8: a high --concurrency is spread over small pools."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -176,26 +174,23 @@ class OmneoClient:
         self._on_retry = on_retry
         self._on_exchange = on_exchange
         self._rng = rng or random.Random()
-        wanted = max(self.governor.max_concurrency, 1)
-        pools = 1 if transport is not None else -(-wanted // POOL_SIZE)
-        size = -(-wanted // pools)
-        self._pools = [
-            httpx.AsyncClient(
-                base_url=base_url.rstrip("/") + "/v3",
-                transport=transport,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                headers={
-                    "Authorization": f"Bearer {token.get_secret_value()}",
-                    "Accept": "application/json",
-                    "User-Agent": f"omneo-status/{__version__}",
-                },
-                follow_redirects=False,
-            )
-            for _ in range(pools)
-        ]
-        self._free = [http for http in self._pools for _ in range(size)]
-        """One entry per connection not in use (the governor bounds how many are)."""
+        if transport is None:
+            # Imported here: aiohttp costs start-up time that runs over an injected
+            # transport (the tests, the sandbox) do not need to pay.
+            from omneo_status.transport import NetworkTransport
+
+            transport = NetworkTransport(self.governor.max_concurrency)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/v3",
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={
+                "Authorization": f"Bearer {token.get_secret_value()}",
+                "Accept": "application/json",
+                "User-Agent": f"omneo-status/{__version__}",
+            },
+            follow_redirects=False,
+        )
 
     async def __aenter__(self) -> OmneoClient:
         return self
@@ -204,9 +199,8 @@ class OmneoClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pools."""
-        for http in self._pools:
-            await http.aclose()
+        """Close the transport and its connections."""
+        await self._http.aclose()
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -371,11 +365,9 @@ class OmneoClient:
         self, method: str, path: str, params: Mapping[str, str] | None, json: Any
     ) -> httpx.Response:
         async with self.governor.slot() as ticket:
-            pooled = bool(self._free)  # always, unless the governor is shared more widely
-            http = self._free.pop() if pooled else self._pools[0]
             started = time.perf_counter()
             try:
-                response = await http.request(method, path, params=params, json=json)
+                response = await self._http.request(method, path, params=params, json=json)
             except httpx.TimeoutException:
                 self.governor.observe(ticket, 0, {})
                 self._observe(method, path, params, json, None, started, "timed out")
@@ -384,9 +376,6 @@ class OmneoClient:
                 self.governor.observe(ticket, 0, {})
                 self._observe(method, path, params, json, None, started, _transport_reason(exc))
                 raise _Retryable(_transport_reason(exc)) from None
-            finally:
-                if pooled:
-                    self._free.append(http)
             self._observe(method, path, params, json, response, started, None)
             wait = self.governor.observe(ticket, response.status_code, response.headers)
         if wait is None and "retry-after" in response.headers:  # a 503 may say when, too
