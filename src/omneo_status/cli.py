@@ -204,6 +204,7 @@ def _root(
 _CONN = "Connection"
 _RUN = "Run"
 _OUT = "Output"
+_VARIANTS = "Variants (what the docs leave open)"
 
 
 def _flag(*names: str, help: str, panel: str | None = None) -> Any:
@@ -1329,6 +1330,68 @@ def sandbox(
         Path | None,
         _value("--log", help="Write every request as JSON lines.", show_default=False),
     ] = None,
+    batch_answer: Annotated[
+        str,
+        _value(
+            "--batch-answer",
+            help="Where the batch answer puts batch_id: data (the statuses guide) or top_level"
+            " (the sibling batch endpoints).",
+            panel=_VARIANTS,
+        ),
+    ] = "data",
+    string_counts: Annotated[
+        bool,
+        _flag("--string-counts", help="Send batch counts as strings.", panel=_VARIANTS),
+    ] = False,
+    page_style: Annotated[
+        str,
+        _value(
+            "--page-style",
+            help=r"Pagination honoured: page_array (page\[size]/page\[number]), per_page"
+            " (per_page/page) or both.",
+            panel=_VARIANTS,
+        ),
+    ] = "page_array",
+    email_match: Annotated[
+        str,
+        _value(
+            "--email-match",
+            help="The email filter: case_insensitive, case_sensitive, or ignored (lists everyone).",
+            panel=_VARIANTS,
+        ),
+    ] = "case_insensitive",
+    no_status_filter: Annotated[
+        bool,
+        _flag(
+            "--no-status-filter",
+            help=r"Ignore filter\[statuses.handle] (list every profile).",
+            panel=_VARIANTS,
+        ),
+    ] = False,
+    no_item_entity_id: Annotated[
+        bool,
+        _flag(
+            "--no-item-entity-id",
+            help="Leave batch items' entity_id null.",
+            panel=_VARIANTS,
+        ),
+    ] = False,
+    no_rate_limit_headers: Annotated[
+        bool,
+        _flag(
+            "--no-rate-limit-headers",
+            help="Send no X-RateLimit-* headers (only a 429's Retry-After tells).",
+            panel=_VARIANTS,
+        ),
+    ] = False,
+    group_rule: Annotated[
+        bool,
+        _flag(
+            "--group-rule",
+            help="Assigning a status of a group detaches its siblings.",
+            panel=_VARIANTS,
+        ),
+    ] = False,
 ) -> None:
     """Serve an in-memory Omneo tenant on a local port, to rehearse runs against."""
     with _boundary():
@@ -1337,19 +1400,30 @@ def sandbox(
         except ImportError:
             raise _sandbox_missing() from None
         tenant = _sandbox_tenant(seed, profiles)
-        config = SandboxConfig(
-            token=token,
-            latency_ms=latency_ms,
-            rate_limit=rate_limit,
-            rate_window=rate_window,
-            fail_rate=fail_rate,
-            fault_seed=fault_seed,
-            batch_delay=batch_delay,
-            max_batch=max_batch,
-            email_in_filter=not no_email_in_filter,
-            batches_endpoint=not no_batches,
-            log_path=log,
-        )
+        try:
+            config = SandboxConfig(
+                token=token,
+                latency_ms=latency_ms,
+                rate_limit=rate_limit,
+                rate_window=rate_window,
+                fail_rate=fail_rate,
+                fault_seed=fault_seed,
+                batch_delay=batch_delay,
+                max_batch=max_batch,
+                email_in_filter=not no_email_in_filter,
+                batches_endpoint=not no_batches,
+                log_path=log,
+                batch_answer=batch_answer,  # type: ignore[arg-type]  # checked by SandboxConfig
+                string_counts=string_counts,
+                page_style=page_style,  # type: ignore[arg-type]
+                email_match=email_match,  # type: ignore[arg-type]
+                status_filter=not no_status_filter,
+                item_entity_id=not no_item_entity_id,
+                rate_limit_headers=not no_rate_limit_headers,
+                group_rule=group_rule,
+            )
+        except ValueError as exc:
+            raise UsageError(f"Invalid sandbox variant: {exc}") from None
         count = len(tenant.profiles)
         try:
             served = create_app(tenant, config)

@@ -180,8 +180,8 @@ class OmneoClient:
             from omneo_status.transport import NetworkTransport
 
             transport = NetworkTransport(self.governor.max_concurrency)
+        self._base = base_url.rstrip("/") + "/v3"
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/v3",
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={
@@ -367,7 +367,7 @@ class OmneoClient:
         async with self.governor.slot() as ticket:
             started = time.perf_counter()
             try:
-                response = await self._http.request(method, path, params=params, json=json)
+                response = await self._http.request(method, self._url(path, params), json=json)
             except httpx.TimeoutException:
                 self.governor.observe(ticket, 0, {})
                 self._observe(method, path, params, json, None, started, "timed out")
@@ -383,6 +383,11 @@ class OmneoClient:
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {response.status_code}", wait, response.status_code)
         return response
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> str:
+        """The absolute URL, query included: httpx parses a URL three times over when it
+        joins a path to its base and merges parameters, and once when given it whole."""
+        return self._base + path + (f"?{httpx.QueryParams(params)}" if params else "")
 
     def _observe(
         self,
