@@ -1112,7 +1112,7 @@ def statuses(
     with _boundary(json_out), _session(rt, conn, out) as s:
         found: list[StatusDefinition] = _run(rt, lambda: s.call(lambda c: c.list_statuses()))
     if json_out:
-        console.print_json([status.model_dump(mode="json") for status in found])
+        console.print_json([status.to_json() for status in found])
     else:
         console.render_statuses(found)
 
@@ -1151,7 +1151,7 @@ def batch(
                 hint="The tenant may not offer the batch endpoint; check the profiles.",
             )
     if json_out:
-        console.print_json(found.model_dump(mode="json"))
+        console.print_json(found.to_json())
     else:
         console.render_batch(found)
 
@@ -1478,7 +1478,7 @@ def config_show(
         )
     if json_out:
         console.print_json(
-            {v.key: {"value": v.value, "source": v.source, "missing": v.missing} for v in views}
+            {view.key: view.to_json() for view in views}
         )
     else:
         console.render_config(views)

@@ -79,6 +79,10 @@ class ApiModel(BaseModel):
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
 
+    def to_json(self) -> dict[str, Any]:
+        """The answer as the tool understood it, as a ``--json`` document."""
+        return self.model_dump(mode="json")
+
 
 class StatusDefinition(ApiModel):
     """One status definition of the tenant (``GET /v3/statuses``)."""

@@ -403,6 +403,10 @@ class SettingView:
     missing: bool = False
     """True when the setting is required and nothing provides it (``value`` then says why)."""
 
+    def to_json(self) -> dict[str, Any]:
+        """The setting's entry in ``config show --json`` (keyed by ``key`` there)."""
+        return {"value": self.value, "source": self.source, "missing": self.missing}
+
 
 def describe_settings(
     *,
