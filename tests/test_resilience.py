@@ -281,6 +281,7 @@ KILL_POINTS = {
 
 
 @POSIX_ONLY
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
     point: str, served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
@@ -348,6 +349,7 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
 
 
 @POSIX_ONLY
+@pytest.mark.slow
 def test_sigterm_saves_the_journal_and_exits_130(
     served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
 ) -> None:
@@ -385,6 +387,7 @@ def test_sigterm_saves_the_journal_and_exits_130(
 
 
 @POSIX_ONLY
+@pytest.mark.slow
 def test_the_token_appears_in_no_output_even_at_debug(
     served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
 ) -> None:
@@ -413,7 +416,7 @@ def test_the_token_appears_in_no_output_even_at_debug(
         token=SECRET,
     )
     assert result.returncode == 3, result.stderr  # the injected item failure
-    assert "HTTP Request" in result.stderr  # debug logging of httpx was on
+    assert "GET /v3/statuses" in result.stderr  # one line per request at -vv
     bad = tool(["statuses", "-vv"], base_url=box.base_url, state=state, token=SECRET + "x")
     assert bad.returncode == 1
     assert "refused (401)" in bad.stderr
@@ -430,14 +433,13 @@ def test_the_token_appears_in_no_output_even_at_debug(
         assert db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 25
 
 
+@pytest.mark.slow
 def test_unreachable_api_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    result = tool(
-        ["statuses", "--max-retries", "0"] if False else ["statuses"],
-        base_url="http://127.0.0.1:9/api",
-        state=tmp_path,
-    )
+    result = tool(["statuses"], base_url="http://127.0.0.1:9/api", state=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("Error: GET /v3/statuses: the API is unreachable")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [line for line in errors if "GET /v3/statuses: the API is unreachable" in line]
+    assert len(errors) == 1
     assert "Traceback" not in result.stderr
 
 
@@ -488,6 +490,7 @@ def test_formula_quotes_and_unicode_get_their_own_outcomes(
     assert all(not r["email"].startswith(("=", "+", "-", "@")) for r in rows)
 
 
+@pytest.mark.slow
 def test_a_million_rows_are_accounted_for(sandbox: Sandbox, tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     with path.open("w") as out:

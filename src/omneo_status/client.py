@@ -177,9 +177,9 @@ class OmneoClient:
         if transport is None:
             # Imported here: aiohttp costs start-up time that runs over an injected
             # transport (the tests, the sandbox) do not need to pay.
-            from omneo_status.transport import NetworkTransport
+            from omneo_status.transport import NetworkTransport, env_proxy
 
-            transport = NetworkTransport(self.governor.max_concurrency)
+            transport = NetworkTransport(self.governor.max_concurrency, proxy=env_proxy(base_url))
         self._base = base_url.rstrip("/") + "/v3"
         self._http = httpx.AsyncClient(
             transport=transport,

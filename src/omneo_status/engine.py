@@ -18,7 +18,7 @@ from typing import Any
 
 from omneo_status.backoff import Backoff, Clock, Sleep
 from omneo_status.client import OmneoClient
-from omneo_status.decide import Decision, Send, check_profile, decide
+from omneo_status.decide import Check, Decision, Send, check_profile, decide
 from omneo_status.errors import Cancelled, GuardrailError, ValidationFailed
 from omneo_status.events import Reporter, Step
 from omneo_status.journal import ChunkState, Planned, RowRecord, RunJournal, Settled, Stage
@@ -33,7 +33,7 @@ from omneo_status.resolver import (
     read_profiles,
 )
 from omneo_status.summary import Verification
-from omneo_status.watcher import BatchWatcher
+from omneo_status.watcher import BatchWatcher, reconcile
 
 SENDS_AT_ONCE = 2
 """Batch requests in flight at once: enough to overlap, few enough to leave room for lookups."""
@@ -147,9 +147,9 @@ class Engine:
             await self._reconcile()
             self._resume_accepted()
             await self._resolve_all()
-            self._check_guardrail()
+            check_unmatched(self.run, self.options.max_unmatched)
             if not self.options.dry_run:
-                self._ask_to_proceed()
+                ask_to_proceed(self.run, self.confirm)
                 self._launch_chunks(full_only=False)
             await self._crew.drain()
             self.reporter.finish(Step.SEND)
@@ -175,16 +175,9 @@ class Engine:
         )
         for chunk in posting:
             rows = self.run.rows_of_chunk(chunk.chunk)
-            settled: list[Settled] = []
-            profiles = await read_profiles(self.client, [row.profile_id or "" for row in rows])
-            for row, profile in zip(rows, profiles, strict=True):
-                if profile is None:
-                    settled.append(Settled(row.line, Outcome.FAILED, "profile no longer exists"))
-                elif self.action.applied(profile.statuses, row.send):
-                    detail = "applied by an earlier attempt"
-                    settled.append(Settled(row.line, self.action.done, detail))
-                else:  # not applied: it goes out again (the endpoint merges, so this is safe)
-                    self.run.plan(Planned(row.line, row.profile_id or "", row.held, row.send))
+            settled, again = await reconcile(self.client, self.action, rows)
+            for row in again:
+                self.run.plan(Planned(row.line, row.profile_id or "", row.held, row.send))
             self.run.finish_chunk(chunk.chunk, state=ChunkState.RECONCILED, settled=settled)
             self.reporter.advance(Step.RECONCILE, len(rows))
         self.reporter.finish(Step.RECONCILE)
@@ -315,34 +308,6 @@ class Engine:
                 self.reporter.row_failed(row.line, row.email, decision.detail)
         self.reporter.advance(Step.RESOLVE)
 
-    # -- before the first write ------------------------------------------------------------
-
-    def _check_guardrail(self) -> None:
-        """Stop (dry runs too: they preview the real decision) when too many rows are skipped."""
-        limit = self.options.max_unmatched
-        if limit is None:
-            return
-        total = sum(tally.count for tally in self.run.tally())
-        skipped = sum(n for outcome, n in self.run.counts().items() if outcome in SKIPPED)
-        if total and skipped * 100 > limit * total:
-            raise GuardrailError(
-                f"{skipped} of {total} rows ({skipped * 100 / total:.1f}%) would be skipped"
-                f" (not found, ambiguous or invalid), over the limit of {limit:g}%;"
-                " nothing was written",
-                hint="Check that the file and the tenant belong together, then raise the"
-                " unmatched limit if this is expected.",
-            )
-
-    def _ask_to_proceed(self) -> None:
-        if self.confirm is None:
-            return
-        to_send = self.run.stage_count(Stage.PLANNED)
-        if to_send == 0:
-            return
-        counts = {outcome.value: n for outcome, n in self.run.counts().items()}
-        if not self.confirm(Preview(counts, to_send)):
-            raise Cancelled("Cancelled at the prompt; nothing was written")
-
     # -- send and watch --------------------------------------------------------------------
 
     def _launch_chunks(self, *, full_only: bool) -> None:
@@ -416,28 +381,53 @@ class Engine:
             if record.outcome is Outcome.FAILED:
                 self.reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)
 
-    # -- verify ----------------------------------------------------------------------------
-
     async def _verify(self) -> None:
         """Re-read a spread sample of changed profiles and check each with ``check_profile``."""
         wanted = self.options.verify
-        if wanted <= 0:
-            return
         candidates = self.run.rows_with_outcome([self.action.done], limit=wanted * 20)
-        if not candidates:
+        if wanted <= 0 or not candidates:
             return
         sample = candidates[:: max(1, len(candidates) // wanted)][:wanted]
         self.reporter.start(Step.VERIFY, len(sample))
-        found = self.result.verification
         profiles = await read_profiles(self.client, [row.profile_id or "" for row in sample])
         for row, profile in zip(sample, profiles, strict=True):
             check = check_profile(self.action, row.send, row.held, profile, self.definitions)
-            found.checked += 1
-            where = f"line {row.line} ({row.email})"
-            if check.problem is None:
-                found.ok += 1
-            else:
-                found.problems.append(f"{where}: {check.problem}")
-            found.notes.extend(f"{where}: {note}" for note in check.notes)
+            _add_check(self.result.verification, f"line {row.line} ({row.email})", check)
             self.reporter.advance(Step.VERIFY)
         self.reporter.finish(Step.VERIFY)
+
+
+def _add_check(found: Verification, where: str, check: Check) -> None:
+    found.checked += 1
+    if check.problem is None:
+        found.ok += 1
+    else:
+        found.problems.append(f"{where}: {check.problem}")
+    found.notes.extend(f"{where}: {note}" for note in check.notes)
+
+
+def check_unmatched(run: RunJournal, limit: float | None) -> None:
+    """Raise ``GuardrailError`` when more than ``limit`` percent of the rows are skipped (not
+    found, ambiguous, invalid). Dry runs are checked too: they preview the real decision."""
+    if limit is None:
+        return
+    total = sum(tally.count for tally in run.tally())
+    skipped = sum(n for outcome, n in run.counts().items() if outcome in SKIPPED)
+    if total and skipped * 100 > limit * total:
+        raise GuardrailError(
+            f"{skipped} of {total} rows ({skipped * 100 / total:.1f}%) would be skipped"
+            f" (not found, ambiguous or invalid), over the limit of {limit:g}%;"
+            " nothing was written",
+            hint="Check that the file and the tenant belong together, then raise the"
+            " unmatched limit if this is expected.",
+        )
+
+
+def ask_to_proceed(run: RunJournal, confirm: Confirm | None) -> None:
+    """Show the plan to the person (when one is asked) and raise ``Cancelled`` if they say no."""
+    to_send = run.stage_count(Stage.PLANNED)
+    if confirm is None or to_send == 0:
+        return
+    counts = {outcome.value: n for outcome, n in run.counts().items()}
+    if not confirm(Preview(counts, to_send)):
+        raise Cancelled("Cancelled at the prompt; nothing was written")

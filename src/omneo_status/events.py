@@ -6,7 +6,6 @@ The pipeline calls a ``Reporter``; the rich display (``console.py``), the JSON-l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -21,7 +20,6 @@ class Step(StrEnum):
     SEND = "sending"
     WAIT = "waiting for batches"
     VERIFY = "verifying"
-    REPORT = "writing report"
 
 
 class Reporter(Protocol):
@@ -47,58 +45,6 @@ class Reporter(Protocol):
 
     def row_failed(self, line: int, email: str, detail: str) -> None:
         """A row ended as ``failed``."""
-
-
-class NullReporter:
-    """A reporter that ignores everything."""
-
-    def start(self, step: Step, total: int | None = None) -> None:
-        """Ignore."""
-
-    def advance(self, step: Step, amount: int = 1) -> None:
-        """Ignore."""
-
-    def extend(self, step: Step, amount: int) -> None:
-        """Ignore."""
-
-    def finish(self, step: Step) -> None:
-        """Ignore."""
-
-    def info(self, message: str) -> None:
-        """Ignore."""
-
-    def warn(self, message: str) -> None:
-        """Ignore."""
-
-    def row_failed(self, line: int, email: str, detail: str) -> None:
-        """Ignore."""
-
-
-@dataclass
-class RecordingReporter(NullReporter):
-    """Keeps what it was told, for tests."""
-
-    events: list[tuple[str, str]] = field(default_factory=list)
-
-    def start(self, step: Step, total: int | None = None) -> None:
-        """Keep the stage's start."""
-        self.events.append(("start", step.value))
-
-    def finish(self, step: Step) -> None:
-        """Keep the stage's end."""
-        self.events.append(("finish", step.value))
-
-    def info(self, message: str) -> None:
-        """Keep the line."""
-        self.events.append(("info", message))
-
-    def warn(self, message: str) -> None:
-        """Keep the warning."""
-        self.events.append(("warn", message))
-
-    def row_failed(self, line: int, email: str, detail: str) -> None:
-        """Keep the failure."""
-        self.events.append(("row_failed", f"{line}: {detail}"))
 
 
 class FanoutReporter:

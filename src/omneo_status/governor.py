@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import statistics
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager

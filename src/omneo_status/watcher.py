@@ -122,6 +122,25 @@ class BatchWatcher:
         return watched
 
 
+async def reconcile(
+    client: OmneoClient, action: Action, rows: Sequence[RowRecord]
+) -> tuple[list[Settled], list[RowRecord]]:
+    """Rows of a chunk that may or may not have been sent (a run died mid-request), settled
+    from their profiles: applied, or gone; the rest are returned to be sent again (safe: the
+    endpoint merges)."""
+    settled: list[Settled] = []
+    again: list[RowRecord] = []
+    profiles = await read_profiles(client, [row.profile_id or "" for row in rows])
+    for row, profile in zip(rows, profiles, strict=True):
+        if profile is None:
+            settled.append(Settled(row.line, Outcome.FAILED, "profile no longer exists"))
+        elif action.applied(profile.statuses, row.send):
+            settled.append(Settled(row.line, action.done, "applied by an earlier attempt"))
+        else:
+            again.append(row)
+    return settled, again
+
+
 def _finished(batch: Batch) -> bool:
     """Whether a batch is over: its state says so, or (an unknown word) its counts add up."""
     if batch.state in (BatchState.DONE, BatchState.FAILED):

@@ -1,0 +1,278 @@
+"""The network transport (aiohttp under httpx's API) over real loopback sockets: answers,
+connection reuse and limits, closing, TLS defaults, and every way of getting no answer mapped
+onto the httpx exception the client's retry policy expects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.errors import Unreachable
+from omneo_status.governor import RateGovernor
+from omneo_status.models import Action, BatchState
+from omneo_status.sandbox import ServerThread, create_app, demo_tenant
+from omneo_status.trace import Exchange
+from omneo_status.transport import NetworkTransport, env_proxy
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+PAGE = json.dumps({"data": [], "meta": {"current_page": 1, "last_page": 1, "total": 0}}).encode()
+
+
+class Loopback:
+    """A raw HTTP server on 127.0.0.1 whose behaviour a test picks, counting connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.open = 0
+        self.heads: list[bytes] = []
+
+    @asynccontextmanager
+    async def serving(self, behave: Handler) -> AsyncIterator[str]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self.open += 1
+            try:
+                await behave(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.open -= 1
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.close()
+            # Handlers still waiting on a hung request end with the loop's cancellation.
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and int(value):
+                await reader.readexactly(int(value))
+        return head
+
+
+def answer(body: bytes, *, status: str = "200 OK") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def get(url: str, *, read_timeout: float = 5.0) -> httpx.Response:
+    async with httpx.AsyncClient(transport=NetworkTransport(4), timeout=read_timeout) as http:
+        return await http.get(url)
+
+
+# -- answers, connections, closing -----------------------------------------------------------
+
+
+async def test_answers_come_back_as_httpx_responses_over_kept_alive_connections() -> None:
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(PAGE))
+
+    async with server.serving(serve) as url:
+        transport = NetworkTransport(4)
+        async with httpx.AsyncClient(transport=transport) as http:
+            for _ in range(5):
+                response = await http.get(f"{url}/v3/profiles", params={"filter[email]": "a@b"})
+                assert response.status_code == 200
+                assert response.json()["meta"]["total"] == 0
+            await asyncio.gather(*(http.get(f"{url}/v3/statuses") for _ in range(12)))
+            assert server.connections <= 4  # at most the connections it was given
+            assert server.open >= 1
+        for _ in range(100):  # the server sees the connections close, in loop turns
+            if server.open == 0:
+                break
+            await asyncio.sleep(0)
+    assert server.open == 0
+    assert server.heads[0].startswith(b"GET /v3/profiles?filter%5Bemail%5D=a")
+
+
+async def test_the_tenant_reads_the_query_httpx_built() -> None:
+    """aiohttp may write a safe character (``@``, ``,``) unescaped where httpx escaped it;
+    what the server decodes, path and query alike, is the same either way."""
+    server = Loopback()
+    params = {
+        "filter[email]": "a+tag b%41/é@x.com",
+        "filter[email][in]": "a@b.com,c+d@e.com",
+        "odd": "~!*'();:&=$?#[]",
+    }
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(PAGE))
+
+    async with server.serving(serve) as url:
+        for transport in (httpx.AsyncHTTPTransport(), NetworkTransport(1)):
+            async with httpx.AsyncClient(transport=transport) as http:
+                await http.get(f"{url}/v3/profiles/a%2Fb%20c", params=params)
+    httpx_sent, aiohttp_sent = (urlsplit(head.split(b" ")[1].decode()) for head in server.heads)
+    assert unquote(aiohttp_sent.path) == unquote(httpx_sent.path) == "/v3/profiles/a/b c"
+    assert parse_qsl(aiohttp_sent.query, strict_parsing=True) == list(params.items())
+    assert parse_qsl(httpx_sent.query, strict_parsing=True) == list(params.items())
+
+
+async def test_the_client_goes_over_the_network_transport_without_one_injected() -> None:
+    """A whole exchange with the sandbox on a loopback port: lookup, batch, poll."""
+    tenant = demo_tenant()
+    seen: list[Exchange] = []
+    with ServerThread(create_app(tenant)) as served:
+        client = OmneoClient(served.base_url, SecretStr("sandbox-token"), on_exchange=seen.append)
+        assert isinstance(client._http._transport, NetworkTransport)
+        async with client:
+            found = await client.find_profiles({"filter[email]": "ava.nguyen@example.com"})
+            profile_id = found.profiles[0].id
+            batch_id = await client.send_batch(Action.ASSIGN, [(profile_id, ["vip"])])
+            batch = await client.get_batch(batch_id)
+    assert batch is not None and batch.state is BatchState.DONE
+    assert tenant.statuses_of(profile_id) == ["vip"]
+    assert [(e.method, e.status) for e in seen] == [("GET", 200), ("POST", 202), ("GET", 200)]
+    assert [r.status for r in tenant.requests] == [200, 202, 200]
+
+
+def test_tls_is_verified_as_httpx_verifies_it() -> None:
+    context = NetworkTransport(1)._ssl
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+
+
+# -- no answer: the exceptions the retry policy relies on ------------------------------------
+
+
+async def test_a_refused_connection_is_a_connect_error_not_a_timeout() -> None:
+    with pytest.raises(httpx.ConnectError) as caught:
+        await get(f"http://127.0.0.1:{closed_port()}/v3/statuses")
+    assert not isinstance(caught.value, httpx.TimeoutException)
+
+
+async def test_the_client_retries_a_refused_connection_then_says_unreachable() -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    client = OmneoClient(
+        f"http://127.0.0.1:{closed_port()}/api",
+        SecretStr("t0ken-value"),
+        governor=RateGovernor(concurrency=2, sleep=record),
+        retry=RetryPolicy(max_retries=2),
+        sleep=record,
+    )
+    async with client:
+        with pytest.raises(Unreachable, match="ConnectError") as caught:
+            await client.list_statuses()
+    assert len(waits) == 2
+    assert "t0ken-value" not in str(caught.value)
+
+
+async def test_an_answer_that_is_not_http_is_a_transport_error() -> None:
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+
+    async with server.serving(serve) as url:
+        with pytest.raises(httpx.TransportError):
+            await get(f"{url}/v3/statuses")
+
+
+async def test_a_connection_cut_mid_body_is_a_read_error() -> None:
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(PAGE)[:-10])
+        await writer.drain()
+
+    async with server.serving(serve) as url:
+        with pytest.raises(httpx.ReadError):
+            await get(f"{url}/v3/statuses")
+
+
+@pytest.mark.slow
+async def test_a_server_that_never_answers_times_out() -> None:
+    """Real time: the transport's read timeout (0.3 s) has to run out."""
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await asyncio.Event().wait()
+
+    async with server.serving(serve) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            await get(f"{url}/v3/statuses", read_timeout=0.3)
+
+
+# -- proxies ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({"HTTPS_PROXY": "http://proxy.test:3128"}, "https://api.t.getomneo.com/api", "proxy"),
+        ({"HTTPS_PROXY": "http://proxy.test:3128"}, "http://api.t.getomneo.com/api", None),
+        ({"ALL_PROXY": "http://proxy.test:3128"}, "https://api.t.getomneo.com/api", "proxy"),
+        (
+            {"HTTPS_PROXY": "http://proxy.test:3128", "NO_PROXY": ".getomneo.com"},
+            "https://api.t.getomneo.com/api",
+            None,
+        ),
+        ({}, "https://api.t.getomneo.com/api", None),
+    ],
+)
+def test_the_environment_names_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    found = env_proxy(url)
+    assert found == ("http://proxy.test:3128" if expected else None)
+
+
+async def test_requests_go_through_the_proxy_given() -> None:
+    proxy = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await proxy.read_request(reader)
+        writer.write(answer(PAGE))
+
+    async with proxy.serving(serve) as url:
+        transport = NetworkTransport(1, proxy=url)
+        async with httpx.AsyncClient(transport=transport) as http:
+            response = await http.get("http://api.omneo.test/api/v3/statuses")
+    assert response.status_code == 200
+    assert proxy.heads[0].startswith(b"GET http://api.omneo.test/api/v3/statuses HTTP/1.1")
