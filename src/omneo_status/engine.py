@@ -21,7 +21,15 @@ from omneo_status.client import OmneoClient
 from omneo_status.decide import Check, Decision, Send, check_profile, decide
 from omneo_status.errors import Cancelled, GuardrailError, ValidationFailed
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import ChunkState, Planned, RowRecord, RunJournal, Settled, Stage
+from omneo_status.journal import (
+    FLUSH_SECONDS,
+    ChunkState,
+    Planned,
+    RowRecord,
+    RunJournal,
+    Settled,
+    Stage,
+)
 from omneo_status.models import SKIPPED, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, RunOptions
 from omneo_status.resolver import (
@@ -48,6 +56,8 @@ class Preview:
 
 
 Confirm = Callable[[Preview], bool]
+_Work = asyncio.Queue[tuple[Resolver, list[RowRecord]] | None]
+"""Groups of rows for the lookup workers (None: no more work)."""
 
 
 @dataclass
@@ -123,6 +133,7 @@ class Engine:
         self.reporter = reporter
         self.definitions = definitions
         self.confirm = confirm
+        self._sleep = sleep
         self.watcher = BatchWatcher(
             client,
             spec.action,
@@ -197,28 +208,23 @@ class Engine:
         self.reporter.start(Step.RESOLVE, total)
         if total:
             by_email = await self._email_resolver()
-            queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None] = asyncio.Queue(
-                maxsize=self.options.concurrency * 4
-            )
-            workers = [
-                asyncio.ensure_future(self._lookup_worker(queue))
-                for _ in range(self.options.concurrency)
-            ]
+            queue: _Work = asyncio.Queue(maxsize=self.options.concurrency * 4)
+            workers = [self._lookup_worker(queue) for _ in range(self.options.concurrency)]
+            tasks = [asyncio.ensure_future(work) for work in workers]
+            flusher = asyncio.ensure_future(self._flush_while_waiting())
             try:
                 await self._feed(queue, by_email)
-                for _ in workers:
+                for _ in tasks:
                     await queue.put(None)
-                await asyncio.gather(*workers)
+                await asyncio.gather(*tasks)
             finally:
-                for worker in workers:
-                    worker.cancel()
+                for task in [*tasks, flusher]:
+                    task.cancel()
             self._crew.check()
         self.run.flush()
         self.reporter.finish(Step.RESOLVE)
 
-    async def _feed(
-        self, queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None], by_email: Resolver
-    ) -> None:
+    async def _feed(self, queue: _Work, by_email: Resolver) -> None:
         group: list[RowRecord] = []
         for row in self.run.rows_in_stage(Stage.LOOKUP):
             self._crew.check()
@@ -232,9 +238,16 @@ class Engine:
         if group:
             await queue.put((by_email, group))
 
-    async def _lookup_worker(
-        self, queue: asyncio.Queue[tuple[Resolver, list[RowRecord]] | None]
-    ) -> None:
+    async def _flush_while_waiting(self) -> None:
+        """Write resolved rows at least every ``FLUSH_SECONDS``, also while lookups wait."""
+        while True:
+            await self._sleep(FLUSH_SECONDS)
+            try:
+                self.run.flush()
+            except Exception as exc:  # re-raised by check(), in the engine's own task
+                self._crew.fail(exc)
+
+    async def _lookup_worker(self, queue: _Work) -> None:
         while (work := await queue.get()) is not None:
             if self._crew.error is not None:
                 continue  # keep taking work so the feeder never blocks
@@ -351,14 +364,14 @@ class Engine:
             failed_count=len(rows),
             settled=settled,
         )
-        self._report_failures(rows, settled)
+        _report_failures(self.reporter, rows, settled)
         self.reporter.advance(Step.SEND, len(rows))
 
     async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
         self.reporter.start(Step.WAIT, None)
         self.reporter.extend(Step.WAIT, len(rows))
         watched = await self.watcher.watch(batch_id, rows)
-        self._report_failures(rows, watched.settled)
+        _report_failures(self.reporter, rows, watched.settled)
         self.reporter.advance(Step.WAIT, len(watched.settled))
         if watched.gave_up is not None:
             self.result.gave_up = True
@@ -374,12 +387,6 @@ class Engine:
             failed_count=batch.failed_count if batch else None,
             settled=watched.settled,
         )
-
-    def _report_failures(self, rows: Iterable[RowRecord], settled: Iterable[Settled]) -> None:
-        emails = {row.line: row.email for row in rows}
-        for record in settled:
-            if record.outcome is Outcome.FAILED:
-                self.reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)
 
     async def _verify(self) -> None:
         """Re-read a spread sample of changed profiles and check each with ``check_profile``."""
@@ -431,3 +438,12 @@ def ask_to_proceed(run: RunJournal, confirm: Confirm | None) -> None:
     counts = {outcome.value: n for outcome, n in run.counts().items()}
     if not confirm(Preview(counts, to_send)):
         raise Cancelled("Cancelled at the prompt; nothing was written")
+
+
+def _report_failures(
+    reporter: Reporter, rows: Iterable[RowRecord], settled: Iterable[Settled]
+) -> None:
+    emails = {row.line: row.email for row in rows}
+    for record in settled:
+        if record.outcome is Outcome.FAILED:
+            reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)
