@@ -147,7 +147,9 @@ async def test_the_client_goes_over_the_network_transport_without_one_injected()
     seen: list[Exchange] = []
     with ServerThread(create_app(tenant)) as served:
         client = OmneoClient(served.base_url, SecretStr("sandbox-token"), on_exchange=seen.append)
-        assert isinstance(client._http._transport, NetworkTransport)
+        transport = client._http._transport
+        assert isinstance(transport, NetworkTransport)
+        assert transport._connections == client.governor.max_concurrency
         async with client:
             found = await client.find_profiles({"filter[email]": "ava.nguyen@example.com"})
             profile_id = found.profiles[0].id

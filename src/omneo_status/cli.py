@@ -1265,133 +1265,158 @@ def _sandbox_tenant(seed: Path | None, profiles: int | None) -> Tenant:
         raise UsageError(str(exc)) from None
 
 
+# -- sandbox: its options, then the command ------------------------------------------------
+
+SandboxHostOpt = Annotated[str, _value("--host", help="Address to listen on.")]
+SandboxPortOpt = Annotated[int, _value("--port", help="Port (0: any free).", min=0, max=65535)]
+SandboxSeedOpt = Annotated[
+    Path | None,
+    _value(
+        "--seed",
+        help="Tenant JSON to load (see examples/sandbox-tenant.json).",
+        show_default=False,
+    ),
+]
+SandboxProfilesOpt = Annotated[
+    int | None,
+    _value(
+        "--profiles",
+        help="Generate a deterministic tenant of N profiles instead.",
+        min=0,
+        show_default=False,
+    ),
+]
+SandboxTokenOpt = Annotated[str, _value("--token", help="Bearer token the sandbox accepts.")]
+SandboxLatencyMsOpt = Annotated[
+    float, _value("--latency-ms", help="Added to every request.", min=0)
+]
+SandboxRateLimitOpt = Annotated[
+    int | None,
+    _value(
+        "--rate-limit",
+        help="Requests allowed per window (default: no limit).",
+        min=1,
+        show_default=False,
+    ),
+]
+SandboxRateWindowOpt = Annotated[
+    float, _value("--rate-window", help="Window length in seconds.", min=0.01)
+]
+SandboxFailRateOpt = Annotated[
+    float,
+    _value("--fail-rate", help="Share of requests answered 500/502/503.", min=0, max=1),
+]
+SandboxFaultSeedOpt = Annotated[int, _value("--fault-seed", help="Seed of the fault generator.")]
+SandboxBatchDelayOpt = Annotated[
+    float, _value("--batch-delay", help="Seconds a batch stays pending.", min=0)
+]
+SandboxMaxBatchOpt = Annotated[
+    int, _value("--max-batch", help="Most profiles in one batch request.", min=1)
+]
+SandboxNoEmailInFilterOpt = Annotated[
+    bool,
+    _flag("--no-email-in-filter", help="Ignore filter\\[email]\\[in], like a lenient server."),
+]
+SandboxNoBatchesOpt = Annotated[
+    bool,
+    _flag("--no-batches", help="Answer 404 to GET /batches/{id}, like a tenant without it."),
+]
+SandboxLogOpt = Annotated[
+    Path | None,
+    _value("--log", help="Write every request as JSON lines.", show_default=False),
+]
+SandboxBatchAnswerOpt = Annotated[
+    str,
+    _value(
+        "--batch-answer",
+        help="Where the batch answer puts batch_id: data (the statuses guide) or top_level"
+        " (the sibling batch endpoints).",
+        panel=_VARIANTS,
+    ),
+]
+SandboxStringCountsOpt = Annotated[
+    bool,
+    _flag("--string-counts", help="Send batch counts as strings.", panel=_VARIANTS),
+]
+SandboxPageStyleOpt = Annotated[
+    str,
+    _value(
+        "--page-style",
+        help=r"Pagination honoured: page_array (page\[size]/page\[number]), per_page"
+        " (per_page/page) or both.",
+        panel=_VARIANTS,
+    ),
+]
+SandboxEmailMatchOpt = Annotated[
+    str,
+    _value(
+        "--email-match",
+        help="The email filter: case_insensitive, case_sensitive, or ignored (lists everyone).",
+        panel=_VARIANTS,
+    ),
+]
+SandboxNoStatusFilterOpt = Annotated[
+    bool,
+    _flag(
+        "--no-status-filter",
+        help=r"Ignore filter\[statuses.handle] (list every profile).",
+        panel=_VARIANTS,
+    ),
+]
+SandboxNoItemEntityIdOpt = Annotated[
+    bool,
+    _flag(
+        "--no-item-entity-id",
+        help="Leave batch items' entity_id null.",
+        panel=_VARIANTS,
+    ),
+]
+SandboxNoRateLimitHeadersOpt = Annotated[
+    bool,
+    _flag(
+        "--no-rate-limit-headers",
+        help="Send no X-RateLimit-* headers (only a 429's Retry-After tells).",
+        panel=_VARIANTS,
+    ),
+]
+SandboxGroupRuleOpt = Annotated[
+    bool,
+    _flag(
+        "--group-rule",
+        help="Assigning a status of a group detaches its siblings.",
+        panel=_VARIANTS,
+    ),
+]
+
+
 @app.command(
     epilog="Examples:\n\n  omneo-status sandbox --port 8765 --profiles 1000\n\n"
     "  omneo-status sandbox --rate-limit 100 --rate-window 1 --fail-rate 0.2 --batch-delay 2"
 )
 def sandbox(
-    host: Annotated[str, _value("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, _value("--port", help="Port (0: any free).", min=0, max=65535)] = 8765,
-    seed: Annotated[
-        Path | None,
-        _value(
-            "--seed",
-            help="Tenant JSON to load (see examples/sandbox-tenant.json).",
-            show_default=False,
-        ),
-    ] = None,
-    profiles: Annotated[
-        int | None,
-        _value(
-            "--profiles",
-            help="Generate a deterministic tenant of N profiles instead.",
-            min=0,
-            show_default=False,
-        ),
-    ] = None,
-    token: Annotated[str, _value("--token", help="Bearer token the sandbox accepts.")] = (
-        SANDBOX_TOKEN
-    ),
-    latency_ms: Annotated[
-        float, _value("--latency-ms", help="Added to every request.", min=0)
-    ] = 0.0,
-    rate_limit: Annotated[
-        int | None,
-        _value(
-            "--rate-limit",
-            help="Requests allowed per window (default: no limit).",
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
-    rate_window: Annotated[
-        float, _value("--rate-window", help="Window length in seconds.", min=0.01)
-    ] = 1.0,
-    fail_rate: Annotated[
-        float,
-        _value("--fail-rate", help="Share of requests answered 500/502/503.", min=0, max=1),
-    ] = 0.0,
-    fault_seed: Annotated[int, _value("--fault-seed", help="Seed of the fault generator.")] = 0,
-    batch_delay: Annotated[
-        float, _value("--batch-delay", help="Seconds a batch stays pending.", min=0)
-    ] = 0.0,
-    max_batch: Annotated[
-        int, _value("--max-batch", help="Most profiles in one batch request.", min=1)
-    ] = 500,
-    no_email_in_filter: Annotated[
-        bool,
-        _flag("--no-email-in-filter", help="Ignore filter\\[email]\\[in], like a lenient server."),
-    ] = False,
-    no_batches: Annotated[
-        bool,
-        _flag("--no-batches", help="Answer 404 to GET /batches/{id}, like a tenant without it."),
-    ] = False,
-    log: Annotated[
-        Path | None,
-        _value("--log", help="Write every request as JSON lines.", show_default=False),
-    ] = None,
-    batch_answer: Annotated[
-        str,
-        _value(
-            "--batch-answer",
-            help="Where the batch answer puts batch_id: data (the statuses guide) or top_level"
-            " (the sibling batch endpoints).",
-            panel=_VARIANTS,
-        ),
-    ] = "data",
-    string_counts: Annotated[
-        bool,
-        _flag("--string-counts", help="Send batch counts as strings.", panel=_VARIANTS),
-    ] = False,
-    page_style: Annotated[
-        str,
-        _value(
-            "--page-style",
-            help=r"Pagination honoured: page_array (page\[size]/page\[number]), per_page"
-            " (per_page/page) or both.",
-            panel=_VARIANTS,
-        ),
-    ] = "page_array",
-    email_match: Annotated[
-        str,
-        _value(
-            "--email-match",
-            help="The email filter: case_insensitive, case_sensitive, or ignored (lists everyone).",
-            panel=_VARIANTS,
-        ),
-    ] = "case_insensitive",
-    no_status_filter: Annotated[
-        bool,
-        _flag(
-            "--no-status-filter",
-            help=r"Ignore filter\[statuses.handle] (list every profile).",
-            panel=_VARIANTS,
-        ),
-    ] = False,
-    no_item_entity_id: Annotated[
-        bool,
-        _flag(
-            "--no-item-entity-id",
-            help="Leave batch items' entity_id null.",
-            panel=_VARIANTS,
-        ),
-    ] = False,
-    no_rate_limit_headers: Annotated[
-        bool,
-        _flag(
-            "--no-rate-limit-headers",
-            help="Send no X-RateLimit-* headers (only a 429's Retry-After tells).",
-            panel=_VARIANTS,
-        ),
-    ] = False,
-    group_rule: Annotated[
-        bool,
-        _flag(
-            "--group-rule",
-            help="Assigning a status of a group detaches its siblings.",
-            panel=_VARIANTS,
-        ),
-    ] = False,
+    host: SandboxHostOpt = "127.0.0.1",
+    port: SandboxPortOpt = 8765,
+    seed: SandboxSeedOpt = None,
+    profiles: SandboxProfilesOpt = None,
+    token: SandboxTokenOpt = (SANDBOX_TOKEN),
+    latency_ms: SandboxLatencyMsOpt = 0.0,
+    rate_limit: SandboxRateLimitOpt = None,
+    rate_window: SandboxRateWindowOpt = 1.0,
+    fail_rate: SandboxFailRateOpt = 0.0,
+    fault_seed: SandboxFaultSeedOpt = 0,
+    batch_delay: SandboxBatchDelayOpt = 0.0,
+    max_batch: SandboxMaxBatchOpt = 500,
+    no_email_in_filter: SandboxNoEmailInFilterOpt = False,
+    no_batches: SandboxNoBatchesOpt = False,
+    log: SandboxLogOpt = None,
+    batch_answer: SandboxBatchAnswerOpt = "data",
+    string_counts: SandboxStringCountsOpt = False,
+    page_style: SandboxPageStyleOpt = "page_array",
+    email_match: SandboxEmailMatchOpt = "case_insensitive",
+    no_status_filter: SandboxNoStatusFilterOpt = False,
+    no_item_entity_id: SandboxNoItemEntityIdOpt = False,
+    no_rate_limit_headers: SandboxNoRateLimitHeadersOpt = False,
+    group_rule: SandboxGroupRuleOpt = False,
 ) -> None:
     """Serve an in-memory Omneo tenant on a local port, to rehearse runs against."""
     with _boundary():
@@ -1477,9 +1502,7 @@ def config_show(
             config=config,
         )
     if json_out:
-        console.print_json(
-            {view.key: view.to_json() for view in views}
-        )
+        console.print_json({view.key: view.to_json() for view in views})
     else:
         console.render_config(views)
 
