@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import aiohttp
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -22,7 +23,7 @@ from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, BatchState
 from omneo_status.sandbox import ServerThread, create_app, demo_tenant
 from omneo_status.trace import Exchange
-from omneo_status.transport import NetworkTransport, env_proxy
+from omneo_status.transport import NetworkTransport, _mapped, env_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -278,3 +279,23 @@ async def test_requests_go_through_the_proxy_given() -> None:
             response = await http.get("http://api.omneo.test/api/v3/statuses")
     assert response.status_code == 200
     assert proxy.heads[0].startswith(b"GET http://api.omneo.test/api/v3/statuses HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (aiohttp.ConnectionTimeoutError(), httpx.ConnectTimeout),
+        (aiohttp.SocketTimeoutError(), httpx.ReadTimeout),
+        (TimeoutError(), httpx.ReadTimeout),
+        (aiohttp.ServerDisconnectedError(), httpx.ReadError),
+        (aiohttp.ClientPayloadError("cut"), httpx.ReadError),
+        (aiohttp.ClientOSError(), httpx.NetworkError),
+        (aiohttp.ClientError("odd"), httpx.RemoteProtocolError),
+    ],
+)
+def test_every_aiohttp_failure_has_its_httpx_exception(
+    failure: BaseException, expected: type[httpx.TransportError]
+) -> None:
+    mapped = _mapped(failure)
+    assert type(mapped) is expected
+    assert str(mapped)  # a reason for the retry message, even when aiohttp gave none

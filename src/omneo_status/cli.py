@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 
@@ -20,8 +20,8 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from omneo_status import __version__, console, jobs
-from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status import __version__, capabilities, console, jobs
+from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
 from omneo_status.console import ConsoleReporter, Display
 from omneo_status.doctor import DoctorReport, run_doctor
 from omneo_status.errors import (
@@ -595,6 +595,20 @@ class _Session:
         self.reporter: Reporter = (
             FanoutReporter(self.shown, self.log) if self.log is not None else self.shown
         )
+        self.learned = capabilities.recall(self.settings.state_dir, self.settings.base_url)
+        """What ``doctor`` found on this tenant lately, if it ran."""
+
+    def tuned(self, options: RunOptions) -> RunOptions:
+        """The run's options with what doctor learned applied: a tenant known to ignore
+        ``filter[email][in]`` is not probed for it again."""
+        if self.learned is None:
+            return options
+        self.reporter.info(
+            f"Using what doctor found on this tenant on {self.learned.checked_at:%Y-%m-%d}"
+        )
+        if options.lookup is LookupMode.AUTO and self.learned.email_in_filter is False:
+            return replace(options, lookup=LookupMode.SINGLE)
+        return options
 
     def client(self, concurrency: int = CONCURRENCY) -> OmneoClient:
         """A client for the settings, on the runtime's clock, reporting retries and requests."""
@@ -610,6 +624,7 @@ class _Session:
             sleep=rt.sleep,
             on_retry=self._on_retry,
             on_exchange=self._on_exchange,
+            page_style=(self.learned and self.learned.page_style) or PageStyle.PAGE_ARRAY,
         )
 
     async def call(self, work: Callable[[OmneoClient], Awaitable[T]]) -> T:
@@ -678,6 +693,7 @@ def _from_file(
                 csv_file, column, state_dir=session.settings.state_dir, stdin=sys.stdin.buffer
             ) as source,
         ):
+            options = session.tuned(options)
             summary = _execute(
                 session,
                 options,
@@ -698,6 +714,7 @@ def _by_id(
     with _boundary(out.json):
         report = out.report_path(None)
         with _session(rt, conn, out) as session:
+            options = session.tuned(options)
             summary = _execute(
                 session,
                 options,
@@ -1169,11 +1186,13 @@ def doctor(
     token_file: TokenFileOpt = None,
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
     """Probe what this tenant really does (filters, paging, rate limits), without writing.
 
-    Exit 0 when a run can work on this tenant, 1 when it cannot.
+    Exit 0 when a run can work on this tenant, 1 when it cannot. What it finds is kept in the
+    state dir for a week, and runs against the same base URL start from it.
     """
     rt = runtime()
     conn = Connection(
@@ -1183,12 +1202,15 @@ def doctor(
         token_file=token_file,
         profile=profile,
         config=config,
+        state_dir=state_dir,
         max_retries=max_retries,
     )
     out = Output(json=json_out, verbose=verbose, trace=trace)
     with _boundary(json_out), _session(rt, conn, out) as s:
         url = s.settings.base_url
         found: DoctorReport = _run(rt, lambda: s.call(lambda c: run_doctor(c, url)))
+        if found.ok:
+            capabilities.remember(s.settings.state_dir, url, found.capabilities)
     if json_out:
         console.print_json(found.to_json())
     else:

@@ -200,7 +200,9 @@ class RateGovernor:
     """Paces and bounds concurrent requests so the tenant's rate limit is met, not exceeded.
 
     Use ``async with governor.slot() as ticket:`` around one request, then
-    ``governor.observe(ticket, status, headers)`` with its answer.
+    ``governor.observe(ticket, status, headers)`` with its answer. ``concurrency`` is the
+    ceiling: never more requests in flight than that, and fewer while the level is finding
+    itself (``self.concurrency``).
     """
 
     def __init__(
