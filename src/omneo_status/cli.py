@@ -326,7 +326,8 @@ ConcurrencyOpt = Annotated[
     int,
     _value(
         "--concurrency",
-        help="Requests in flight at once.",
+        help="The most requests in flight at once: the tool starts lower and finds its own"
+        " level under this ceiling.",
         panel=_RUN,
         min=1,
         max=CONCURRENCY_MAX,

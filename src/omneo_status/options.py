@@ -17,8 +17,9 @@ POLL_TIMEOUT = 1800.0
 """Seconds to wait for a run's batches."""
 STALL_TIMEOUT = 600.0
 """Seconds a batch may stand still before the run gives up waiting on it."""
-CONCURRENCY = 8
-"""Requests in flight at once."""
+CONCURRENCY = 32
+"""The most requests in flight at once: the governor starts lower and finds its own level under
+this ceiling (it grows while latency holds, and is cut on 429, 5xx or rising latency)."""
 CONCURRENCY_MAX = 64
 MAX_RETRIES = 5
 """Retries of one failed request."""
