@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from omneo_status import cli
+from omneo_status import __version__, cli
 from omneo_status.sandbox import SandboxConfig, ServerThread, create_app, demo_tenant
 
 from .conftest import EXAMPLES, POSIX_ONLY
@@ -154,3 +154,18 @@ def test_version_and_module_entry_point() -> None:
         check=True,
     )
     assert re.fullmatch(r"omneo-status \d+\.\d+\.\d+\n", out.stdout)
+
+
+@pytest.mark.slow
+def test_version_imports_nothing_heavy() -> None:
+    # Issue 12 (start-up): --version is answered before Typer, rich, httpx or the core load.
+    probe = (
+        "import sys; sys.argv = ['omneo-status', '--version'];"
+        " from omneo_status.__main__ import main; main();"
+        " heavy = sorted(m for m in ('typer', 'rich', 'httpx', 'omneo_status.cli') if m in"
+        " sys.modules); print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == [f"omneo-status {__version__}", "[]"]
