@@ -422,8 +422,8 @@ def render_runs(runs: Sequence[RunView]) -> None:
 def sandbox_banner(base_url: str, token: str, profiles: int, *, all_interfaces: bool) -> None:
     """What a user needs to point the tool at a served sandbox (``base_url`` on this host)."""
     out = stdout()
-    where = f"on all interfaces; from this machine: {base_url}" if all_interfaces else base_url
-    out.print(f"Omneo sandbox tenant ({profiles} profiles) listening {where}")
+    where = f"all interfaces; from this machine: {base_url}" if all_interfaces else base_url
+    out.print(f"Omneo sandbox tenant ({profiles} profiles) listening on {where}")
     out.print(f"  export OMNEO_BASE_URL={base_url}")
     out.print(f"  export OMNEO_TOKEN={token}")
     out.print("Press Ctrl-C to stop.")
