@@ -20,6 +20,7 @@ from omneo_status.client import (
     lenient_int,
 )
 from omneo_status.errors import ApiError, AuthError, ExitCode
+from omneo_status.inputs import same_email
 from omneo_status.models import Profile, StatusDefinition
 
 CheckResult = Literal["ok", "warn", "fail"]
@@ -242,9 +243,7 @@ class _Doctor:
             return
         wanted = f"{known.email},{IMPOSSIBLE_EMAIL.format(self.tag)}"
         found, _ = await self.profiles({"filter[email][in]": wanted})
-        works = bool(found) and all(
-            (p.email or "").casefold() == known.email.casefold() for p in found
-        )
+        works = bool(found) and all(same_email(p.email or "", known.email) for p in found)
         self.caps["email_in_filter"] = works
         self.add(
             "email_in_filter",
