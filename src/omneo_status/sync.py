@@ -73,7 +73,7 @@ async def find_holders(client: OmneoClient, handle: str, reporter: Reporter) -> 
         f" {handle}; reading the whole tenant to find its holders"
     )
     everyone = await client.find_profiles({}, max_profiles=TENANT_SCAN_MAX)
-    if not everyone.complete:
+    if not everyone.complete or len(everyone.profiles) > TENANT_SCAN_MAX:
         raise UsageError(
             "This tenant cannot list the holders of a status: it ignores"
             f" filter[statuses.handle] and has more than {TENANT_SCAN_MAX} profiles to read;"
