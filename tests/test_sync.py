@@ -119,9 +119,7 @@ def test_max_remove_lets_the_stopped_sync_through_when_run_again(
     assert holders(sandbox.tenant) == set(KEEP + ADD)
 
 
-def test_a_share_that_covers_the_removals_lets_them_through(
-    sandbox: Sandbox, listed: Path
-) -> None:
+def test_a_share_that_covers_the_removals_lets_them_through(sandbox: Sandbox, listed: Path) -> None:
     result = sandbox.run("sync", "vip", str(listed), "--max-remove", "30%", "--json")
     assert result.exit_code == 0, result.stderr
     assert holders(sandbox.tenant) == set(KEEP + ADD)
@@ -181,6 +179,22 @@ def test_undo_of_a_sync_restores_the_state_before_it(sandbox: Sandbox, listed: P
     counts = summary_of(undo)["counts"]
     assert (counts["removed"], counts["assigned"]) == (2, 2)
     assert snapshot(sandbox.tenant) == before
+
+
+def test_the_same_file_the_next_night_syncs_again_against_the_tenant_as_it_is(
+    sandbox: Sandbox, listed: Path
+) -> None:
+    first = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--json")
+    assert first.exit_code == 0, first.stderr
+    [stray] = sandbox.tenant.by_email("dan.lee@example.com")
+    stray.statuses.append("vip")  # given by hand during the day
+    second = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--json")
+    assert second.exit_code == 0, second.stderr
+    doc = summary_of(second)
+    assert doc["run_id"] != summary_of(first)["run_id"]
+    assert (doc["counts"]["already_had"], doc["counts"]["removed"]) == (7, 1)
+    assert holders(sandbox.tenant) == set(KEEP + ADD)
+    assert stray.statuses == ["gold"]
 
 
 def test_an_empty_file_is_refused_unless_every_holder_may_go(
@@ -298,3 +312,35 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_sync(
         return [(r["line"], r["email"], r["outcome"]) for r in report_rows(path)]
 
     assert outcomes(tmp_path / "rerun.csv") == outcomes(tmp_path / "clean.csv")
+
+
+def test_a_journal_of_migration_2_opens_with_its_rows_as_the_runs_own_action(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from omneo_status.journal import Journal
+    from omneo_status.migrations import MIGRATIONS, schema_version
+
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path) as db:
+        for step in MIGRATIONS[:2]:
+            step(db)
+        db.execute("PRAGMA user_version=2")
+        db.execute(
+            "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name, dry_run,"
+            " state, created_at, updated_at) VALUES ('r1','k','remove','[\"vip\"]','u','in.csv',"
+            "0,'finished','2024-01-01T00:00:00Z','2024-01-01T00:00:00Z')"
+        )
+        db.execute(
+            "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome)"
+            " VALUES ('r1', 2, 'a@example.com', 'a@example.com', 'a@example.com', 'done',"
+            " 'removed')"
+        )
+    with Journal(path) as journal:
+        info = journal.find_run("r1")
+        [row] = journal.run_journal("r1").all_rows()
+    assert info.sync is None
+    assert row.action is None and row.holder is False
+    with sqlite3.connect(path) as db:
+        assert schema_version(db) == len(MIGRATIONS) == 3

@@ -259,9 +259,12 @@ async def _continue(
 ) -> RunSummary | None:
     """The same job's earlier run, finished (shown again) or resumed; None to start anew.
 
-    Dry runs are always made afresh: a preview must read the tenant as it is now.
+    Dry runs are always made afresh: a preview must read the tenant as it is now; so is a
+    sync that finished, since the holders it mirrors may have changed since.
     """
     if latest is None or options.dry_run:
+        return None
+    if latest.sync is not None and latest.state is RunState.FINISHED:
         return None
     run = journal.run_journal(latest.run_id)
     if latest.state is RunState.FINISHED or (latest.state is RunState.SENT and options.no_wait):

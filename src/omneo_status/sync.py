@@ -83,7 +83,7 @@ async def find_holders(client: OmneoClient, handle: str, reporter: Reporter) -> 
     spent = client.governor.stats.requests - before
     holders = tuple(profile for profile in everyone.profiles if handle in profile.statuses)
     reporter.info(
-        f"Read the whole tenant ({len(everyone.profiles)} profiles, {spent} requests):"
+        f"Read the whole tenant ({len(everyone.profiles)} profiles, {spent} request(s)):"
         f" {len(holders)} hold {handle}"
     )
     return Holders(holders, "tenant_scan", spent)
