@@ -7,6 +7,7 @@ import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -344,3 +345,36 @@ def test_a_journal_of_migration_2_opens_with_its_rows_as_the_runs_own_action(
     assert row.action is None and row.holder is False
     with sqlite3.connect(path) as db:
         assert schema_version(db) == len(MIGRATIONS) == 3
+
+
+def test_a_holder_whose_address_is_in_the_file_keeps_the_status_even_if_ambiguous(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    first, second = sandbox.tenant.by_email("sam.taylor@example.com")
+    first.statuses.append("vip")
+    csv = write_csv(tmp_path / "in.csv", [*KEEP, "Sam.Taylor@example.com"])
+    result = sandbox.run("sync", "vip", str(csv), "--max-remove", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    counts = summary_of(result)["counts"]
+    assert (counts["ambiguous"], counts["removed"]) == (1, 2)
+    assert "vip" in first.statuses and "vip" not in second.statuses
+
+
+def test_a_sync_sent_without_waiting_is_followed_later_without_finding_holders_again(
+    sandbox: Sandbox, listed: Path
+) -> None:
+    sent = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--no-wait", "--json")
+    assert sent.exit_code == 0, sent.stderr
+    assert summary_of(sent)["counts"]["sent"] == 4
+    asked = len(sandbox.tenant.requests)
+    followed = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--json")
+    assert followed.exit_code == 0, followed.stderr
+    doc = summary_of(followed)
+    assert doc["run_id"] == summary_of(sent)["run_id"]
+    assert (doc["counts"]["assigned"], doc["counts"]["removed"]) == (2, 2)
+    def holder_reads(requests: list[Any]) -> int:
+        return sum("filter[statuses.handle]" in str(r.query) for r in requests)
+
+    assert holder_reads(sandbox.tenant.requests[:asked]) == 1
+    assert holder_reads(sandbox.tenant.requests[asked:]) == 0
+    assert holders(sandbox.tenant) == set(KEEP + ADD)
