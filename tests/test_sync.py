@@ -372,6 +372,7 @@ def test_a_sync_sent_without_waiting_is_followed_later_without_finding_holders_a
     doc = summary_of(followed)
     assert doc["run_id"] == summary_of(sent)["run_id"]
     assert (doc["counts"]["assigned"], doc["counts"]["removed"]) == (2, 2)
+
     def holder_reads(requests: list[Any]) -> int:
         return sum("filter[statuses.handle]" in str(r.query) for r in requests)
 
