@@ -41,6 +41,7 @@ from omneo_status.options import (
     CHUNK_SIZE_MAX,
     CONCURRENCY,
     CONCURRENCY_MAX,
+    MAX_REMOVE,
     MAX_RETRIES,
     MAX_RETRIES_MAX,
     POLL_TIMEOUT,
@@ -48,6 +49,7 @@ from omneo_status.options import (
     VERIFY,
     JobSpec,
     LookupMode,
+    RemovalLimit,
     RunOptions,
 )
 from omneo_status.report import check_report_target
@@ -60,6 +62,7 @@ from omneo_status.settings import (
     sandbox_settings,
 )
 from omneo_status.source import prepared_input
+from omneo_status.sync import SYNC_ONE
 from omneo_status.trace import Exchange, TraceWriter
 
 if TYPE_CHECKING:
@@ -73,7 +76,8 @@ PRUNE_DAYS_MAX = 36_500
 EXIT_CODES_HELP = (
     "Exit codes: 0 finished, no row failed; 1 fatal error (API unreachable, auth refused);"
     " 2 usage, configuration or input error (nothing written); 3 rows failed, verification"
-    " problems or --max-unmatched exceeded; 4 another run of the same job holds its lock;"
+    " problems, --max-unmatched or --max-remove exceeded; 4 another run of the same job holds"
+    " its lock;"
     " 5 gave up waiting for batches (re-run to pick them up); 130 interrupted."
 )
 
@@ -682,11 +686,20 @@ def _from_file(
     options: RunOptions,
     conn: Connection,
     out: Output,
+    max_remove: str | None = None,
 ) -> None:
-    """``assign``/``remove``: read the file, run the job, show the summary, exit."""
+    """``assign``/``remove``/``sync`` (given ``max_remove``): read the file, run the job, show
+    the summary, exit."""
     rt = runtime()
     with _boundary(out.json):
-        spec = JobSpec(action, _handles(handle))
+        spec = JobSpec(action, _handles(handle), sync=max_remove is not None)
+        if max_remove is not None:
+            if len(spec.handles) > 1:
+                raise UsageError(
+                    f"sync takes one status handle, not {len(spec.handles)}: {SYNC_ONE}",
+                    hint=f"Run one sync per status: omneo-status sync {spec.handles[0]} ...",
+                )
+            options = replace(options, max_remove=RemovalLimit.parse(max_remove))
         report = out.report_path(None if csv_file == "-" else Path(csv_file))
         with (
             _session(rt, conn, out) as session,
@@ -932,6 +945,110 @@ def remove(
         column=column,
         fresh=fresh,
         yes=yes,
+        options=RunOptions(
+            dry_run=dry_run,
+            chunk_size=chunk_size,
+            verify=verify,
+            poll_timeout=poll_timeout,
+            stall_timeout=stall_timeout,
+            no_wait=no_wait,
+            strict=strict,
+            max_unmatched=max_unmatched,
+            lookup=lookup,
+            concurrency=concurrency,
+        ),
+        conn=Connection(
+            sandbox=sandbox,
+            tenant=tenant,
+            base_url=base_url,
+            token_file=token_file,
+            profile=profile,
+            config=config,
+            state_dir=state_dir,
+            max_rps=max_rps,
+            max_retries=max_retries,
+        ),
+        out=Output(
+            json=json_out,
+            quiet=quiet,
+            verbose=verbose,
+            trace=trace,
+            log_file=log_file,
+            report=report,
+        ),
+    )
+
+
+SyncHandleArg = Annotated[
+    str,
+    typer.Argument(metavar="HANDLE", help="The one status handle to sync.", show_default=False),
+]
+MaxRemoveOpt = Annotated[
+    str,
+    _value(
+        "--max-remove",
+        help="Stop before any write if more holders than this would lose the status: a count"
+        " (50) or a share of the current holders (20%). An input without rows needs 100%.",
+        panel=_RUN,
+        metavar="N|P%",
+    ),
+]
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  omneo-status sync vip tonight.csv --dry-run\n\n"
+    "  omneo-status sync vip tonight.csv --max-remove 50 --yes --json\n\n"
+    "  omneo-status sync vip examples/emails.csv --sandbox --max-remove 100%\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+)
+def sync(
+    handle: SyncHandleArg,
+    csv_file: CsvArg,
+    max_remove: MaxRemoveOpt = MAX_REMOVE,
+    column: ColumnOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkSizeOpt = CHUNK_SIZE,
+    verify: VerifyOpt = VERIFY,
+    poll_timeout: PollTimeoutOpt = POLL_TIMEOUT,
+    stall_timeout: StallTimeoutOpt = STALL_TIMEOUT,
+    no_wait: NoWaitOpt = False,
+    strict: StrictOpt = False,
+    max_unmatched: MaxUnmatchedOpt = None,
+    fresh: FreshOpt = False,
+    lookup: LookupOpt = LookupMode.AUTO,
+    concurrency: ConcurrencyOpt = CONCURRENCY,
+    report: ReportOpt = None,
+    log_file: LogFileOpt = None,
+    trace: TraceOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+    sandbox: SandboxOpt = False,
+    tenant: TenantOpt = None,
+    base_url: BaseUrlOpt = None,
+    token_file: TokenFileOpt = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    max_rps: MaxRpsOpt = None,
+    max_retries: MaxRetriesOpt = MAX_RETRIES,
+) -> None:
+    """Make the profiles in CSV_FILE exactly the holders of status HANDLE.
+
+    Adds HANDLE to listed profiles that lack it and removes it from holders the file does not
+    list, through the batch endpoint only; every other status is kept. The removal guard
+    (--max-remove) stops before any write when too many holders would lose it.
+    """
+    _from_file(
+        Action.ASSIGN,
+        handle,
+        csv_file,
+        column=column,
+        fresh=fresh,
+        yes=yes,
+        max_remove=max_remove,
         options=RunOptions(
             dry_run=dry_run,
             chunk_size=chunk_size,

@@ -295,7 +295,7 @@ def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
     ``spec`` names the action and handles when the command knows them before the run starts.
     """
     err = stderr()
-    verb = spec.action.value if spec is not None else "write"
+    verb = ("sync" if spec.sync else spec.action.value) if spec is not None else "write"
     table = Table(title="Plan", show_header=True, header_style="bold")
     table.add_column("outcome")
     table.add_column("rows", justify="right")

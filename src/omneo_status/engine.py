@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from omneo_status.backoff import Backoff, Clock, Sleep
 from omneo_status.client import OmneoClient
@@ -30,7 +30,7 @@ from omneo_status.journal import (
     Settled,
     Stage,
 )
-from omneo_status.models import SKIPPED, Outcome, StatusDefinition
+from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, RunOptions
 from omneo_status.resolver import (
     BULK_GROUP,
@@ -56,6 +56,17 @@ class Preview:
 
 
 Confirm = Callable[[Preview], bool]
+
+
+class Planner(Protocol):
+    """Adds rows to a run once every input row is decided and before anything is sent (a
+    sync's removals); raises to stop the run before any write."""
+
+    async def plan(self, run: RunJournal) -> None:
+        """Plan (or settle) the extra rows in the run's journal."""
+        ...
+
+
 _Work = asyncio.Queue[tuple[Resolver, list[RowRecord]] | None]
 """Groups of rows for the lookup workers (None: no more work)."""
 
@@ -122,10 +133,12 @@ class Engine:
         reporter: Reporter,
         definitions: Mapping[str, StatusDefinition],
         confirm: Confirm | None = None,
+        planner: Planner | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
         self.run = run
+        self.planner = planner
         self.action = spec.action
         self.handles = spec.handles
         self.options = options
@@ -147,10 +160,18 @@ class Engine:
 
     @property
     def pipelined(self) -> bool:
-        """Whether chunks go out while lookups go on (not when a person or guardrail decides)."""
+        """Whether chunks go out while lookups go on (not when a person, a guardrail or a
+        planner decides)."""
         return (
-            not self.options.dry_run and self.confirm is None and self.options.max_unmatched is None
+            not self.options.dry_run
+            and self.confirm is None
+            and self.options.max_unmatched is None
+            and self.planner is None
         )
+
+    def action_of(self, row: RowRecord) -> Action:
+        """The row's action: its own (a sync's holder rows) or the run's."""
+        return row.action or self.action
 
     async def execute(self) -> EngineResult:
         """Take the run from wherever the journal says it is to its end."""
@@ -159,6 +180,8 @@ class Engine:
             self._resume_accepted()
             await self._resolve_all()
             check_unmatched(self.run, self.options.max_unmatched)
+            if self.planner is not None:
+                await self.planner.plan(self.run)
             if not self.options.dry_run:
                 ask_to_proceed(self.run, self.confirm)
                 self._launch_chunks(full_only=False)
@@ -186,7 +209,9 @@ class Engine:
         )
         for chunk in posting:
             rows = self.run.rows_of_chunk(chunk.chunk)
-            settled, again = await reconcile(self.client, self.action, rows)
+            if not rows:
+                continue
+            settled, again = await reconcile(self.client, self.action_of(rows[0]), rows)
             for row in again:
                 self.run.plan(Planned(row.line, row.profile_id or "", row.held, row.send))
             self.run.finish_chunk(chunk.chunk, state=ChunkState.RECONCILED, settled=settled)
@@ -264,7 +289,7 @@ class Engine:
             handles = row.send or self.handles
             decision = decide(
                 match,
-                self.action,
+                self.action_of(row),
                 handles,
                 dry_run=self.options.dry_run,
                 key_name=resolver.key_name,
@@ -324,9 +349,13 @@ class Engine:
     # -- send and watch --------------------------------------------------------------------
 
     def _launch_chunks(self, *, full_only: bool) -> None:
-        """Cut chunks from the planned rows (only full ones while lookups go on) and send each."""
+        """Cut chunks from the planned rows (only full ones while lookups go on) and send each;
+        a chunk holds rows of one action (it is sent with that action's method)."""
         size = self.options.chunk_size
         while rows := list(self.run.rows_in_stage(Stage.PLANNED, limit=size)):
+            first = self.action_of(rows[0])
+            cut = next((n for n, r in enumerate(rows) if self.action_of(r) is not first), None)
+            rows = rows[:cut]
             if full_only and len(rows) < size:
                 return
             self._ready = max(0, self._ready - len(rows))
@@ -339,7 +368,7 @@ class Engine:
         items = [(row.profile_id or "", row.send) for row in rows]
         async with self._send_slots:
             try:
-                batch_id = await self.client.send_batch(self.action, items)
+                batch_id = await self.client.send_batch(self.action_of(rows[0]), items)
             except ValidationFailed as exc:
                 self._refused(chunk, rows, f"batch refused: {exc.message}")
                 return
@@ -370,7 +399,7 @@ class Engine:
     async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
         self.reporter.start(Step.WAIT, None)
         self.reporter.extend(Step.WAIT, len(rows))
-        watched = await self.watcher.watch(batch_id, rows)
+        watched = await self.watcher.watch(batch_id, rows, self.action_of(rows[0]))
         _report_failures(self.reporter, rows, watched.settled)
         self.reporter.advance(Step.WAIT, len(watched.settled))
         if watched.gave_up is not None:
@@ -389,16 +418,26 @@ class Engine:
         )
 
     async def _verify(self) -> None:
-        """Re-read a spread sample of changed profiles and check each with ``check_profile``."""
+        """Re-read a spread sample of changed profiles of each action (a sync's both sides)
+        and check each with ``check_profile``."""
         wanted = self.options.verify
-        candidates = self.run.rows_with_outcome([self.action.done], limit=wanted * 20)
-        if wanted <= 0 or not candidates:
+        if wanted <= 0:
             return
-        sample = candidates[:: max(1, len(candidates) // wanted)][:wanted]
+        sample: list[RowRecord] = []
+        for action in (self.action, self.action.inverse):
+            candidates = [
+                row
+                for row in self.run.rows_with_outcome([action.done], limit=wanted * 20)
+                if self.action_of(row) is action
+            ]
+            sample += candidates[:: max(1, len(candidates) // wanted)][:wanted]
+        if not sample:
+            return
         self.reporter.start(Step.VERIFY, len(sample))
         profiles = await read_profiles(self.client, [row.profile_id or "" for row in sample])
         for row, profile in zip(sample, profiles, strict=True):
-            check = check_profile(self.action, row.send, row.held, profile, self.definitions)
+            action = self.action_of(row)
+            check = check_profile(action, row.send, row.held, profile, self.definitions)
             _add_check(self.result.verification, f"line {row.line} ({row.email})", check)
             self.reporter.advance(Step.VERIFY)
         self.reporter.finish(Step.VERIFY)

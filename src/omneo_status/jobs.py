@@ -39,10 +39,11 @@ from omneo_status.journal import (
     mark_duplicates,
 )
 from omneo_status.locking import JobLock, is_held, job_lock
-from omneo_status.models import Outcome, StatusDefinition
+from omneo_status.models import Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
 from omneo_status.source import PreparedInput, journal_rows
 from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
+from omneo_status.sync import SYNC_ONE, SyncPlanner
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ class JobContext:
 
 
 def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
-    """The identity of a job: same action, handles, tenant and addresses means the same job."""
+    """The identity of a job: same action (or sync), handles, tenant and addresses means the
+    same job."""
     parts = [
-        spec.action.value,
+        "sync" if spec.sync else spec.action.value,
         ",".join(sorted(spec.handles)),
         base_url.rstrip("/"),
         digest,
@@ -113,6 +115,8 @@ async def run_job(
 ) -> RunSummary:
     """Run ``spec`` over a prepared input, resuming the same job's run if it is unfinished
     (or showing it again, ``already_finished``, if it finished). ``fresh`` starts anew."""
+    if spec.sync and len(spec.handles) != 1:
+        raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
     key = job_key(spec, base_url=ctx.base_url, digest=source.digest, dry_run=options.dry_run)
     with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
         latest = None if fresh else journal.latest_run(key)
@@ -127,6 +131,7 @@ async def run_job(
             base_url=ctx.base_url,
             input_name=source.name,
             dry_run=options.dry_run,
+            sync=spec.sync,
         )
         lock.claim(run.run_id)
         ctx.reporter.start(Step.READ, source.rows)
@@ -165,7 +170,7 @@ async def undo_job(
     ctx: JobContext, run_id: str, options: RunOptions, *, report: Path | None = None
 ) -> RunSummary:
     """Reverse exactly what a run changed: only the rows it assigned (or removed), and on each
-    profile only the handles it sent."""
+    profile only the handles it sent (a sync's both sides, each row by its own action)."""
     with Journal.in_state_dir(ctx.state_dir) as journal:
         original = journal.find_run(run_id)
         _check_target(original, ctx.base_url)
@@ -191,18 +196,32 @@ async def undo_job(
             )
             lock.claim(run.run_id)
             changed = journal.run_journal(original.run_id).rows_with_outcome(
-                [original.action.done, Outcome.SENT]
+                [Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT]
             )
             count = load_known_rows(
                 run,
                 (
-                    KnownRow(r.line, r.email, r.address, email_key(r.address), r.profile_id, r.send)
+                    KnownRow(
+                        r.line,
+                        r.email,
+                        r.address,
+                        email_key(r.address),
+                        r.profile_id,
+                        r.send,
+                        action=r.action.inverse if r.action else None,
+                        holder=r.holder,
+                    )
                     for r in changed
-                    if r.profile_id
+                    if r.profile_id and r.outcome in (_done(r.action, original.action))
                 ),
             )
             run.update(state=RunState.RUNNING, rows=count)
             return await _drive(ctx, run, options, report, definitions=definitions)
+
+
+def _done(own: Action | None, run: Action) -> tuple[Outcome, ...]:
+    """The outcomes of a row whose change went out (or may have): what an undo reverses."""
+    return ((own or run).done, Outcome.SENT)
 
 
 # -- the runs list ----------------------------------------------------------------------------
@@ -240,9 +259,12 @@ async def _continue(
 ) -> RunSummary | None:
     """The same job's earlier run, finished (shown again) or resumed; None to start anew.
 
-    Dry runs are always made afresh: a preview must read the tenant as it is now.
+    Dry runs are always made afresh: a preview must read the tenant as it is now; so is a
+    sync that finished, since the holders it mirrors may have changed since.
     """
     if latest is None or options.dry_run:
+        return None
+    if latest.sync is not None and latest.state is RunState.FINISHED:
         return None
     run = journal.run_journal(latest.run_id)
     if latest.state is RunState.FINISHED or (latest.state is RunState.SENT and options.no_wait):
@@ -279,7 +301,7 @@ async def _drive(
 ) -> RunSummary:
     """Run the engine over the run, then record its end, write its report and summarize it."""
     info = run.info()
-    spec = JobSpec(info.action, info.handles)
+    spec = JobSpec(info.action, info.handles, sync=info.sync is not None)
     if definitions is None:
         definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
     run.update(state=RunState.RUNNING)
@@ -291,6 +313,11 @@ async def _drive(
         reporter=ctx.reporter,
         definitions=definitions,
         confirm=ctx.confirm,
+        planner=SyncPlanner(
+            ctx.client, spec.handles, options.max_remove, ctx.reporter, dry_run=options.dry_run
+        )
+        if spec.sync
+        else None,
         sleep=ctx.sleep,
         clock=ctx.clock,
     )

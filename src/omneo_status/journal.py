@@ -115,6 +115,8 @@ class RunInfo:
     verification: str | None
     created_at: str
     updated_at: str
+    sync: dict[str, Any] | None = None
+    """A sync run's plan (holders found, the removal guard's verdict); None for other runs."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class RowRecord:
     chunk: int | None
     batch_id: str | None
     detail: str
+    action: Action | None = None
+    """The row's own action when it is not the run's (a sync's holder rows, their undo)."""
+    holder: bool = False
+    """Found on the tenant as a holder of the status, not read from the input."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,24 @@ class KnownRow:
     key: str
     profile_id: str
     send: tuple[str, ...]
+    action: Action | None = None
+    holder: bool = False
+
+
+@dataclass(frozen=True)
+class HolderRow:
+    """A profile found holding a sync's status that the input does not list: the change it
+    needs (``send`` by ``action``), or the outcome it settles with at once (a dry run)."""
+
+    email: str
+    address: str
+    key: str
+    profile_id: str
+    held: tuple[str, ...]
+    send: tuple[str, ...]
+    action: Action
+    outcome: Outcome | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,14 +298,17 @@ class Journal:
         input_name: str,
         dry_run: bool,
         undo_of: str | None = None,
+        sync: bool = False,
     ) -> RunJournal:
-        """Record a new run (``loading``) and return the handle bound to it."""
+        """Record a new run (``loading``) and return the handle bound to it; a ``sync`` run
+        starts with an empty plan."""
         run_id = new_run_id(job_key)
         stamp = now_iso()
         self.write(
             lambda db: db.execute(
                 "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name,"
-                " dry_run, undo_of, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " dry_run, undo_of, state, created_at, updated_at, sync)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job_key,
@@ -294,6 +321,7 @@ class Journal:
                     RunState.LOADING.value,
                     stamp,
                     stamp,
+                    "{}" if sync else None,
                 ),
             )
         )
@@ -460,9 +488,11 @@ class RunJournal:
         report: Path | None = None,
         exit_code: int | None = None,
         verification: str | None = None,
+        sync: dict[str, Any] | None = None,
     ) -> None:
         """Change the given fields of the run (and its ``updated_at``), committed at once."""
         fields: dict[str, Any] = {
+            "sync": json.dumps(sync) if sync is not None else None,
             "state": state.value if state is not None else None,
             "rows": rows,
             "detail": detail,
@@ -718,6 +748,8 @@ def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
             Stage.LOOKUP.value,
             row.profile_id,
             json.dumps(list(row.send)),
+            row.action.value if row.action is not None else None,
+            int(row.holder),
         )
         for row in rows
     ]
@@ -725,11 +757,82 @@ def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
         run.journal.write(
             lambda db: db.executemany(
                 "INSERT INTO rows (run_id, line, email, address, email_key, stage,"
-                " profile_id, send) VALUES (?,?,?,?,?,?,?,?)",
+                " profile_id, send, action, holder) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 batch,
             )
         )
     return len(batch)
+
+
+def listed_profiles(run: RunJournal, holders: Sequence[tuple[str, str | None]]) -> set[str]:
+    """The ids among ``holders`` (``(profile_id, email_key)`` pairs) that the run's input
+    lists: a row resolved to that profile, or a row with that email key whatever its outcome."""
+    run.flush()
+    found: list[str] = []
+
+    def match(db: sqlite3.Connection) -> None:
+        # Keyed temporary tables: one pass over the run's rows, each probing an index.
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS holder_ids (id TEXT PRIMARY KEY)")
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS holder_keys (email_key TEXT, id TEXT,"
+            " PRIMARY KEY (email_key, id))"
+        )
+        db.execute("DELETE FROM holder_ids")
+        db.execute("DELETE FROM holder_keys")
+        db.executemany("INSERT OR IGNORE INTO holder_ids VALUES (?)", [(i,) for i, _ in holders])
+        db.executemany(
+            "INSERT OR IGNORE INTO holder_keys VALUES (?, ?)", [(k, i) for i, k in holders]
+        )
+        cur = db.execute(
+            "SELECT h.id FROM rows r JOIN holder_ids h ON h.id = r.profile_id"
+            " WHERE r.run_id=? AND r.holder=0"
+            " UNION SELECT k.id FROM rows r JOIN holder_keys k ON k.email_key = r.email_key"
+            " WHERE r.run_id=? AND r.holder=0",
+            (run.run_id, run.run_id),
+        )
+        found.extend(row[0] for row in cur.fetchall())
+        db.execute("DELETE FROM holder_ids")
+        db.execute("DELETE FROM holder_keys")
+
+    run.journal.write(match)
+    return set(found)
+
+
+def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, Any]) -> None:
+    """Append the holder rows after the input's last line and record the sync's ``plan``, in
+    one transaction: after a crash either both are there or neither."""
+    run.flush()
+
+    def add(db: sqlite3.Connection) -> None:
+        cur = db.execute("SELECT COALESCE(MAX(line), 0) FROM rows WHERE run_id=?", (run.run_id,))
+        first = int(cur.fetchone()[0]) + 1
+        db.executemany(
+            "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome,"
+            " profile_id, held, send, action, holder, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
+            [
+                (
+                    run.run_id,
+                    first + n,
+                    row.email,
+                    row.address,
+                    row.key,
+                    (Stage.PLANNED if row.outcome is None else Stage.DONE).value,
+                    row.outcome.value if row.outcome is not None else None,
+                    row.profile_id,
+                    json.dumps(list(row.held)),
+                    json.dumps(list(row.send)),
+                    row.action.value,
+                    row.detail,
+                )
+                for n, row in enumerate(rows)
+            ],
+        )
+        db.execute(
+            "UPDATE runs SET sync=?, updated_at=? WHERE run_id=?",
+            (json.dumps(plan), now_iso(), run.run_id),
+        )
+
+    run.journal.write(add)
 
 
 def mark_duplicates(run: RunJournal) -> None:
@@ -758,7 +861,8 @@ def mark_duplicates(run: RunJournal) -> None:
 
 
 _ROW_COLUMNS = (
-    "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail"
+    "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail,"
+    " action, holder"
 )
 
 
@@ -821,11 +925,13 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
         verification=data["verification"],
         created_at=data["created_at"],
         updated_at=data["updated_at"],
+        sync=json.loads(data["sync"]) if data.get("sync") is not None else None,
     )
 
 
 def _row_record(row: Sequence[Any]) -> RowRecord:
-    line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row
+    line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row[:11]
+    action, holder = row[11:]
     return RowRecord(
         line=line,
         email=email,
@@ -838,4 +944,6 @@ def _row_record(row: Sequence[Any]) -> RowRecord:
         chunk=chunk,
         batch_id=batch_id,
         detail=detail,
+        action=Action(action) if action else None,
+        holder=bool(holder),
     )

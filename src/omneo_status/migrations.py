@@ -78,7 +78,17 @@ def _row_address(db: sqlite3.Connection) -> None:
     db.execute("UPDATE rows SET address = normalized_email(email)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address)
+def _sync_columns(db: sqlite3.Connection) -> None:
+    """Migration 3: what a sync run needs. A row may carry its own action (a sync assigns to
+    its input rows and removes from the holders it found; NULL: the run's action) and be a
+    holder row (found on the tenant, not read from the file); a sync run keeps its plan (the
+    holders found, the removal guard's verdict) as JSON in ``runs.sync`` (NULL: not a sync)."""
+    db.execute("ALTER TABLE rows ADD COLUMN action TEXT")
+    db.execute("ALTER TABLE rows ADD COLUMN holder INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE runs ADD COLUMN sync TEXT")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address, _sync_columns)
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 
 

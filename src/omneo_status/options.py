@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from omneo_status.errors import UsageError
 from omneo_status.models import Action
 
 CHUNK_SIZE = 250
@@ -24,6 +25,8 @@ CONCURRENCY_MAX = 64
 MAX_RETRIES = 5
 """Retries of one failed request."""
 MAX_RETRIES_MAX = 20
+MAX_REMOVE = "10%"
+"""What a sync may take the status from: a count, or a share of the current holders."""
 
 
 class LookupMode(StrEnum):
@@ -35,11 +38,57 @@ class LookupMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class RemovalLimit:
+    """How many holders a sync may take its status from: ``count`` of them, or ``percent``
+    of the current holders (exactly one is set)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RemovalLimit:
+        """``50`` (a count) or ``20%`` (a share of the holders); ``UsageError`` otherwise."""
+        raw = text.strip()
+        try:
+            if raw.endswith("%"):
+                percent = float(raw[:-1])
+                if 0 <= percent <= 100:
+                    return cls(percent=percent)
+            elif raw.isdigit():
+                return cls(count=int(raw))
+        except ValueError:
+            pass
+        raise UsageError(
+            f"--max-remove {text!r} is neither a count nor a share",
+            hint="Give a count of holders (--max-remove 50) or a share of them (--max-remove 20%).",
+        )
+
+    @property
+    def everyone(self) -> bool:
+        """Whether every holder may lose the status (``100%``): what an empty input needs."""
+        return self.percent is not None and self.percent >= 100
+
+    def allows(self, removals: int, holders: int) -> bool:
+        """Whether taking the status from ``removals`` of ``holders`` stays within the limit."""
+        if self.count is not None:
+            return removals <= self.count
+        return removals * 100 <= (self.percent or 0) * holders
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+DEFAULT_REMOVAL_LIMIT = RemovalLimit.parse(MAX_REMOVE)
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """What a run does: the action and the status handles it applies."""
+    """What a run does: the action and the status handles it applies. A ``sync`` assigns the
+    one handle to its input and removes it from the holders the input does not list."""
 
     action: Action
     handles: tuple[str, ...]
+    sync: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,3 +105,4 @@ class RunOptions:
     max_unmatched: float | None = None
     lookup: LookupMode = LookupMode.AUTO
     concurrency: int = CONCURRENCY
+    max_remove: RemovalLimit = DEFAULT_REMOVAL_LIMIT

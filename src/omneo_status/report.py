@@ -33,7 +33,8 @@ class ReportError(OmneoStatusError):
 class ReportRow:
     """What happened to one input row."""
 
-    line: int
+    line: int | None
+    """The input line; None for a row that is not from the input (a sync's holder rows)."""
     email: str
     outcome: Outcome
     profile_id: str | None = None
@@ -127,7 +128,7 @@ def _write_rows(stream: TextIO, rows: Iterable[ReportRow]) -> int:
     for row in rows:
         writer.writerow(
             (
-                row.line,
+                "" if row.line is None else row.line,
                 _text_cell(row.email),
                 row.outcome.value,
                 _text_cell(row.profile_id),
@@ -151,7 +152,7 @@ def _parse_row(cells: list[str], *, path: Path, line: int) -> ReportRow:
     number, email, outcome, profile_id, batch_id, detail = cells
     try:
         return ReportRow(
-            line=int(number),
+            line=int(number) if number else None,
             email=email,
             outcome=Outcome(outcome),
             profile_id=profile_id or None,

@@ -92,11 +92,13 @@ class RunSummary:
     no_wait: bool = False
     requests: int = 0
     throttled: int = 0
+    sync: dict[str, Any] | None = None
+    """A sync's plan (holders, would_remove, max_remove, allowed, how holders were found)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The documented ``--json`` document."""
-        return {
-            "action": self.action.value,
+        """The documented ``--json`` document (a sync's adds ``sync``, its plan)."""
+        document = {
+            "action": "sync" if self.sync is not None else self.action.value,
             "handles": list(self.handles),
             "dry_run": self.dry_run,
             "run_id": self.run_id,
@@ -109,6 +111,9 @@ class RunSummary:
             "report": str(self.report),
             "exit_code": int(self.exit_code),
         }
+        if self.sync is not None:
+            document["sync"] = {k: v for k, v in self.sync.items() if k != "planned"}
+        return document
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,7 @@ def _report_row(row: RowRecord, state: RunState) -> ReportRow:
         row.outcome, row.detail, stage=row.stage, has_batch=row.batch_id is not None, state=state
     )
     return ReportRow(
-        line=row.line,
+        line=None if row.holder else row.line,
         email=row.email,
         outcome=outcome,
         profile_id=row.profile_id,
@@ -251,6 +256,7 @@ def summarize(
         already_finished=already_finished,
         gave_up=info.state is RunState.GAVE_UP,
         no_wait=no_wait,
+        sync=info.sync,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary
@@ -261,6 +267,8 @@ def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
     failed or verification found a problem (or, with ``strict``, a row was skipped); else 0."""
     if summary.gave_up:
         return ExitCode.GAVE_UP_WAITING
+    if summary.sync is not None and summary.sync.get("allowed") is False:
+        return ExitCode.ROWS_FAILED  # a dry run the removal guard would stop
     if summary.counts.get(Outcome.FAILED.value, 0) or summary.verified.problems:
         return ExitCode.ROWS_FAILED
     if strict and any(summary.counts.get(o.value, 0) for o in SKIPPED):
@@ -277,7 +285,7 @@ def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
         run_id=info.run_id,
         created_at=info.created_at,
         updated_at=info.updated_at,
-        action=info.action.value,
+        action="sync" if info.sync is not None else info.action.value,
         handles=info.handles,
         dry_run=info.dry_run,
         input_name=info.input_name,

@@ -39,16 +39,20 @@ class BatchWatcher:
         self.action = action
         self.backoff = backoff
 
-    async def watch(self, batch_id: str, rows: Sequence[RowRecord]) -> Watched:
-        """Follow the batch to its end (or a deadline) and settle the rows it accounts for."""
+    async def watch(
+        self, batch_id: str, rows: Sequence[RowRecord], action: Action | None = None
+    ) -> Watched:
+        """Follow the batch to its end (or a deadline) and settle the rows it accounts for;
+        ``action`` is the batch's when it is not the watcher's (a sync's removals)."""
+        action = action or self.action
         wait = self.backoff()
         seen: tuple[object, ...] | None = None
         while True:
             batch = await self.client.get_batch(batch_id)
             if batch is None:
-                return await self._by_profiles(batch_id, rows, wait)
+                return await self._by_profiles(action, batch_id, rows, wait)
             if _finished(batch):
-                return await self._settle(batch, rows)
+                return await self._settle(action, batch, rows)
             progress = (
                 batch.status,
                 batch.processed_count,
@@ -63,7 +67,7 @@ class BatchWatcher:
                 return Watched(batch=batch, gave_up=reason)
             await wait.pause()
 
-    async def _settle(self, batch: Batch, rows: Sequence[RowRecord]) -> Watched:
+    async def _settle(self, action: Action, batch: Batch, rows: Sequence[RowRecord]) -> Watched:
         items: dict[str, BatchItem] = {}
         for item in batch.items:
             for key in (item.entity_id, item.external_id):
@@ -79,21 +83,19 @@ class BatchWatcher:
                 detail = found.error or "the batch item failed"
                 watched.settled.append(Settled(row.line, Outcome.FAILED, detail, batch_id=batch.id))
             elif state is BatchState.DONE or (found is None and clean):
-                watched.settled.append(Settled(row.line, self.action.done, batch_id=batch.id))
+                watched.settled.append(Settled(row.line, action.done, batch_id=batch.id))
             else:
                 unsure.append(row)
         if unsure:  # the batch did not say: the profiles do
             profiles = await read_profiles(self.client, [r.profile_id or "" for r in unsure])
             for row, profile in zip(unsure, profiles, strict=True):
-                applied = profile is not None and self.action.applied(profile.statuses, row.send)
-                outcome, detail = (
-                    (self.action.done, "") if applied else (Outcome.FAILED, NOT_APPLIED)
-                )
+                applied = profile is not None and action.applied(profile.statuses, row.send)
+                outcome, detail = (action.done, "") if applied else (Outcome.FAILED, NOT_APPLIED)
                 watched.settled.append(Settled(row.line, outcome, detail, batch_id=batch.id))
         return watched
 
     async def _by_profiles(
-        self, batch_id: str, rows: Sequence[RowRecord], wait: Backoff
+        self, action: Action, batch_id: str, rows: Sequence[RowRecord], wait: Backoff
     ) -> Watched:
         """No batch endpoint: wait until every profile shows the change (or a deadline)."""
         watched = Watched()
@@ -107,8 +109,8 @@ class BatchWatcher:
                         row.line, Outcome.FAILED, "profile not found", batch_id=batch_id
                     )
                     watched.settled.append(settled)
-                elif self.action.applied(profile.statuses, row.send):
-                    watched.settled.append(Settled(row.line, self.action.done, batch_id=batch_id))
+                elif action.applied(profile.statuses, row.send):
+                    watched.settled.append(Settled(row.line, action.done, batch_id=batch_id))
                 else:
                     still.append(row)
             if len(still) < len(waiting):

@@ -1,0 +1,194 @@
+"""Sync: make the holders of one status equal the profiles an input lists.
+
+The engine resolves and assigns the input as ``assign`` does; this module adds the other side
+once every row is decided: it finds the status's current holders, plans its removal from the
+holders the input does not list, and applies the removal guard before anything is written.
+
+Holders are found with ``filter[statuses.handle]``, which the docs only imply, so the answer is
+proven: every profile listed must hold the status. A tenant that ignores the filter lists
+profiles without it; that answer is never used, and the holders are found by reading the whole
+tenant instead (at most ``TENANT_SCAN_MAX`` profiles, else exit 2 before any write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omneo_status.client import OmneoClient
+from omneo_status.errors import GuardrailError, UsageError
+from omneo_status.events import Reporter
+from omneo_status.inputs import email_key, normalize_email
+from omneo_status.journal import HolderRow, RunJournal, add_holder_rows, listed_profiles
+from omneo_status.models import Action, Profile
+from omneo_status.options import RemovalLimit
+
+TENANT_SCAN_MAX = 250_000
+"""Profiles read at most to find the holders on a tenant that ignores the status filter."""
+
+SYNC_ONE = "sync one status at a time"
+
+
+class RemovalGuardError(GuardrailError):
+    """The removal guard stopped a sync before any write (exit 3); its ``--json`` document
+    adds a ``guard`` object with the figures."""
+
+    def __init__(self, message: str, *, hint: str, plan: dict[str, Any]) -> None:
+        super().__init__(message, hint=hint)
+        self.plan = plan
+
+    def to_json(self) -> dict[str, Any]:
+        """The error document plus ``guard``: holders, would_remove, max_remove."""
+        document = super().to_json()
+        document["guard"] = {
+            key: self.plan.get(key) for key in ("holders", "would_remove", "max_remove")
+        }
+        return document
+
+
+@dataclass(frozen=True)
+class Holders:
+    """The profiles holding a status, and how they were found."""
+
+    profiles: tuple[Profile, ...]
+    found_by: str
+    """``filter`` (the tenant honoured ``filter[statuses.handle]``) or ``tenant_scan``."""
+    requests: int
+    """GET requests it took."""
+
+
+async def find_holders(client: OmneoClient, handle: str, reporter: Reporter) -> Holders:
+    """Every profile holding ``handle``, proven: from the status filter when every profile it
+    lists holds the handle, else from reading the whole tenant (``UsageError`` when the tenant
+    has more than ``TENANT_SCAN_MAX`` profiles)."""
+    before = client.governor.stats.requests
+    listed = await client.find_profiles({"filter[statuses.handle]": handle})
+    if all(handle in profile.statuses for profile in listed.profiles):
+        spent = client.governor.stats.requests - before
+        return Holders(tuple(listed.profiles), "filter", spent)
+    strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
+    reporter.warn(
+        f"The tenant ignores filter[statuses.handle]: it listed {strangers} profile(s) without"
+        f" {handle}; reading the whole tenant to find its holders"
+    )
+    everyone = await client.find_profiles({}, max_profiles=TENANT_SCAN_MAX)
+    if not everyone.complete or len(everyone.profiles) > TENANT_SCAN_MAX:
+        raise UsageError(
+            "This tenant cannot list the holders of a status: it ignores"
+            f" filter[statuses.handle] and has more than {TENANT_SCAN_MAX} profiles to read;"
+            " nothing was written",
+            hint="Use assign and remove with files of your own instead of sync on this tenant.",
+        )
+    spent = client.governor.stats.requests - before
+    holders = tuple(profile for profile in everyone.profiles if handle in profile.statuses)
+    reporter.info(
+        f"Read the whole tenant ({len(everyone.profiles)} profiles, {spent} request(s)):"
+        f" {len(holders)} hold {handle}"
+    )
+    return Holders(holders, "tenant_scan", spent)
+
+
+def guard(
+    limit: RemovalLimit, *, handle: str, removals: int, holders: int, rows: int
+) -> str | None:
+    """Why the removal guard stops this sync (None when it lets it through): an input without
+    rows unless every holder may go (``100%``), or more removals than ``limit`` allows."""
+    if rows == 0 and not limit.everyone:
+        return (
+            f"The input has no rows: a sync would take {handle} from all {holders} holder(s)"
+            " (an empty or truncated export?); nothing was written"
+        )
+    if not limit.allows(removals, holders):
+        return (
+            f"The sync would take {handle} from {removals} of {holders} holder(s), over"
+            f" --max-remove {limit}; nothing was written"
+        )
+    return None
+
+
+def guard_hint(*, rows: int, removals: int) -> str:
+    """How to allow what the guard stopped."""
+    if rows == 0:
+        return "To take the status from every holder, pass --max-remove 100%."
+    return (
+        f"If this is expected, allow it with --max-remove {removals} (or a share such as"
+        " --max-remove 50%) and run the same command again."
+    )
+
+
+class SyncPlanner:
+    """Plans the removal side of a sync run, once: holders found, guard applied, holder rows
+    journaled with the plan (a resumed run that planned already is left as it is)."""
+
+    def __init__(
+        self,
+        client: OmneoClient,
+        handles: Sequence[str],
+        limit: RemovalLimit,
+        reporter: Reporter,
+        *,
+        dry_run: bool,
+    ) -> None:
+        if len(handles) != 1:
+            raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
+        self.client = client
+        self.handle = handles[0]
+        self.limit = limit
+        self.reporter = reporter
+        self.dry_run = dry_run
+
+    async def plan(self, run: RunJournal) -> None:
+        """Journal the holders to remove, or raise ``RemovalGuardError`` before any write
+        (a dry run records the guard's verdict instead of raising)."""
+        info = run.info()
+        if (info.sync or {}).get("planned"):
+            return
+        holders = await find_holders(self.client, self.handle, self.reporter)
+        keys = [(p.id, email_key(p.email or "") or None) for p in holders.profiles]
+        listed = listed_profiles(run, keys)
+        unlisted = [p for p in holders.profiles if p.id not in listed]
+        rows = info.rows
+        stop = guard(
+            self.limit,
+            handle=self.handle,
+            removals=len(unlisted),
+            holders=len(holders.profiles),
+            rows=rows,
+        )
+        plan: dict[str, Any] = {
+            "holders": len(holders.profiles),
+            "would_remove": len(unlisted),
+            "max_remove": str(self.limit),
+            "allowed": stop is None,
+            "holders_found_by": holders.found_by,
+            "holder_requests": holders.requests,
+            "planned": False,
+        }
+        self.reporter.info(
+            f"{self.handle}: {len(holders.profiles)} holder(s), {len(unlisted)} not in the input"
+            f" (--max-remove {self.limit}: {'allowed' if stop is None else 'over the limit'})"
+        )
+        if stop is not None:
+            if not self.dry_run:
+                run.update(sync=plan)
+                raise RemovalGuardError(
+                    stop, hint=guard_hint(rows=rows, removals=len(unlisted)), plan=plan
+                )
+            self.reporter.warn(stop.replace("; nothing was written", ""))
+        add_holder_rows(run, [self._row(p) for p in unlisted], {**plan, "planned": True})
+
+    def _row(self, profile: Profile) -> HolderRow:
+        email = profile.email or ""
+        would = self.dry_run
+        return HolderRow(
+            email=email,
+            address=normalize_email(email),
+            key=email_key(email),
+            profile_id=profile.id,
+            held=profile.statuses,
+            send=(self.handle,),
+            action=Action.REMOVE,
+            outcome=Action.REMOVE.would if would else None,
+            detail=f"would remove {self.handle}: not in the input" if would else "",
+        )
