@@ -58,6 +58,21 @@ class RetryPolicy:
     max_total_wait: float = 300.0
     """Give up once the waits of one request would add up to more than this."""
 
+    def wait(self, state: RetryCallState, rng: random.Random) -> float:
+        """The wait before the next attempt: what the answer asked for, else a jittered
+        exponential back-off."""
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(self.max_backoff, self.initial_backoff * (2 ** (state.attempt_number - 1)))
+        backoff = backoff * (0.5 + rng.random() / 2)  # jitter keeps clients apart
+        hinted = exc.wait if isinstance(exc, _Retryable) else None
+        return hinted if hinted is not None else backoff
+
+    def stop(self, state: RetryCallState) -> bool:
+        """Whether to give up: out of retries, or the waits would add up to too much."""
+        if state.attempt_number > self.max_retries:
+            return True
+        return state.idle_for + (state.upcoming_sleep or 0.0) > self.max_total_wait
+
 
 @dataclass(frozen=True)
 class ProfileList:
@@ -366,8 +381,8 @@ class OmneoClient:
         tenacity had made it."""
         what = f"{method} /v3{path}"
         retrying = AsyncRetrying(
-            stop=self._stop,
-            wait=self._wait,
+            stop=self.retry.stop,
+            wait=lambda state: self.retry.wait(state, self._rng),
             retry=retry_if_exception_type(_Retryable),
             sleep=self._sleep,
             before_sleep=self._before_sleep(what),
@@ -429,21 +444,6 @@ class OmneoClient:
             self._on_exchange(
                 _exchange(method, path, params, body, response, elapsed_ms, error, self._token)
             )
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(
-            self.retry.max_backoff,
-            self.retry.initial_backoff * (2 ** (state.attempt_number - 1)),
-        )
-        backoff = backoff * (0.5 + self._rng.random() / 2)  # jitter keeps clients apart
-        hinted = exc.wait if isinstance(exc, _Retryable) else None
-        return hinted if hinted is not None else backoff
-
-    def _stop(self, state: RetryCallState) -> bool:
-        if state.attempt_number > self.retry.max_retries:
-            return True
-        return state.idle_for + (state.upcoming_sleep or 0.0) > self.retry.max_total_wait
 
     def _before_sleep(self, what: str) -> Callable[[RetryCallState], None]:
         def hook(state: RetryCallState) -> None:
