@@ -49,7 +49,7 @@ summary="$log_dir/assign-$handle-$stamp.json"
 stderr_log="$log_dir/assign-$handle.stderr"
 this_stderr="$log_dir/.assign-$handle-$stamp.stderr"
 
-# --yes: nobody is there to answer; --quiet: plain progress lines instead of a live display;
+# --yes: nobody is there to answer; --quiet: errors and warnings only, no progress lines;
 # --json: one summary document on stdout, saved below. No -v: nothing about requests is logged.
 "$bin" assign "$handle" "$csv" --yes --quiet --json --log-file "$log" \
     >"$summary" 2>"$this_stderr"

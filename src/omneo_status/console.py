@@ -339,6 +339,8 @@ def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bo
         out.print(f"Verified: {verified['ok']}/{verified['checked']} profiles, {status}")
         for problem in problems:
             out.print(f"  [red]-[/] {escape(problem)}")
+        for note in verified.get("notes", []):
+            out.print(f"  [yellow]note:[/] {escape(str(note))}")
     out.print(f"Report: {escape(str(document['report']))}")
 
 
@@ -436,12 +438,14 @@ def render_config(views: Sequence[SettingView]) -> None:
     table.add_column("value")
     table.add_column("source")
     for view in views:
-        value = f"[red]missing:[/] {escape(view.value)}" if view.missing else escape(view.value)
+        value = f"[red]{escape(view.value)}[/]" if view.missing else escape(view.value)
         table.add_row(view.key, value, escape(view.source))
     stdout().print(table)
     missing = [view.key for view in views if view.missing]
     if missing:
-        print_warning(f"Not set: {', '.join(missing)}; commands that talk to the API will stop")
+        print_warning(
+            f"Not set or unusable: {', '.join(missing)}; commands that talk to the API will stop"
+        )
 
 
 def render_doctor(report: DoctorReport) -> None:

@@ -131,10 +131,10 @@ class _Doctor:
         try:
             statuses = await self.client.list_statuses()
         except AuthError as exc:
-            self.add("token", "fail", f"{exc.message}. {exc.hint or ''}".strip())
+            self.add("token", "fail", _sentence(exc))
             return False
         except ApiError as exc:  # unreachable, a 404 (no /api), a web page instead of JSON
-            self.add("base_url", "fail", f"{exc.message}. {exc.hint or ''}".strip())
+            self.add("base_url", "fail", _sentence(exc))
             return False
         self.add("token", "ok", "GET /v3/statuses answered with the token")
         self.add("statuses", "ok" if statuses else "warn", _describe_statuses(statuses))
@@ -333,3 +333,9 @@ def _describe_statuses(statuses: list[StatusDefinition]) -> str:
             notes.append(f"expires {status.absolute_expiry}")
         shown.append(status.handle + (f" ({', '.join(notes)})" if notes else ""))
     return f"{len(statuses)} status(es): " + ", ".join(shown)
+
+
+def _sentence(exc: ApiError) -> str:
+    """An error and its hint as one detail line, punctuated once."""
+    message = exc.message.rstrip(".")
+    return f"{message}. {exc.hint}" if exc.hint else f"{message}."

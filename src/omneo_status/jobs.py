@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,6 +87,8 @@ async def check_handles(
     reporter.finish(Step.HANDLES)
     unknown = [h for h in handles if h not in definitions]
     if not unknown:
+        for caveat in status_caveats(definitions, handles):
+            reporter.warn(caveat)
         return definitions
     handle, known = unknown[0], list(definitions)
     close = [k for k in known if k.lower() == handle.lower()]
@@ -99,6 +101,39 @@ async def check_handles(
         f"Unknown status handle `{handle}`{more}: the tenant has no such status{guess}",
         hint="List the tenant's statuses to see the handles; nothing was written.",
     )
+
+
+def status_caveats(
+    definitions: Mapping[str, StatusDefinition], handles: Sequence[str]
+) -> list[str]:
+    """What the plan must say about handles that change on their own: a time-limited status
+    expires, and a grouped one may replace (or be replaced by) its siblings."""
+    caveats: list[str] = []
+    for handle in handles:
+        status = definitions[handle]
+        if status.time_limited:
+            when = (
+                f"it expires on {status.absolute_expiry}"
+                if status.absolute_expiry
+                else f"it lasts {status.period} {status.period_type or ''}".rstrip()
+            )
+            caveats.append(
+                f"`{handle}` is time-limited ({when}): profiles lose it on their own, so a later"
+                " check may find it gone"
+            )
+        if status.grouped:
+            siblings = sorted(
+                other.handle
+                for other in definitions.values()
+                if other.group_handle == status.group_handle and other.handle != handle
+            )
+            group = status.group_name or status.group_handle
+            also = f" ({', '.join(siblings)})" if siblings else ""
+            caveats.append(
+                f"`{handle}` belongs to the group {group}: the tenant may let a profile hold one"
+                f" status of a group, so giving it may take a sibling{also} away"
+            )
+    return caveats
 
 
 # -- the three ways a run starts ------------------------------------------------------------

@@ -107,13 +107,14 @@ def guard(
     return None
 
 
-def guard_hint(*, rows: int, removals: int) -> str:
-    """How to allow what the guard stopped."""
+def guard_hint(*, rows: int, removals: int, holders: int) -> str:
+    """How to allow what the guard stopped: the smallest count and share that let it through."""
     if rows == 0:
         return "To take the status from every holder, pass --max-remove 100%."
+    share = -(-removals * 100 // max(holders, 1))  # rounded up, so that it allows this many
     return (
-        f"If this is expected, allow it with --max-remove {removals} (or a share such as"
-        " --max-remove 50%) and run the same command again."
+        f"If this is expected, allow it with --max-remove {removals} (or --max-remove"
+        f" {share}%) and run the same command again."
     )
 
 
@@ -173,7 +174,11 @@ class SyncPlanner:
             if not self.dry_run:
                 run.update(sync=plan)
                 raise RemovalGuardError(
-                    stop, hint=guard_hint(rows=rows, removals=len(unlisted)), plan=plan
+                    stop,
+                    hint=guard_hint(
+                        rows=rows, removals=len(unlisted), holders=len(holders.profiles)
+                    ),
+                    plan=plan,
                 )
             self.reporter.warn(stop.replace("; nothing was written", ""))
         add_holder_rows(run, [self._row(p) for p in unlisted], {**plan, "planned": True})
