@@ -127,7 +127,7 @@ def test_config_show_lists_what_it_has_when_the_token_is_missing(
     assert doc["token"]["missing"] is True
     table = sandbox.invoke("config", "show")
     assert table.exit_code == 0
-    assert "missing" in table.stdout and "token" in table.stderr
+    assert "not set" in table.stdout and "token" in table.stderr
 
 
 # -- the help --------------------------------------------------------------------------------
