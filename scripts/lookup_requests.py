@@ -18,20 +18,44 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TOKEN = "bench-token"  # noqa: S105 - the sandbox's token for this script, not a secret
 _URL = re.compile(r"(http://127\.0\.0\.1:\d+/api)")
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One run: its ``--json`` summary, the requests the sandbox logged, the tool's peak RSS."""
+
+    summary: dict[str, Any]
+    requests: int
+    rss_mb: float
+
+
 def run_case(
     work: Path, *, profiles: int, addresses: int, flags: list[str], extra: list[str]
-) -> dict[str, object]:
+) -> Measured:
     """One run against a fresh sandbox: its summary, request count and the tool's peak RSS."""
     log = work / f"log-{profiles}-{addresses}.jsonl"
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "omneo_status", "sandbox", "--port", "0", "--token", TOKEN]
-        + ["--profiles", str(profiles), "--log", str(log), *flags],
+        [
+            sys.executable,
+            "-m",
+            "omneo_status",
+            "sandbox",
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--profiles",
+            str(profiles),
+            "--log",
+            str(log),
+            *flags,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -50,23 +74,33 @@ def run_case(
             OMNEO_STATE_DIR=str(work / f"state-{profiles}-{addresses}"),
         )
         tool = subprocess.Popen(
-            [sys.executable, "-m", "omneo_status", "assign", "vip", str(csv)]
-            + ["--yes", "--json", "--quiet", *extra],
+            [
+                sys.executable,
+                "-m",
+                "omneo_status",
+                "assign",
+                "vip",
+                str(csv),
+                "--yes",
+                "--json",
+                "--quiet",
+                *extra,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert tool.stdout is not None
-        out = tool.stdout.read()
+        document = tool.stdout.read()
         _, _, usage = os.wait4(tool.pid, 0)  # the tool's own peak RSS, not the sandbox's
         tool.returncode = 0
-        summary = json.loads(out)
+        summary = json.loads(document)
         assert sum(summary["counts"].values()) == addresses, summary
     finally:
         sandbox.terminate()
         sandbox.wait()
     requests = sum(1 for _ in log.open())
-    return {"summary": summary, "requests": requests, "rss_mb": usage.ru_maxrss / 1024}
+    return Measured(summary, requests, usage.ru_maxrss / 1024)
 
 
 def main() -> None:
@@ -74,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--memory", action="store_true", help="also the 1,000,000-row scan")
     args = parser.parse_args()
-    cases = [
+    cases: list[tuple[int, int, list[str], list[str], float]] = [
         (1000, 800, ["--rate-limit", "50", "--no-email-in-filter"], [], 0.1),
         (20000, 2000, ["--rate-limit", "50"], [], 0.025),
     ]
@@ -83,11 +117,11 @@ def main() -> None:
             got = run_case(
                 Path(tmp), profiles=profiles, addresses=addresses, flags=flags, extra=extra
             )
-            lookup = got["summary"]["lookup"]  # type: ignore[index]
-            per = int(got["requests"]) / addresses  # type: ignore[call-overload]
+            lookup = got.summary["lookup"]
+            per = got.requests / addresses
             print(
                 f"{addresses} addresses, {profiles} profiles, {' '.join(flags)}: "
-                f"{got['requests']} requests = {per:.4f} per address (target <= {target}); "
+                f"{got.requests} requests = {per:.4f} per address (target <= {target}); "
                 f"lookup {lookup['mode']}, {lookup['reason']}"
             )
         if args.memory:
@@ -100,7 +134,7 @@ def main() -> None:
             )
             print(
                 f"1,000,000 rows, 1,000,000 profiles, --dry-run --lookup scan: "
-                f"peak RSS {got['rss_mb']:.0f} MB, {got['requests']} requests"
+                f"peak RSS {got.rss_mb:.0f} MB, {got.requests} requests"
             )
 
 

@@ -65,7 +65,7 @@ def test_a_small_file_against_a_large_tenant_is_looked_up_in_bulk(
 
 def test_a_file_covering_much_of_a_small_tenant_scans_it(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.tenant = generate_tenant(300, seed=4)
-    emails = customers(sandbox.tenant, 250) + ["nobody@example.com"]
+    emails = [*customers(sandbox.tenant, 250), "nobody@example.com"]
     csv = write_csv(tmp_path / "in.csv", emails)
     doc = run_json(sandbox, csv)
     assert doc["lookup"] == {
