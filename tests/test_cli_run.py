@@ -68,7 +68,9 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "state",
         "lookup",
     }
-    assert doc["state"] == "finished" and doc["lookup"] == {"mode": "bulk"}
+    assert doc["state"] == "finished" and set(doc["lookup"]) == {"mode", "requests", "reason"}
+    # Nine addresses and a 31-profile tenant: its one page is the cheapest plan.
+    assert doc["lookup"]["mode"] == "scan" and doc["lookup"]["requests"] == 1
     assert doc["action"] == "assign" and doc["handles"] == ["vip"] and doc["dry_run"] is False
     assert doc["rows"] == 9
     assert doc["counts"] == {
@@ -323,7 +325,7 @@ def test_bulk_lookup_ignored_by_a_lenient_server_falls_back(
 
 
 def test_bulk_lookup_honoured_uses_in_filter(sandbox: Sandbox) -> None:
-    result = sandbox.run("assign", "vip", EMAILS, "--json")
+    result = sandbox.run("assign", "vip", EMAILS, "--lookup", "bulk", "--json")
     assert result.exit_code == 0
     queries = [dict(r.query) for r in sandbox.tenant.requests if r.path == "/api/v3/profiles"]
     assert any("filter[email][in]" in q for q in queries)

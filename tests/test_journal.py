@@ -69,7 +69,7 @@ def test_a_new_journal_gets_every_migration(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite") as journal:
         new_run(journal)
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
-        assert schema_version(db) == len(MIGRATIONS) == 3
+        assert schema_version(db) == len(MIGRATIONS) == 4
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

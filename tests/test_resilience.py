@@ -348,6 +348,51 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
     assert all(r.method != "PUT" for r in tenant.requests)
 
 
+def scan_reads(tenant: Tenant) -> list[int]:
+    """The page numbers of the unfiltered profile list requests (a scan's reads), in order."""
+    return [
+        int(dict(r.query).get("page[number]", "1"))
+        for r in list(tenant.requests)
+        if r.path == "/api/v3/profiles" and not any(k.startswith("filter") for k, _ in r.query)
+    ]
+
+
+@POSIX_ONLY
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_a_scan_and_the_rerun_reads_no_page_twice(
+    served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
+) -> None:
+    tenant = generate_tenant(3000, seed=31)
+    emails = targets(tenant, 2500)
+    csv = write_csv(tmp_path / "in.csv", emails)
+    args = ["assign", "vip", str(csv), "--yes", "--json", "--quiet", "--concurrency", "2"]
+    args += ["--lookup", "scan"]
+    config = SandboxConfig(latency_ms=15)
+    box = served(tenant, config)
+    state = tmp_path / "state"
+    killed = tool(
+        args, base_url=box.base_url, state=state, until=lambda: len(scan_reads(tenant)) >= 10
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not any(r.method == "POST" for r in tenant.requests)  # killed while scanning
+    with sqlite3.connect(state / "journal.sqlite") as db:
+        kept = {n for (n,) in db.execute("SELECT page FROM scan_pages")}
+    assert len(kept) >= 5
+    tenant.requests.clear()
+    config.latency_ms = 0
+    rerun = tool(args, base_url=box.base_url, state=state)
+    assert rerun.returncode == 0, rerun.stderr
+    again = scan_reads(tenant)
+    assert not kept & set(again)  # no page read before the kill is read again
+    assert kept | set(again) == set(range(1, 31)) and len(again) == len(set(again))
+    doc = json.loads(rerun.stdout)
+    assert doc["lookup"]["mode"] == "scan"
+    assert doc["lookup"]["reason"].startswith("continuing the tenant scan")
+    assert doc["counts"]["not_found"] == 5
+    assert doc["counts"]["assigned"] + doc["counts"]["already_had"] == 2500
+    assert all("vip" in p.statuses for p in tenant.profiles.values() if p.email in set(emails))
+
+
 @POSIX_ONLY
 @pytest.mark.slow
 def test_sigterm_saves_the_journal_and_exits_130(

@@ -35,7 +35,9 @@ def assert_no_secret(path: Path, secret: str) -> None:
 def test_a_run_traces_every_exchange(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.config.rate_limit = 1000
     trace = tmp_path / "trace.jsonl"
-    result = sandbox.run("assign", "vip", EMAILS, "--json", "--trace", str(trace))
+    result = sandbox.run(
+        "assign", "vip", EMAILS, "--lookup", "bulk", "--json", "--trace", str(trace)
+    )
     assert result.exit_code == 0, result.stderr
     found = records(trace)
     assert len(found) == len(sandbox.tenant.requests)

@@ -321,8 +321,9 @@ LookupOpt = Annotated[
     LookupMode,
     _value(
         "--lookup",
-        help="Email lookups: auto tries filter\\[email]\\[in] and keeps it only if the tenant"
-        " honours it.",
+        help="Email lookups: auto picks the plan with the fewest requests (one per address,"
+        " filter\\[email]\\[in] groups, or a scan of every profile) and says why; single, bulk"
+        " and scan force one.",
         panel=_RUN,
     ),
 ]

@@ -95,6 +95,19 @@ class ProfilePage:
     total: int | None
 
 
+@dataclass(frozen=True)
+class TenantPage:
+    """One page of every profile of the tenant, with what its ``meta`` says."""
+
+    profiles: list[Profile]
+    total: int | None
+    """``meta.total``: how many profiles the tenant has now."""
+    number: int | None
+    """``meta.current_page``: which page the tenant says it gave."""
+    size: int | None
+    """``meta.per_page``: the page size the tenant really used."""
+
+
 class PageStyle(StrEnum):
     """How a list endpoint is asked for a page: Omneo's two SDKs use different dialects, and a
     tenant may honour only one of them."""
@@ -233,6 +246,15 @@ class OmneoClient:
         return ProfilePage(
             _parse_list(Profile, answer.rows, "profile"), answer.has_next, answer.total
         )
+
+    async def tenant_page(self, number: int, size: int = MAX_PAGE_SIZE) -> TenantPage:
+        """Page ``number`` of every profile (no filter), ``size`` asked for, in the client's
+        pagination dialect. The tenant may give fewer, or another page when it ignores the
+        dialect: the caller compares ``number`` with the page it asked for."""
+        body = await self._get_json("/profiles", self.page_style.params(number, size))
+        page = _envelope(body, number)
+        profiles = _parse_list(Profile, page.rows, "profile")
+        return TenantPage(profiles, page.total, page.current_page, page.per_page)
 
     async def find_profiles(
         self, filters: Mapping[str, str], *, max_profiles: int | None = None
@@ -422,6 +444,10 @@ class OmneoClient:
         if response.status_code in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {response.status_code}", wait, response.status_code)
         return response
+
+    def url_length(self, path: str, params: Mapping[str, str] | None = None) -> int:
+        """How long the URL of ``GET path`` (under ``/v3``) with ``params`` is, query included."""
+        return len(self._url(path, params))
 
     def _url(self, path: str, params: Mapping[str, str] | None) -> str:
         """The absolute URL, query included: httpx parses a URL three times over when it

@@ -332,6 +332,12 @@ def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bo
         ids = ", ".join(str(b["batch_id"]) for b in batches[:3])
         more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
         out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
+    lookup: Mapping[str, Any] = document.get("lookup") or {}
+    if lookup.get("mode"):
+        out.print(
+            f"Lookup: {lookup['mode']} (about {lookup['requests']} requests):"
+            f" {escape(str(lookup['reason']))}"
+        )
     verified: Mapping[str, Any] = document["verified"]
     if verified.get("checked"):
         problems: Sequence[str] = verified.get("problems", [])

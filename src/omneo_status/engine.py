@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Protocol
 
 from omneo_status.backoff import Backoff, Clock, Sleep
@@ -31,13 +30,11 @@ from omneo_status.journal import (
     Stage,
 )
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
-from omneo_status.options import JobSpec, LookupMode, RunOptions
+from omneo_status.options import JobSpec, LookupPlan, RunOptions
+from omneo_status.planner import LookupPlanner
 from omneo_status.resolver import (
-    BULK_GROUP,
-    BulkEmailResolver,
     ProfileIdResolver,
     Resolver,
-    SingleEmailResolver,
     read_profiles,
 )
 from omneo_status.summary import Verification
@@ -77,8 +74,8 @@ class EngineResult:
 
     verification: Verification = field(default_factory=Verification)
     gave_up: bool = False
-    lookup: LookupMode | None = None
-    """How emails were looked up (None when no email needed a lookup)."""
+    lookup: LookupPlan | None = None
+    """How emails were looked up, and why (None when no email needed a lookup)."""
 
 
 class _Crew:
@@ -297,32 +294,37 @@ class Engine:
             self._record(row, decision)
 
     async def _email_resolver(self) -> Resolver:
-        """The resolver for emails; ``auto`` and ``bulk`` first try one group in bulk and keep
-        bulk only if the answer proves the filter was honoured."""
-        single = SingleEmailResolver(self.client)
-        mode = self.options.lookup
-        sample = list(
-            islice(
-                (r for r in self.run.rows_in_stage(Stage.LOOKUP) if not r.profile_id), BULK_GROUP
-            )
+        """The resolver for the emails left to look up, once the planner has chosen (and, for
+        a scan, once the scan has read the tenant and settled the rows it can)."""
+        planner = LookupPlanner(
+            self.client, self.run, mode=self.options.lookup, concurrency=self.options.concurrency
         )
-        if sample:
-            self.result.lookup = LookupMode.SINGLE
-        if mode is LookupMode.SINGLE or len(sample) < 2:
-            return single
-        bulk = BulkEmailResolver(self.client)
-        found = await bulk.try_group([row.address for row in sample])
-        if found is None:
-            message = "The tenant does not honour filter[email][in]; looking emails up one by one"
-            (self.reporter.warn if mode is LookupMode.BULK else self.reporter.info)(message)
-            return single
-        self.reporter.info("The tenant honours filter[email][in]; looking emails up in groups")
-        self.result.lookup = LookupMode.BULK
-        for row, match in zip(sample, found, strict=True):
+        chosen = await planner.choose()
+        plan = self.result.lookup = chosen.plan
+        if chosen.warning is not None:
+            self.reporter.warn(chosen.warning)
+        elif plan is not None:
+            self.reporter.info(
+                f"Lookup: {plan.mode.value}, about {plan.requests} requests: {plan.reason}"
+            )
+        for row, match in chosen.settled:
             self._record(
                 row, decide(match, self.action, self.handles, dry_run=self.options.dry_run)
             )
-        return bulk
+        if chosen.scan is not None:
+            state = await chosen.scan.read(chosen.first)
+            if state.moved:
+                self.reporter.warn(
+                    "The tenant's profile list changed during the scan: addresses it did not"
+                    " find are looked up by filter instead"
+                )
+            for batch in chosen.scan.matched(state):
+                for row, match in batch:
+                    self._record(
+                        row, decide(match, self.action, self.handles, dry_run=self.options.dry_run)
+                    )
+                await asyncio.sleep(0)  # let chunks cut meanwhile go out
+        return chosen.resolver
 
     def _record(self, row: RowRecord, decision: Decision) -> None:
         if isinstance(decision, Send):

@@ -378,7 +378,7 @@ async def _drive(
         run,
         report=path,
         strict=options.strict,
-        lookup=result.lookup.value if result.lookup else None,
+        lookup=result.lookup,
         resumed=resumed,
         no_wait=options.no_wait,
     )

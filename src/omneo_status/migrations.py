@@ -88,7 +88,40 @@ def _sync_columns(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN sync TEXT")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address, _sync_columns)
+def _tenant_scan(db: sqlite3.Connection) -> None:
+    """Migration 4: a tenant scan's progress and partial matches, and rows found by key."""
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS rows_by_key ON rows (run_id, email_key)",
+        """CREATE TABLE IF NOT EXISTS scans (
+            run_id      TEXT PRIMARY KEY,
+            style       TEXT NOT NULL,
+            page_size   INTEGER NOT NULL,
+            pages       INTEGER NOT NULL,
+            total       INTEGER NOT NULL,
+            moved       INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE IF NOT EXISTS scan_pages (
+            run_id      TEXT NOT NULL,
+            page        INTEGER NOT NULL,
+            PRIMARY KEY (run_id, page)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS scan_matches (
+            run_id      TEXT NOT NULL,
+            email_key   TEXT NOT NULL,
+            profile_id  TEXT NOT NULL,
+            profile     TEXT NOT NULL,
+            PRIMARY KEY (run_id, email_key, profile_id)
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _initial_schema,
+    _row_address,
+    _sync_columns,
+    _tenant_scan,
+)
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 
 

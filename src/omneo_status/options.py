@@ -35,6 +35,21 @@ class LookupMode(StrEnum):
     AUTO = "auto"
     SINGLE = "single"
     BULK = "bulk"
+    SCAN = "scan"
+
+
+@dataclass(frozen=True)
+class LookupPlan:
+    """How a run looks its emails up, and why: what the plan/preview and the summary show."""
+
+    mode: LookupMode
+    requests: int
+    """Lookup requests the plan was expected to cost when it was chosen (probes included)."""
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        """The summary's ``lookup`` object."""
+        return {"mode": self.mode.value, "requests": self.requests, "reason": self.reason}
 
 
 @dataclass(frozen=True)

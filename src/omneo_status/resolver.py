@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Protocol
+from urllib.parse import quote
 
-from omneo_status.client import OmneoClient
+from omneo_status.client import MAX_PAGE_SIZE, OmneoClient
 from omneo_status.decide import Match
 from omneo_status.errors import BadResponse, NotFoundError, ValidationFailed
 from omneo_status.inputs import email_key, lookup_forms
@@ -25,8 +26,13 @@ from omneo_status.models import Profile
 ROW_LEVEL_ERRORS = (ValidationFailed, NotFoundError, BadResponse)
 """API errors that fail the rows being looked up rather than the whole run."""
 
-BULK_GROUP = 40
-"""Addresses per bulk lookup: with both forms of each, the URL stays well under 8 KB."""
+BULK_GROUP = MAX_PAGE_SIZE
+"""Addresses per bulk lookup: as many as a page holds, URL length permitting (``URL_MAX``)."""
+
+URL_MAX = 4000
+"""The longest lookup URL sent: under the 4 KB that some servers and proxies accept."""
+
+_IN_FILTER = "filter[email][in]"
 
 SINGLE_MAX_PROFILES = 50
 """More profiles than this for one address means the filter was ignored: stop reading."""
@@ -85,35 +91,63 @@ class SingleEmailResolver:
 class BulkEmailResolver:
     """One ``GET /v3/profiles?filter[email][in]=...`` per group of addresses.
 
-    A group whose answer shows the filter ignored is looked up one by one instead.
+    A group is as large as ``group_size`` (a page) and as its URL allows (``URL_MAX``); a
+    group whose answer spans pages is read page by page. A group whose answer shows the filter
+    ignored is looked up one by one instead.
     """
 
     key_name = "email"
-    group_size = BULK_GROUP
 
-    def __init__(self, client: OmneoClient) -> None:
+    def __init__(self, client: OmneoClient, group_size: int = BULK_GROUP) -> None:
         self.client = client
+        self.group_size = max(1, group_size)
         self.single = SingleEmailResolver(client)
 
     async def resolve(self, keys: Sequence[str]) -> list[Match]:
-        """Each address's exact matches, from one request when the tenant honours the filter."""
-        found = await self.try_group(keys)
-        if found is None:
-            return await self.single.resolve(keys)
-        return found
+        """Each address's exact matches, from one request per group when the tenant honours
+        the filter."""
+        matches: list[Match] = []
+        for group in self.fit(keys):
+            found = await self.try_group(group)
+            matches.extend(found if found is not None else await self.single.resolve(group))
+        return matches
+
+    def fit(self, keys: Sequence[str]) -> list[list[str]]:
+        """``keys`` cut, in order, into groups of at most ``group_size`` addresses whose
+        lookup URL stays within ``URL_MAX`` (an address too long to share a URL goes alone)."""
+        fixed = self.client.url_length(
+            "/profiles", {_IN_FILTER: "", **self.client.page_style.params(99999)}
+        )
+        groups: list[list[str]] = []
+        group: list[str] = []
+        length = fixed
+        for address in keys:
+            # quote() is an upper bound of the query encoding; 3 more for the %2C separator.
+            cost = sum(len(quote(form, safe="")) + 3 for form in lookup_forms(address))
+            if group and (len(group) >= self.group_size or length + cost > URL_MAX):
+                groups.append(group)
+                group, length = [], fixed
+            group.append(address)
+            length += cost
+        if group:
+            groups.append(group)
+        return groups
 
     async def try_group(self, keys: Sequence[str]) -> list[Match] | None:
-        """The group's matches, or None when the answer shows the filter was not honoured."""
+        """The group's matches, or None when the answer shows the filter was not honoured
+        (seen on its first page, so a tenant ignoring it costs one request)."""
         wanted = {email_key(address) for address in keys}
         forms = list(dict.fromkeys(form for address in keys for form in lookup_forms(address)))
+        filters = {_IN_FILTER: ",".join(forms)}
         limit = 3 * len(wanted)
         try:
-            listed = await self.client.find_profiles(
-                {"filter[email][in]": ",".join(forms)}, max_profiles=limit
-            )
-            if not listed.complete or (listed.total is not None and listed.total > limit):
-                return None
-            matches = _exact(listed.profiles, wanted)
+            first = await self.client.profiles_page(filters)
+            matches = _exact(first.profiles, wanted)
+            if first.has_next:
+                listed = await self.client.find_profiles(filters, max_profiles=limit)
+                if not listed.complete or (listed.total is not None and listed.total > limit):
+                    return None
+                matches = _exact(listed.profiles, wanted)
         except (FilterIgnored, *ROW_LEVEL_ERRORS):
             return None
         return [Match(tuple(matches.get(email_key(address), ()))) for address in keys]

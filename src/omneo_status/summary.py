@@ -16,6 +16,7 @@ from typing import Any
 from omneo_status.errors import ExitCode
 from omneo_status.journal import LIVE, RowRecord, RunInfo, RunJournal, RunState, Stage
 from omneo_status.models import SKIPPED, Action, Outcome
+from omneo_status.options import LookupPlan
 from omneo_status.report import ReportRow, write_report
 
 
@@ -84,8 +85,8 @@ class RunSummary:
     report: Path
     exit_code: ExitCode
     state: str
-    lookup: str | None = None
-    """How emails were looked up in this attempt (``single``/``bulk``); None if none were."""
+    lookup: LookupPlan | None = None
+    """How emails were looked up in this attempt, and why; None if none were."""
     resumed: bool = False
     already_finished: bool = False
     gave_up: bool = False
@@ -107,7 +108,11 @@ class RunSummary:
             "counts": self.counts,
             "batches": [batch.to_json() for batch in self.batches],
             "verified": self.verified.to_json(),
-            "lookup": {"mode": self.lookup},
+            "lookup": (
+                self.lookup.to_json()
+                if self.lookup is not None
+                else {"mode": None, "requests": 0, "reason": None}
+            ),
             "report": str(self.report),
             "exit_code": int(self.exit_code),
         }
@@ -220,7 +225,7 @@ def summarize(
     *,
     report: Path,
     strict: bool,
-    lookup: str | None = None,
+    lookup: LookupPlan | None = None,
     resumed: bool = False,
     already_finished: bool = False,
     no_wait: bool = False,
