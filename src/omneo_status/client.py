@@ -242,7 +242,7 @@ class OmneoClient:
 
         Prefer :meth:`find_profiles`, which checks every page and reads them all.
         """
-        answer = await self._read_page("/profiles", filters, page, self.page_style)
+        answer = await _read_page(self, "/profiles", filters, page, self.page_style)
         return ProfilePage(
             _parse_list(Profile, answer.rows, "profile"), answer.has_next, answer.total
         )
@@ -316,11 +316,6 @@ class OmneoClient:
 
     # -- pagination ------------------------------------------------------------------------
 
-    async def _read_page(
-        self, path: str, filters: Mapping[str, str], number: int, style: PageStyle
-    ) -> ListPage:
-        return _envelope(await self._get_json(path, {**filters, **style.params(number)}), number)
-
     async def _walk(
         self, path: str, filters: Mapping[str, str], *, limit: int | None = None
     ) -> tuple[list[Any], int | None, bool]:
@@ -351,7 +346,7 @@ class OmneoClient:
         total: int | None = None
         number = 1
         while True:
-            page = await self._read_page(path, filters, number, style)
+            page = await _read_page(self, path, filters, number, style)
             keys = [_row_key(row) for row in page.rows]
             if number > 1 and _repeats(page, number, keys, seen):
                 raise _PageMismatch(number, page.current_page)
@@ -429,14 +424,11 @@ class OmneoClient:
             started = time.perf_counter()
             try:
                 response = await self._http.request(method, self._url(path, params), json=json)
-            except httpx.TimeoutException:
+            except httpx.TransportError as exc:  # a timeout is one too
+                reason = _transport_reason(exc)
                 self.governor.observe(ticket, 0, {})
-                self._observe(method, path, params, json, None, started, "timed out")
-                raise _Retryable("timed out") from None
-            except httpx.TransportError as exc:
-                self.governor.observe(ticket, 0, {})
-                self._observe(method, path, params, json, None, started, _transport_reason(exc))
-                raise _Retryable(_transport_reason(exc)) from None
+                self._observe(method, path, params, json, None, started, reason)
+                raise _Retryable(reason) from None
             self._observe(method, path, params, json, response, started, None)
             wait = self.governor.observe(ticket, response.status_code, response.headers)
         if wait is None and "retry-after" in response.headers:  # a 503 may say when, too
@@ -577,7 +569,17 @@ def _give_up(what: str, exc: _Retryable) -> NoReturn:
     ) from None
 
 
+async def _read_page(
+    client: OmneoClient, path: str, filters: Mapping[str, str], number: int, style: PageStyle
+) -> ListPage:
+    """Page ``number`` of a list endpoint, asked for in ``style``."""
+    query = {**filters, **style.params(number)}
+    return _envelope(await client._get_json(path, query), number)
+
+
 def _transport_reason(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
     text = str(exc).strip()
     kind = type(exc).__name__
     return f"{kind}: {text}" if text else kind

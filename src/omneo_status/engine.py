@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from omneo_status.backoff import Backoff, Clock, Sleep
 from omneo_status.client import OmneoClient
-from omneo_status.decide import Check, Decision, Send, check_profile, decide
+from omneo_status.decide import Decision, Match, Send, decide
 from omneo_status.errors import Cancelled, GuardrailError, ValidationFailed
 from omneo_status.events import Reporter, Step
 from omneo_status.journal import (
@@ -35,10 +35,19 @@ from omneo_status.planner import LookupPlanner
 from omneo_status.resolver import (
     ProfileIdResolver,
     Resolver,
-    read_profiles,
 )
 from omneo_status.summary import Verification
+from omneo_status.verify import verify_sample
 from omneo_status.watcher import BatchWatcher, reconcile
+
+RECONCILING = (
+    "{chunks} chunk(s) may or may not have been sent before the last run stopped: reading their"
+    " profiles back"
+)
+SCAN_MOVED = (
+    "The tenant's profile list changed during the scan: addresses it did not find are looked"
+    " up by filter instead"
+)
 
 SENDS_AT_ONCE = 2
 """Batch requests in flight at once: enough to overlap, few enough to leave room for lookups."""
@@ -200,10 +209,7 @@ class Engine:
         if not posting:
             return
         self.reporter.start(Step.RECONCILE, sum(chunk.profiles for chunk in posting))
-        self.reporter.info(
-            f"{len(posting)} chunk(s) may or may not have been sent before the last run stopped:"
-            " reading their profiles back"
-        )
+        self.reporter.info(RECONCILING.format(chunks=len(posting)))
         for chunk in posting:
             rows = self.run.rows_of_chunk(chunk.chunk)
             if not rows:
@@ -283,15 +289,7 @@ class Engine:
         keys = [row.profile_id or "" if resolver is self.by_id else row.address for row in rows]
         matches = await resolver.resolve(keys)
         for row, match in zip(rows, matches, strict=True):
-            handles = row.send or self.handles
-            decision = decide(
-                match,
-                self.action_of(row),
-                handles,
-                dry_run=self.options.dry_run,
-                key_name=resolver.key_name,
-            )
-            self._record(row, decision)
+            self._decide(row, match, resolver.key_name)
 
     async def _email_resolver(self) -> Resolver:
         """The resolver for the emails left to look up, once the planner has chosen (and, for
@@ -308,23 +306,22 @@ class Engine:
                 f"Lookup: {plan.mode.value}, about {plan.requests} requests: {plan.reason}"
             )
         for row, match in chosen.settled:
-            self._record(
-                row, decide(match, self.action, self.handles, dry_run=self.options.dry_run)
-            )
+            self._decide(row, match)
         if chosen.scan is not None:
             state = await chosen.scan.read(chosen.first)
             if state.moved:
-                self.reporter.warn(
-                    "The tenant's profile list changed during the scan: addresses it did not"
-                    " find are looked up by filter instead"
-                )
+                self.reporter.warn(SCAN_MOVED)
             for batch in chosen.scan.matched(state):
                 for row, match in batch:
-                    self._record(
-                        row, decide(match, self.action, self.handles, dry_run=self.options.dry_run)
-                    )
+                    self._decide(row, match)
                 await asyncio.sleep(0)  # let chunks cut meanwhile go out
         return chosen.resolver
+
+    def _decide(self, row: RowRecord, match: Match, key_name: str = "email") -> None:
+        """Decide a looked-up row (an undo row sends what it knows) and record the decision."""
+        action, handles = self.action_of(row), row.send or self.handles
+        dry_run = self.options.dry_run
+        self._record(row, decide(match, action, handles, dry_run=dry_run, key_name=key_name))
 
     def _record(self, row: RowRecord, decision: Decision) -> None:
         if isinstance(decision, Send):
@@ -420,38 +417,15 @@ class Engine:
         )
 
     async def _verify(self) -> None:
-        """Re-read a spread sample of changed profiles of each action (a sync's both sides)
-        and check each with ``check_profile``."""
-        wanted = self.options.verify
-        if wanted <= 0:
-            return
-        sample: list[RowRecord] = []
-        for action in (self.action, self.action.inverse):
-            candidates = [
-                row
-                for row in self.run.rows_with_outcome([action.done], limit=wanted * 20)
-                if self.action_of(row) is action
-            ]
-            sample += candidates[:: max(1, len(candidates) // wanted)][:wanted]
-        if not sample:
-            return
-        self.reporter.start(Step.VERIFY, len(sample))
-        profiles = await read_profiles(self.client, [row.profile_id or "" for row in sample])
-        for row, profile in zip(sample, profiles, strict=True):
-            action = self.action_of(row)
-            check = check_profile(action, row.send, row.held, profile, self.definitions)
-            _add_check(self.result.verification, f"line {row.line} ({row.email})", check)
-            self.reporter.advance(Step.VERIFY)
-        self.reporter.finish(Step.VERIFY)
-
-
-def _add_check(found: Verification, where: str, check: Check) -> None:
-    found.checked += 1
-    if check.problem is None:
-        found.ok += 1
-    else:
-        found.problems.append(f"{where}: {check.problem}")
-    found.notes.extend(f"{where}: {note}" for note in check.notes)
+        await verify_sample(
+            self.run,
+            self.action,
+            self.options.verify,
+            client=self.client,
+            definitions=self.definitions,
+            reporter=self.reporter,
+            into=self.result.verification,
+        )
 
 
 def check_unmatched(run: RunJournal, limit: float | None) -> None:
