@@ -57,6 +57,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
     assert set(doc) == {
         "action",
         "handles",
+        "match",
         "dry_run",
         "run_id",
         "rows",

@@ -34,6 +34,7 @@ from omneo_status.errors import (
 from omneo_status.events import FanoutReporter, Reporter
 from omneo_status.governor import RateGovernor
 from omneo_status.jobs import JobContext, RunSummary
+from omneo_status.keys import MatchKey
 from omneo_status.logfile import JsonLogReporter
 from omneo_status.models import Action, Batch, StatusDefinition
 from omneo_status.options import (
@@ -250,9 +251,20 @@ ColumnOpt = Annotated[
     str | None,
     _value(
         "--column",
-        help="Name of the email column (default: found by its header).",
+        help="Name of the key column, email unless --match says otherwise (default: found by"
+        " its header).",
         panel=_RUN,
         show_default=False,
+    ),
+]
+MatchOpt = Annotated[
+    str,
+    _value(
+        "--match",
+        help="What the column holds: email, mobile, id (an Omneo profile id), or"
+        " identity:HANDLE (for example identity:shopify).",
+        panel=_RUN,
+        metavar="KEY",
     ),
 ]
 DryRunOpt = Annotated[
@@ -661,6 +673,7 @@ def _from_file(
     csv_file: str,
     *,
     column: str | None,
+    match: str,
     fresh: bool,
     yes: bool,
     options: RunOptions,
@@ -670,12 +683,16 @@ def _from_file(
     """``assign``/``remove``: read the file, run the job, show the summary, exit."""
     rt = runtime()
     with _boundary(out.json):
-        spec = JobSpec(action, _handles(handle))
+        spec = JobSpec(action, _handles(handle), MatchKey.parse(match))
         report = out.report_path(None if csv_file == "-" else Path(csv_file))
         with (
             _session(rt, conn, out) as session,
             prepared_input(
-                csv_file, column, state_dir=session.settings.state_dir, stdin=sys.stdin.buffer
+                csv_file,
+                column,
+                state_dir=session.settings.state_dir,
+                stdin=sys.stdin.buffer,
+                match=spec.match,
             ) as source,
         ):
             summary = _execute(
@@ -797,6 +814,7 @@ def assign(
     handle: HandleArg,
     csv_file: CsvArg,
     column: ColumnOpt = None,
+    match: MatchOpt = "email",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -825,7 +843,7 @@ def assign(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Add status HANDLE to every profile whose email is in CSV_FILE.
+    """Add status HANDLE to every profile whose email (or --match key) is in CSV_FILE.
 
     Only the batch endpoint is used: statuses the profiles already hold are kept.
     """
@@ -834,6 +852,7 @@ def assign(
         handle,
         csv_file,
         column=column,
+        match=match,
         fresh=fresh,
         yes=yes,
         options=RunOptions(
@@ -875,6 +894,7 @@ def remove(
     handle: HandleArg,
     csv_file: CsvArg,
     column: ColumnOpt = None,
+    match: MatchOpt = "email",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -903,7 +923,7 @@ def remove(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Remove status HANDLE from every profile whose email is in CSV_FILE.
+    """Remove status HANDLE from every profile whose email (or --match key) is in CSV_FILE.
 
     Only the handles given are detached; every other status is kept.
     """
@@ -912,6 +932,7 @@ def remove(
         handle,
         csv_file,
         column=column,
+        match=match,
         fresh=fresh,
         yes=yes,
         options=RunOptions(

@@ -26,7 +26,6 @@ from omneo_status.errors import (
     UsageError,
 )
 from omneo_status.events import Reporter, Step
-from omneo_status.inputs import email_key
 from omneo_status.journal import (
     RESUMABLE,
     Journal,
@@ -38,6 +37,7 @@ from omneo_status.journal import (
     load_rows,
     mark_duplicates,
 )
+from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
@@ -59,7 +59,8 @@ class JobContext:
 
 
 def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
-    """The identity of a job: same action, handles, tenant and addresses means the same job."""
+    """The identity of a job: same action, handles, tenant, match key and keys means the same
+    job (an email job's identity is what it was before other match keys existed)."""
     parts = [
         spec.action.value,
         ",".join(sorted(spec.handles)),
@@ -67,6 +68,8 @@ def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
         digest,
         str(dry_run),
     ]
+    if spec.match.kind is not KeyKind.EMAIL:
+        parts.append(f"match={spec.match}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -127,11 +130,12 @@ async def run_job(
             base_url=ctx.base_url,
             input_name=source.name,
             dry_run=options.dry_run,
+            match=str(spec.match),
         )
         lock.claim(run.run_id)
         ctx.reporter.start(Step.READ, source.rows)
         count = load_rows(run, journal_rows(source))
-        mark_duplicates(run)
+        mark_duplicates(run, "address" if spec.match.kind is KeyKind.EMAIL else spec.match.noun)
         run.update(state=RunState.RUNNING, rows=count)
         ctx.reporter.advance(Step.READ, count)
         ctx.reporter.finish(Step.READ)
@@ -173,7 +177,8 @@ async def undo_job(
             raise UsageError(f"Run {original.run_id} was a dry run: it changed nothing to undo")
         if original.undo_of is not None:
             ctx.reporter.info(f"Run {original.run_id} is itself an undo; undoing it re-applies")
-        spec = JobSpec(original.action.inverse, original.handles)
+        match = MatchKey.parse(original.match)
+        spec = JobSpec(original.action.inverse, original.handles, match)
         key = undo_key(original.run_id, dry_run=options.dry_run)
         with job_lock(ctx.state_dir, key) as lock:
             earlier = await _continue(ctx, journal, journal.latest_run(key), lock, options, report)
@@ -188,15 +193,17 @@ async def undo_job(
                 input_name=f"undo of {original.run_id}",
                 dry_run=options.dry_run,
                 undo_of=original.run_id,
+                match=original.match,
             )
             lock.claim(run.run_id)
+            key_of = match.rule.key
             changed = journal.run_journal(original.run_id).rows_with_outcome(
                 [original.action.done, Outcome.SENT]
             )
             count = load_known_rows(
                 run,
                 (
-                    KnownRow(r.line, r.email, r.address, email_key(r.address), r.profile_id, r.send)
+                    KnownRow(r.line, r.email, r.address, key_of(r.address), r.profile_id, r.send)
                     for r in changed
                     if r.profile_id
                 ),
@@ -279,7 +286,7 @@ async def _drive(
 ) -> RunSummary:
     """Run the engine over the run, then record its end, write its report and summarize it."""
     info = run.info()
-    spec = JobSpec(info.action, info.handles)
+    spec = JobSpec(info.action, info.handles, MatchKey.parse(info.match))
     if definitions is None:
         definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
     run.update(state=RunState.RUNNING)

@@ -115,6 +115,9 @@ class RunInfo:
     verification: str | None
     created_at: str
     updated_at: str
+    match: str = "email"
+    """The match key of its rows (``--match``: ``email``, ``mobile``, ``id``,
+    ``identity:HANDLE``)."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,7 @@ class Journal:
         input_name: str,
         dry_run: bool,
         undo_of: str | None = None,
+        match: str = "email",
     ) -> RunJournal:
         """Record a new run (``loading``) and return the handle bound to it."""
         run_id = new_run_id(job_key)
@@ -281,7 +285,8 @@ class Journal:
         self.write(
             lambda db: db.execute(
                 "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name,"
-                " dry_run, undo_of, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " dry_run, undo_of, state, created_at, updated_at, match)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job_key,
@@ -294,6 +299,7 @@ class Journal:
                     RunState.LOADING.value,
                     stamp,
                     stamp,
+                    match,
                 ),
             )
         )
@@ -732,8 +738,9 @@ def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
     return len(batch)
 
 
-def mark_duplicates(run: RunJournal) -> None:
-    """Give ``duplicate`` to every pending row whose key an earlier row already has."""
+def mark_duplicates(run: RunJournal, what: str = "address") -> None:
+    """Give ``duplicate`` to every pending row whose key an earlier row already has; the
+    detail says "same ``what`` as line N"."""
 
     def mark(db: sqlite3.Connection) -> None:
         # A keyed temporary table keeps this linear for a million rows of any key mix.
@@ -747,11 +754,17 @@ def mark_duplicates(run: RunJournal) -> None:
             (run.run_id, Stage.LOOKUP.value),
         )
         db.execute(
-            "UPDATE rows SET stage=?, outcome=?, detail='same address as line ' ||"
+            "UPDATE rows SET stage=?, outcome=?, detail=? ||"
             " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)"
             " WHERE run_id=? AND stage=? AND line >"
             " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)",
-            (Stage.DONE.value, Outcome.DUPLICATE.value, run.run_id, Stage.LOOKUP.value),
+            (
+                Stage.DONE.value,
+                Outcome.DUPLICATE.value,
+                f"same {what} as line ",
+                run.run_id,
+                Stage.LOOKUP.value,
+            ),
         )
 
     run.journal.write(mark)
@@ -821,6 +834,7 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
         verification=data["verification"],
         created_at=data["created_at"],
         updated_at=data["updated_at"],
+        match=data.get("match") or "email",
     )
 
 

@@ -78,7 +78,13 @@ def _row_address(db: sqlite3.Connection) -> None:
     db.execute("UPDATE rows SET address = normalized_email(email)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address)
+def _run_match_key(db: sqlite3.Connection) -> None:
+    """Migration 3: each run keeps the key its rows are matched by (``--match``); every run
+    before it matched by email."""
+    db.execute("ALTER TABLE runs ADD COLUMN match TEXT NOT NULL DEFAULT 'email'")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _row_address, _run_match_key)
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from omneo_status.keys import EMAIL, MatchKey
 from omneo_status.models import Action
 
 CHUNK_SIZE = 250
@@ -35,10 +36,12 @@ class LookupMode(StrEnum):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a run does: the action and the status handles it applies."""
+    """What a run does: the action, the status handles it applies, and the key its rows are
+    matched to profiles by (``--match``)."""
 
     action: Action
     handles: tuple[str, ...]
+    match: MatchKey = EMAIL
 
 
 @dataclass(frozen=True)
