@@ -204,8 +204,9 @@ class MatchKey:
 
     @property
     def column(self) -> str:
-        """The name of the report's key column (``email`` for email runs, as always)."""
-        names = {KeyKind.MOBILE: "mobile", KeyKind.ID: "profile_id", KeyKind.IDENTITY: "identity"}
+        """The name of the report's key column (``email`` for email runs, as always). A run by
+        profile id names it ``id``: the report's ``profile_id`` column is the profile matched."""
+        names = {KeyKind.MOBILE: "mobile", KeyKind.ID: "id", KeyKind.IDENTITY: "identity"}
         return names.get(self.kind, "email")
 
     @property

@@ -20,8 +20,8 @@ from omneo_status.models import Outcome
 
 REPORT_COLUMNS = ("line", "email", "outcome", "profile_id", "batch_id", "detail")
 """The columns of an email run's report; another match key names the second column after
-itself (``mobile``, ``profile_id``, ``identity``)."""
-KEY_COLUMNS = ("email", "mobile", "profile_id", "identity")
+itself (``mobile``, ``id``, ``identity``)."""
+KEY_COLUMNS = ("email", "mobile", "id", "identity")
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
