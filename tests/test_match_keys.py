@@ -5,6 +5,7 @@ resumes, guards, previews, verifies and undoes like email."""
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +31,12 @@ from omneo_status.models import Action
 from omneo_status.options import JobSpec
 from omneo_status.report import read_report
 from omneo_status.resolver import IdentityResolver, MobileResolver
-from omneo_status.sandbox import SandboxProfile, Tenant
+from omneo_status.sandbox import SandboxConfig, SandboxProfile, Tenant
 
-from .conftest import Sandbox, report_rows, summary_of, write_csv
+from .conftest import POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
+from .test_resilience import Served, served, tool
+
+__all__ = ["served"]  # the fixture, shared with test_resilience
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ def test_strict_fails_malformed_keys_and_max_unmatched_stops_before_a_write(
     sandbox: Sandbox, tmp_path: Path, name: str
 ) -> None:
     key = KEYS[name]
-    profile = list(sandbox.tenant.profiles.values())[0]
+    profile = next(iter(sandbox.tenant.profiles.values()))
     csv = write_csv(
         tmp_path / "in.csv",
         [f'"{key.cell(profile, 1)}"', f'"{key.malformed[0]}"'],
@@ -220,7 +224,7 @@ def test_an_identity_column_needs_its_name_unless_a_header_names_the_handle(
 
 
 def test_a_headerless_file_of_ids_is_read(sandbox: Sandbox, tmp_path: Path) -> None:
-    profile = list(sandbox.tenant.profiles.values())[0]
+    profile = next(iter(sandbox.tenant.profiles.values()))
     csv = write_csv(tmp_path / "in.csv", [profile.id], header=None)
     result = sandbox.run("assign", "vip", str(csv), "--match", "id", "--json")
     assert summary_of(result)["counts"]["assigned"] == 1
@@ -249,7 +253,7 @@ def test_the_job_key_includes_the_match_key_and_email_jobs_keep_theirs() -> None
 
 
 def test_the_same_file_by_another_key_is_another_job(sandbox: Sandbox, tmp_path: Path) -> None:
-    profile = list(sandbox.tenant.profiles.values())[0]
+    profile = next(iter(sandbox.tenant.profiles.values()))
     csv = write_csv(tmp_path / "in.csv", [profile.id], header="id")
     first = summary_of(sandbox.run("assign", "vip", str(csv), "--match", "id", "--json"))
     again = summary_of(sandbox.run("assign", "vip", str(csv), "--match", "id", "--json"))
@@ -405,3 +409,75 @@ def test_the_sandbox_seed_keeps_mobiles_and_identities(tmp_path: Path) -> None:
     seed["profiles"][1]["identities"] = seed["profiles"][0]["identities"]
     with pytest.raises(SeedError, match="belongs to another profile"):
         tenant_from_seed(seed)
+
+
+# -- kill -9 and re-run, for every key (slow: subprocesses and a served sandbox) ---------------
+
+
+def keyed_tenant(n: int) -> Tenant:
+    """A generated tenant whose profiles also have a mobile number and a shopify identity."""
+    from omneo_status.sandbox import generate_tenant
+
+    tenant = generate_tenant(n, seed=21)
+    for i, profile in enumerate(list(tenant.profiles.values()), start=1):
+        tenant.set_mobile(profile.id, f"+6141{i:07d}")
+        tenant.add_identity(profile.id, "shopify", f"81{i:08d}")
+    return tenant
+
+
+KILL_CELLS: dict[str, Callable[[SandboxProfile], str]] = {
+    "mobile": lambda p: p.mobile_phone or "",
+    "id": lambda p: p.id,
+    "identity:shopify": lambda p: p.identities[0][1],
+}
+
+
+@POSIX_ONLY
+@pytest.mark.slow
+@pytest.mark.parametrize("match", list(KILL_CELLS))
+def test_kill_9_then_rerun_ends_like_an_uninterrupted_run_for_every_key(
+    match: str, served: Callable[[Tenant, SandboxConfig], Served], tmp_path: Path
+) -> None:
+    tenant, clean_tenant = keyed_tenant(120), keyed_tenant(120)
+    cells = [KILL_CELLS[match](p) for p in list(tenant.profiles.values())[:90]] + ["+0", "9"]
+    csv = write_csv(tmp_path / "in.csv", [f'"{c}"' for c in cells], header="key")
+    args = ["assign", "vip", str(csv), "--match", match, "--column", "key", "--yes", "--json"]
+    args += ["--quiet", "--chunk-size", "15", "--concurrency", "4", "--verify", "3"]
+
+    clean = served(clean_tenant, SandboxConfig())
+    baseline = tool(
+        [*args, "--report", str(tmp_path / "clean.csv")],
+        base_url=clean.base_url,
+        state=tmp_path / "clean-state",
+    )
+    assert baseline.returncode == 0, baseline.stderr
+
+    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
+    box = served(tenant, config)
+    killed = tool(
+        args,
+        base_url=box.base_url,
+        state=tmp_path / "state",
+        until=lambda: any(r.method == "POST" for r in list(tenant.requests)),
+    )
+    assert killed.returncode == -signal.SIGKILL
+    config.latency_ms = 0
+    rerun = tool(
+        [*args, "--report", str(tmp_path / "rerun.csv")],
+        base_url=box.base_url,
+        state=tmp_path / "state",
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["match"] == match
+
+    assert snapshot(tenant) == snapshot(clean_tenant)
+    column = MatchKey.parse(match).column
+
+    def outcomes(name: str) -> list[tuple[str, ...]]:
+        rows = report_rows(tmp_path / name)
+        return [(r["line"], r[column], r["outcome"], r["profile_id"]) for r in rows]
+
+    assert outcomes("rerun.csv") == outcomes("clean.csv")
+    # "+0" and "9" are malformed numbers and ids, but possible identifiers nobody has.
+    malformed = "not_found" if match.startswith("identity") else "invalid_key"
+    assert [row[2] for row in outcomes("rerun.csv")[-2:]] == [malformed, malformed]
