@@ -229,7 +229,9 @@ HandleArg = Annotated[
 CsvArg = Annotated[
     str,
     typer.Argument(
-        metavar="CSV_FILE", help="CSV of email addresses, or - for stdin.", show_default=False
+        metavar="CSV_FILE",
+        help="CSV of email addresses (or of --match keys), or - for stdin.",
+        show_default=False,
     ),
 ]
 RunIdArg = Annotated[
@@ -652,7 +654,9 @@ _RUN_EPILOG = (
     "Examples:\n\n"
     "  omneo-status {verb} vip customers.csv --dry-run\n\n"
     "  omneo-status {verb} vip,staff customers.csv --yes --json\n\n"
-    "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n" + EXIT_CODES_HELP
+    "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n"
+    "  omneo-status {verb} vip customers.csv --match identity:shopify --column 'Customer ID'\n\n"
+    + EXIT_CODES_HELP
 )
 
 Job = Callable[[JobContext], Awaitable[RunSummary]]
