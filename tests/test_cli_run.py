@@ -57,6 +57,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
     assert set(doc) == {
         "action",
         "handles",
+        "match",
         "dry_run",
         "run_id",
         "rows",
@@ -83,6 +84,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "not_found": 1,
         "ambiguous": 1,
         "invalid_email": 1,
+        "invalid_key": 0,
         "duplicate": 1,
         "failed": 0,
         "sent": 0,

@@ -62,6 +62,10 @@ EXPECTED = {
     "shopify-customers.csv": Expected(
         (), {"assigned": 5, "already_had": 2, "not_found": 2, "ambiguous": 1, "invalid_email": 1}
     ),
+    "shopify-customer-ids.csv": Expected(
+        ("--match", "identity:shopify", "--column", "Customer ID"),
+        {"assigned": 6, "already_had": 2, "not_found": 1, "invalid_key": 1, "duplicate": 1},
+    ),
     "excel-european.csv": Expected(
         ("--column", "Adresse e-mail"),
         {"assigned": 3, "already_had": 2, "not_found": 1, "invalid_email": 1, "duplicate": 1},
@@ -94,6 +98,20 @@ def test_shopify_export_keeps_every_status_customers_held(sandbox: Sandbox) -> N
     assert sandbox.statuses("finn.wilson@example.com") == ["influencer", "vip"]
     assert sandbox.statuses("isla.wright@example.com") == ["vip"]
     assert sandbox.statuses("ella.brown@example.com") == ["vip"]  # the cell has spaces around
+
+
+def test_shopify_export_matched_by_phone_changes_only_those_with_a_number(
+    sandbox: Sandbox,
+) -> None:
+    result = sandbox.run(
+        "assign", "vip", str(EXAMPLES / "shopify-customers.csv"), "--match", "mobile", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    counts = {k: v for k, v in summary_of(result)["counts"].items() if v}
+    # The Phone column: three numbers of the demo tenant, one it does not know, seven blanks.
+    assert counts == {"assigned": 3, "not_found": 1, "invalid_key": 7}
+    assert sandbox.statuses("isla.wright@example.com") == ["vip"]
+    assert sandbox.statuses("henry.king@example.com") == ["vip"]  # held it already
 
 
 def test_shopify_export_has_shopify_s_shape() -> None:

@@ -389,8 +389,10 @@ async def test_get_one_profile() -> None:
         "data": {
             "id": chloe.id,
             "email": "chloe.martin@example.com",
+            "mobile_phone": "+61413000003",
             "first_name": "Chloe",
             "last_name": "Martin",
+            "identities": [{"handle": "shopify", "identifier": "7210000000003"}],
             "statuses": ["vip", "media"],
             "tags": [],
             "profile_type": "active",

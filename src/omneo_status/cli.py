@@ -34,6 +34,7 @@ from omneo_status.errors import (
 from omneo_status.events import FanoutReporter, Reporter
 from omneo_status.governor import RateGovernor
 from omneo_status.jobs import JobContext, RunSummary
+from omneo_status.keys import MatchKey
 from omneo_status.logfile import JsonLogReporter
 from omneo_status.models import Action, Batch, StatusDefinition
 from omneo_status.options import (
@@ -232,7 +233,9 @@ HandleArg = Annotated[
 CsvArg = Annotated[
     str,
     typer.Argument(
-        metavar="CSV_FILE", help="CSV of email addresses, or - for stdin.", show_default=False
+        metavar="CSV_FILE",
+        help="CSV of email addresses (or of --match keys), or - for stdin.",
+        show_default=False,
     ),
 ]
 RunIdArg = Annotated[
@@ -254,9 +257,20 @@ ColumnOpt = Annotated[
     str | None,
     _value(
         "--column",
-        help="Name of the email column (default: found by its header).",
+        help="Name of the key column, email unless --match says otherwise (default: found by"
+        " its header).",
         panel=_RUN,
         show_default=False,
+    ),
+]
+MatchOpt = Annotated[
+    str,
+    _value(
+        "--match",
+        help="What the column holds: email, mobile, id (an Omneo profile id), or"
+        " identity:HANDLE (for example identity:shopify).",
+        panel=_RUN,
+        metavar="KEY",
     ),
 ]
 DryRunOpt = Annotated[
@@ -661,7 +675,9 @@ _RUN_EPILOG = (
     "Examples:\n\n"
     "  omneo-status {verb} vip customers.csv --dry-run\n\n"
     "  omneo-status {verb} vip,staff customers.csv --yes --json\n\n"
-    "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n" + EXIT_CODES_HELP
+    "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n"
+    "  omneo-status {verb} vip customers.csv --match identity:shopify --column 'Customer ID'\n\n"
+    + EXIT_CODES_HELP
 )
 
 Job = Callable[[JobContext], Awaitable[RunSummary]]
@@ -682,6 +698,7 @@ def _from_file(
     csv_file: str,
     *,
     column: str | None,
+    match: str,
     fresh: bool,
     yes: bool,
     options: RunOptions,
@@ -693,7 +710,9 @@ def _from_file(
     the summary, exit."""
     rt = runtime()
     with _boundary(out.json):
-        spec = JobSpec(action, _handles(handle), sync=max_remove is not None)
+        spec = JobSpec(
+            action, _handles(handle), sync=max_remove is not None, match=MatchKey.parse(match)
+        )
         if max_remove is not None:
             if len(spec.handles) > 1:
                 raise UsageError(
@@ -705,7 +724,11 @@ def _from_file(
         with (
             _session(rt, conn, out) as session,
             prepared_input(
-                csv_file, column, state_dir=session.settings.state_dir, stdin=sys.stdin.buffer
+                csv_file,
+                column,
+                state_dir=session.settings.state_dir,
+                stdin=sys.stdin.buffer,
+                match=spec.match,
             ) as source,
         ):
             options = session.tuned(options)
@@ -829,6 +852,7 @@ def assign(
     handle: HandleArg,
     csv_file: CsvArg,
     column: ColumnOpt = None,
+    match: MatchOpt = "email",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -857,7 +881,7 @@ def assign(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Add status HANDLE to every profile whose email is in CSV_FILE.
+    """Add status HANDLE to every profile whose email (or --match key) is in CSV_FILE.
 
     Only the batch endpoint is used: statuses the profiles already hold are kept.
     """
@@ -866,6 +890,7 @@ def assign(
         handle,
         csv_file,
         column=column,
+        match=match,
         fresh=fresh,
         yes=yes,
         options=RunOptions(
@@ -907,6 +932,7 @@ def remove(
     handle: HandleArg,
     csv_file: CsvArg,
     column: ColumnOpt = None,
+    match: MatchOpt = "email",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -935,7 +961,7 @@ def remove(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Remove status HANDLE from every profile whose email is in CSV_FILE.
+    """Remove status HANDLE from every profile whose email (or --match key) is in CSV_FILE.
 
     Only the handles given are detached; every other status is kept.
     """
@@ -944,6 +970,7 @@ def remove(
         handle,
         csv_file,
         column=column,
+        match=match,
         fresh=fresh,
         yes=yes,
         options=RunOptions(
@@ -1008,6 +1035,7 @@ def sync(
     csv_file: CsvArg,
     max_remove: MaxRemoveOpt = MAX_REMOVE,
     column: ColumnOpt = None,
+    match: MatchOpt = "email",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -1047,6 +1075,7 @@ def sync(
         handle,
         csv_file,
         column=column,
+        match=match,
         fresh=fresh,
         yes=yes,
         max_remove=max_remove,

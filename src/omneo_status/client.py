@@ -266,9 +266,14 @@ class OmneoClient:
         rows, total, complete = await self._walk("/profiles", filters, limit=max_profiles)
         return ProfileList(_parse_list(Profile, rows, "profile"), total, complete)
 
-    async def get_profile(self, profile_id: str) -> Profile | None:
-        """The profile with that id, or None when the tenant has none."""
-        response = await self._request("GET", f"/profiles/{_path_id(profile_id)}", allow_404=True)
+    async def get_profile(
+        self, profile_id: str, params: Mapping[str, str] | None = None
+    ) -> Profile | None:
+        """The profile with that id, or None when the tenant has none. With
+        ``{"identity[handle]": H}`` the id is an identifier of identity ``H`` instead."""
+        response = await self._request(
+            "GET", f"/profiles/{_path_id(profile_id)}", params=params, allow_404=True
+        )
         if response.status_code == 404:
             return None
         return _parse_one(Profile, _data(_json(response)), "profile")

@@ -35,6 +35,7 @@ from omneo_status.planner import LookupPlanner
 from omneo_status.resolver import (
     ProfileIdResolver,
     Resolver,
+    key_resolver,
 )
 from omneo_status.summary import Verification
 from omneo_status.verify import verify_sample
@@ -147,6 +148,7 @@ class Engine:
         self.planner = planner
         self.action = spec.action
         self.handles = spec.handles
+        self.match = spec.match
         self.options = options
         self.client = client
         self.reporter = reporter
@@ -235,13 +237,13 @@ class Engine:
         total = self.run.stage_count(Stage.LOOKUP)
         self.reporter.start(Step.RESOLVE, total)
         if total:
-            by_email = await self._email_resolver()
+            by_key = key_resolver(self.match, self.client) or await self._email_resolver()
             queue: _Work = asyncio.Queue(maxsize=self.options.concurrency * 4)
             workers = [self._lookup_worker(queue) for _ in range(self.options.concurrency)]
             tasks = [asyncio.ensure_future(work) for work in workers]
             flusher = asyncio.ensure_future(self._flush_while_waiting())
             try:
-                await self._feed(queue, by_email)
+                await self._feed(queue, by_key)
                 for _ in tasks:
                     await queue.put(None)
                 await asyncio.gather(*tasks)
@@ -252,7 +254,7 @@ class Engine:
         self.run.flush()
         self.reporter.finish(Step.RESOLVE)
 
-    async def _feed(self, queue: _Work, by_email: Resolver) -> None:
+    async def _feed(self, queue: _Work, by_key: Resolver) -> None:
         group: list[RowRecord] = []
         for row in self.run.rows_in_stage(Stage.LOOKUP):
             self._crew.check()
@@ -260,11 +262,11 @@ class Engine:
                 await queue.put((self.by_id, [row]))
                 continue
             group.append(row)
-            if len(group) >= by_email.group_size:
-                await queue.put((by_email, group))
+            if len(group) >= by_key.group_size:
+                await queue.put((by_key, group))
                 group = []
         if group:
-            await queue.put((by_email, group))
+            await queue.put((by_key, group))
 
     async def _flush_while_waiting(self) -> None:
         """Write resolved rows at least every ``FLUSH_SECONDS``, also while lookups wait."""

@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from omneo_status.errors import InputError
 
@@ -139,6 +139,77 @@ def _is_blank(char: str) -> bool:
     return char.isspace() or unicodedata.category(char) == "Cf"
 
 
+def trim_blank(raw: str) -> str:
+    """The text without surrounding whitespace and invisible characters (as
+    :func:`normalize_email` trims), in Unicode NFC; nothing else changes."""
+    return normalize_email(raw)
+
+
+# --- the key the reader looks for --------------------------------------------------------------
+
+
+class KeyRule(Protocol):
+    """How the reader finds, normalises and compares the key column of one match key.
+
+    ``EMAIL_RULE`` is the email policy above; the other keys' rules live in
+    :mod:`omneo_status.keys`.
+    """
+
+    name: str
+    """What the column holds, for messages ("email", "mobile", "profile_id", ...)."""
+    headerless: bool
+    """Whether a one-column file starting with a valid key is read as having no header."""
+
+    def normalize(self, raw: str) -> str:
+        """The cell as it is sent to the API."""
+        ...
+
+    def key(self, normalized: str) -> str:
+        """Equal for two normalised cells exactly when they name the same profile key."""
+        ...
+
+    def is_valid(self, normalized: str) -> bool:
+        """Whether a normalised cell can be a key of this kind (no request otherwise)."""
+        ...
+
+    def is_header(self, cell: str) -> bool:
+        """Whether a header cell names this key's column."""
+        ...
+
+
+class EmailRule:
+    """The email policy as a :class:`KeyRule`: :func:`normalize_email`, :func:`email_key`,
+    :func:`is_valid_email`, and headers such as ``Email`` or ``E-mail Address``."""
+
+    name = "email"
+    headerless = True
+
+    def normalize(self, raw: str) -> str:
+        """See :func:`normalize_email`."""
+        return normalize_email(raw)
+
+    def key(self, normalized: str) -> str:
+        """See :func:`email_key`."""
+        return _key_of(normalized)
+
+    def is_valid(self, normalized: str) -> bool:
+        """See :func:`is_valid_email`."""
+        return is_valid_email(normalized)
+
+    def is_header(self, cell: str) -> bool:
+        """``Email``, ``E-mail Address``, ``mail`` ... (case, spaces, ``_`` and ``-`` ignored)."""
+        return header_words(cell) in _EMAIL_HEADERS
+
+
+EMAIL_RULE = EmailRule()
+"""The reader's rule when no other match key is asked for."""
+
+
+def header_words(cell: str) -> str:
+    """A header cell reduced for comparison: lower case without spaces, ``_`` and ``-``."""
+    return re.sub(r"[\s_-]", "", cell.lower())
+
+
 # --- records ---------------------------------------------------------------------------------
 
 
@@ -149,16 +220,20 @@ class InputRow:
     line: int
     """1-based line number where the record starts (the header, when present, is line 1)."""
     email: str
-    """The email cell exactly as read (not trimmed); "" when the record is too short."""
+    """The key cell (the email cell of an email run) exactly as read (not trimmed); "" when the
+    record is too short."""
+    rule: KeyRule = field(default=EMAIL_RULE, repr=False, compare=False)
+    """The match key's rule (the email policy unless another key was asked for)."""
     address: str = field(init=False)
-    """The cell as :func:`normalize_email` makes it: what is sent to the API."""
+    """The cell as the rule normalises it (:func:`normalize_email`): what is sent to the API."""
     key: str = field(init=False)
-    """The cell's :func:`email_key`: equal for two rows exactly when they name the same address."""
+    """The cell's key (:func:`email_key`): equal for two rows exactly when they name the same
+    profile key."""
 
     def __post_init__(self) -> None:
-        address = normalize_email(self.email)
+        address = self.rule.normalize(self.email)
         object.__setattr__(self, "address", address)
-        object.__setattr__(self, "key", _key_of(address))
+        object.__setattr__(self, "key", self.rule.key(address))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +244,7 @@ class InputLayout:
     """One of ``","``, ``";"``, ``"\\t"``."""
     has_header: bool
     column_index: int
-    """0-based index of the email column."""
+    """0-based index of the key column (the email column of an email run)."""
     column_name: str | None
     """The header cell as written, or None when the file has no header."""
 
@@ -193,7 +268,7 @@ def open_input(path: str, stdin: BinaryIO | None = None) -> Iterator[BinaryIO]:
 
 
 def read_rows(
-    stream: BinaryIO, *, name: str, column: str | None = None
+    stream: BinaryIO, *, name: str, column: str | None = None, rule: KeyRule = EMAIL_RULE
 ) -> tuple[InputLayout, Iterator[InputRow]]:
     """Decide the layout of a CSV of emails and return it with a lazy iterator of its rows.
 
@@ -206,6 +281,9 @@ def read_rows(
     on the rows. The iterator accounts for every physical line of the file and raises rather than
     end early. Blank records are skipped; a record too short to reach the email column gives
     ``email=""``.
+
+    ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
+    and how it is normalised (the email policy by default).
     """
     feed = _LineFeed(_decoded_lines(stream, name), name=name)
     head = feed.read_head()
@@ -215,8 +293,10 @@ def read_rows(
     if first is None:
         raise InputError(f"{name}: the file is empty")
     line, cells, _ = first
-    layout = _choose_layout(cells, delimiter=feed.delimiter, line=line, name=name, column=column)
-    return layout, _rows(first, records, layout, name=name)
+    layout = _choose_layout(
+        cells, delimiter=feed.delimiter, line=line, name=name, column=column, rule=rule
+    )
+    return layout, _rows(first, records, layout, name=name, rule=rule)
 
 
 def sniff_delimiter(line: str) -> str:
@@ -560,20 +640,28 @@ def _rows(
     layout: InputLayout,
     *,
     name: str,
+    rule: KeyRule,
 ) -> Iterator[InputRow]:
     index = layout.column_index
     width = len(first[1])
     if layout.has_header and len(first[2]) > 1:
-        _check_spread_row(*first, layout=layout, width=width, name=name)
+        _check_spread_row(*first, layout=layout, width=width, name=name, rule=rule)
     rest = records if layout.has_header else itertools.chain([first], records)
     for line, cells, lines in rest:
         if len(lines) > 1:
-            _check_spread_row(line, cells, lines, layout=layout, width=width, name=name)
-        yield InputRow(line, cells[index] if index < len(cells) else "")
+            _check_spread_row(line, cells, lines, layout=layout, width=width, name=name, rule=rule)
+        yield InputRow(line, cells[index] if index < len(cells) else "", rule)
 
 
 def _check_spread_row(
-    line: int, cells: list[str], lines: list[str], *, layout: InputLayout, width: int, name: str
+    line: int,
+    cells: list[str],
+    lines: list[str],
+    *,
+    layout: InputLayout,
+    width: int,
+    name: str,
+    rule: KeyRule,
 ) -> None:
     """Refuse a row over several lines that shows a quote swallowed other rows: an address over
     two lines, a quoted cell holding what reads as a row of its own, or more cells than the
@@ -581,8 +669,8 @@ def _check_spread_row(
     index = layout.column_index
     if index < len(cells) and "\n" in cells[index]:
         raise InputError(
-            f"{name}, line {line}: the email cell runs over {cells[index].count(chr(10)) + 1} "
-            'lines: is a quote (") not closed?',
+            f"{name}, line {line}: the {rule.name} cell runs over "
+            f'{cells[index].count(chr(10)) + 1} lines: is a quote (") not closed?',
             hint=_QUOTE_HINT,
         )
     opened = line  # a cell over several lines opens where the line breaks before it leave off
@@ -590,7 +678,7 @@ def _check_spread_row(
         pieces = cell.split("\n")
         for number, piece in enumerate(pieces if len(pieces) > 1 else ()):
             parts = piece.split(layout.delimiter)
-            if len(parts) == width and is_valid_email(normalize_email(parts[index].strip('"'))):
+            if len(parts) == width and rule.is_valid(rule.normalize(parts[index].strip('"'))):
                 raise InputError(
                     f'{name}, line {opened}: a quote (") opened here swallows what reads as a '
                     f"row of its own (on line {opened + number})",
@@ -606,28 +694,35 @@ def _check_spread_row(
 
 
 def _choose_layout(
-    cells: list[str], *, delimiter: str, line: int, name: str, column: str | None
+    cells: list[str],
+    *,
+    delimiter: str,
+    line: int,
+    name: str,
+    column: str | None,
+    rule: KeyRule,
 ) -> InputLayout:
     if column is not None:
         index = _named_column(cells, column)
         if index is None:
-            raise _no_such_column(cells, column=column, line=line, name=name)
+            raise _no_such_column(cells, column=column, line=line, name=name, rule=rule)
         return InputLayout(delimiter, has_header=True, column_index=index, column_name=cells[index])
-    headers = _email_headers(cells)
+    headers = _key_headers(cells, rule)
     if len(headers) > 1:
         named = ", ".join(repr(cells[index]) for index in headers)
         raise InputError(
-            f"{name}, line {line}: several columns look like the email column ({named})",
+            f"{name}, line {line}: several columns look like the {rule.name} column ({named})",
             hint="Name the one to use with --column NAME.",
         )
     if headers:
         index = headers[0]
         return InputLayout(delimiter, has_header=True, column_index=index, column_name=cells[index])
-    index = _lone_email(cells)
+    index = _lone_key(cells, rule)
     if index is not None:
         return InputLayout(delimiter, has_header=False, column_index=index, column_name=None)
     raise InputError(
-        f"{name}, line {line}: no email column (header: {_header_list(cells)})", hint=_COLUMN_HINT
+        f"{name}, line {line}: no {rule.name} column (header: {_header_list(cells)})",
+        hint=_COLUMN_HINT,
     )
 
 
@@ -641,28 +736,29 @@ def _named_column(cells: list[str], column: str) -> int | None:
     return folded.index(wanted.casefold()) if wanted.casefold() in folded else None
 
 
-def _email_headers(cells: list[str]) -> list[int]:
-    """The header cells that name an email column (``Email``, ``E-mail Address`` ...)."""
-    return [
-        index
-        for index, cell in enumerate(cells)
-        if re.sub(r"[\s_-]", "", cell.lower()) in _EMAIL_HEADERS
-    ]
+def _key_headers(cells: list[str], rule: KeyRule) -> list[int]:
+    """The header cells that name the key's column (``Email``, ``E-mail Address`` ...)."""
+    return [index for index, cell in enumerate(cells) if rule.is_header(cell)]
 
 
-def _lone_email(cells: list[str]) -> int | None:
-    """The index of the record's only filled cell when it is an address (a headerless file)."""
+def _lone_key(cells: list[str], rule: KeyRule) -> int | None:
+    """The index of the record's only filled cell when it is a valid key (a headerless file)."""
+    if not rule.headerless:
+        return None
     filled = [index for index, cell in enumerate(cells) if cell.strip()]
-    if len(filled) == 1 and is_valid_email(normalize_email(cells[filled[0]])):
+    if len(filled) == 1 and rule.is_valid(rule.normalize(cells[filled[0]])):
         return filled[0]
     return None
 
 
-def _no_such_column(cells: list[str], *, column: str, line: int, name: str) -> InputError:
-    if _lone_email(cells) is not None and not _email_headers(cells):
+def _no_such_column(
+    cells: list[str], *, column: str, line: int, name: str, rule: KeyRule
+) -> InputError:
+    if _lone_key(cells, rule) is not None and not _key_headers(cells, rule):
+        what = "an email address" if rule is EMAIL_RULE else f"a {rule.name}"
         return InputError(
             f"{name}, line {line}: no column named {column!r}: the file has no header row "
-            f"(line {line} is an email address)",
+            f"(line {line} is {what})",
             hint="Leave out --column, or add a header row naming the column.",
         )
     return InputError(

@@ -26,7 +26,6 @@ from omneo_status.errors import (
     UsageError,
 )
 from omneo_status.events import Reporter, Step
-from omneo_status.inputs import email_key
 from omneo_status.journal import (
     RESUMABLE,
     Journal,
@@ -38,6 +37,7 @@ from omneo_status.journal import (
     load_rows,
     mark_duplicates,
 )
+from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
@@ -60,8 +60,8 @@ class JobContext:
 
 
 def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
-    """The identity of a job: same action (or sync), handles, tenant and addresses means the
-    same job."""
+    """The identity of a job: same action (or sync), handles, tenant, match key and keys means
+    the same job (an email job's identity is what it was before other match keys existed)."""
     parts = [
         "sync" if spec.sync else spec.action.value,
         ",".join(sorted(spec.handles)),
@@ -69,6 +69,8 @@ def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
         digest,
         str(dry_run),
     ]
+    if spec.match.kind is not KeyKind.EMAIL:
+        parts.append(f"match={spec.match}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -167,11 +169,12 @@ async def run_job(
             input_name=source.name,
             dry_run=options.dry_run,
             sync=spec.sync,
+            match=str(spec.match),
         )
         lock.claim(run.run_id)
         ctx.reporter.start(Step.READ, source.rows)
         count = load_rows(run, journal_rows(source))
-        mark_duplicates(run)
+        mark_duplicates(run, "address" if spec.match.kind is KeyKind.EMAIL else spec.match.noun)
         run.update(state=RunState.RUNNING, rows=count)
         ctx.reporter.advance(Step.READ, count)
         ctx.reporter.finish(Step.READ)
@@ -213,7 +216,8 @@ async def undo_job(
             raise UsageError(f"Run {original.run_id} was a dry run: it changed nothing to undo")
         if original.undo_of is not None:
             ctx.reporter.info(f"Run {original.run_id} is itself an undo; undoing it re-applies")
-        spec = JobSpec(original.action.inverse, original.handles)
+        match = MatchKey.parse(original.match)
+        spec = JobSpec(original.action.inverse, original.handles, match=match)
         key = undo_key(original.run_id, dry_run=options.dry_run)
         with job_lock(ctx.state_dir, key) as lock:
             earlier = await _continue(ctx, journal, journal.latest_run(key), lock, options, report)
@@ -228,8 +232,10 @@ async def undo_job(
                 input_name=f"undo of {original.run_id}",
                 dry_run=options.dry_run,
                 undo_of=original.run_id,
+                match=original.match,
             )
             lock.claim(run.run_id)
+            key_of = match.rule.key
             changed = journal.run_journal(original.run_id).rows_with_outcome(
                 [Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT]
             )
@@ -240,7 +246,7 @@ async def undo_job(
                         r.line,
                         r.email,
                         r.address,
-                        email_key(r.address),
+                        key_of(r.address),
                         r.profile_id,
                         r.send,
                         action=r.action.inverse if r.action else None,
@@ -336,7 +342,9 @@ async def _drive(
 ) -> RunSummary:
     """Run the engine over the run, then record its end, write its report and summarize it."""
     info = run.info()
-    spec = JobSpec(info.action, info.handles, sync=info.sync is not None)
+    spec = JobSpec(
+        info.action, info.handles, sync=info.sync is not None, match=MatchKey.parse(info.match)
+    )
     if definitions is None:
         definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
     run.update(state=RunState.RUNNING)

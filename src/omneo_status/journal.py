@@ -117,6 +117,9 @@ class RunInfo:
     updated_at: str
     sync: dict[str, Any] | None = None
     """A sync run's plan (holders found, the removal guard's verdict); None for other runs."""
+    match: str = "email"
+    """The match key of its rows (``--match``: ``email``, ``mobile``, ``id``,
+    ``identity:HANDLE``)."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ class Journal:
         dry_run: bool,
         undo_of: str | None = None,
         sync: bool = False,
+        match: str = "email",
     ) -> RunJournal:
         """Record a new run (``loading``) and return the handle bound to it; a ``sync`` run
         starts with an empty plan."""
@@ -307,8 +311,8 @@ class Journal:
         self.write(
             lambda db: db.execute(
                 "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name,"
-                " dry_run, undo_of, state, created_at, updated_at, sync)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " dry_run, undo_of, state, created_at, updated_at, sync, match)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job_key,
@@ -322,6 +326,7 @@ class Journal:
                     stamp,
                     stamp,
                     "{}" if sync else None,
+                    match,
                 ),
             )
         )
@@ -835,8 +840,9 @@ def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, 
     run.journal.write(add)
 
 
-def mark_duplicates(run: RunJournal) -> None:
-    """Give ``duplicate`` to every pending row whose key an earlier row already has."""
+def mark_duplicates(run: RunJournal, what: str = "address") -> None:
+    """Give ``duplicate`` to every pending row whose key an earlier row already has; the
+    detail says "same ``what`` as line N"."""
 
     def mark(db: sqlite3.Connection) -> None:
         # A keyed temporary table keeps this linear for a million rows of any key mix.
@@ -850,11 +856,17 @@ def mark_duplicates(run: RunJournal) -> None:
             (run.run_id, Stage.LOOKUP.value),
         )
         db.execute(
-            "UPDATE rows SET stage=?, outcome=?, detail='same address as line ' ||"
+            "UPDATE rows SET stage=?, outcome=?, detail=? ||"
             " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)"
             " WHERE run_id=? AND stage=? AND line >"
             " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)",
-            (Stage.DONE.value, Outcome.DUPLICATE.value, run.run_id, Stage.LOOKUP.value),
+            (
+                Stage.DONE.value,
+                Outcome.DUPLICATE.value,
+                f"same {what} as line ",
+                run.run_id,
+                Stage.LOOKUP.value,
+            ),
         )
 
     run.journal.write(mark)
@@ -926,6 +938,7 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
         created_at=data["created_at"],
         updated_at=data["updated_at"],
         sync=json.loads(data["sync"]) if data.get("sync") is not None else None,
+        match=data.get("match") or "email",
     )
 
 

@@ -116,11 +116,18 @@ def _tenant_scan(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _run_match_key(db: sqlite3.Connection) -> None:
+    """Migration 5: each run keeps the key its rows are matched by (``--match``); every run
+    before it matched by email."""
+    db.execute("ALTER TABLE runs ADD COLUMN match TEXT NOT NULL DEFAULT 'email'")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _row_address,
     _sync_columns,
     _tenant_scan,
+    _run_match_key,
 )
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 

@@ -64,13 +64,16 @@ class Outcome(StrEnum):
     NOT_FOUND = "not_found"
     AMBIGUOUS = "ambiguous"
     INVALID_EMAIL = "invalid_email"
+    INVALID_KEY = "invalid_key"
     DUPLICATE = "duplicate"
     FAILED = "failed"
     SENT = "sent"
 
 
-SKIPPED = frozenset({Outcome.NOT_FOUND, Outcome.AMBIGUOUS, Outcome.INVALID_EMAIL})
-"""Outcomes of rows left alone because they match no single profile (or no valid address):
+SKIPPED = frozenset(
+    {Outcome.NOT_FOUND, Outcome.AMBIGUOUS, Outcome.INVALID_EMAIL, Outcome.INVALID_KEY}
+)
+"""Outcomes of rows left alone because they match no single profile (or no valid key):
 what the unmatched limit counts and strict mode turns into failures."""
 
 
@@ -106,12 +109,33 @@ class StatusDefinition(ApiModel):
         return bool(self.group_handle)
 
 
+class Identity(ApiModel):
+    """One identity of a profile: a handle (``shopify``) and the identifier there."""
+
+    handle: str = ""
+    identifier: str = ""
+
+
 class Profile(ApiModel):
     """The parts of a profile the tool reads."""
 
     id: str
     email: str | None = None
+    mobile_phone: str | None = None
+    identities: tuple[Identity, ...] | None = None
+    """None when the answer does not list them (not the same as listing none)."""
     statuses: tuple[str, ...] = ()
+
+    @field_validator("identities", mode="before")
+    @classmethod
+    def _identities(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in value if isinstance(item, dict)]
+        return None
+
+    def has_identity(self, handle: str, identifier: str) -> bool:
+        """Whether the profile lists exactly this identity (identifiers compared exactly)."""
+        return any(i.handle == handle and i.identifier == identifier for i in self.identities or ())
 
     @field_validator("statuses", mode="before")
     @classmethod

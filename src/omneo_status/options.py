@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from omneo_status.errors import UsageError
+from omneo_status.keys import EMAIL, MatchKey
 from omneo_status.models import Action
 
 CHUNK_SIZE = 250
@@ -98,12 +99,14 @@ DEFAULT_REMOVAL_LIMIT = RemovalLimit.parse(MAX_REMOVE)
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a run does: the action and the status handles it applies. A ``sync`` assigns the
-    one handle to its input and removes it from the holders the input does not list."""
+    """What a run does: the action, the status handles it applies, and the key its rows are
+    matched to profiles by (``--match``). A ``sync`` assigns the one handle to its input and
+    removes it from the holders the input does not list."""
 
     action: Action
     handles: tuple[str, ...]
     sync: bool = False
+    match: MatchKey = EMAIL
 
 
 @dataclass(frozen=True)

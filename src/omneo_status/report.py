@@ -19,6 +19,9 @@ from omneo_status.errors import ExitCode, OmneoStatusError, UsageError
 from omneo_status.models import Outcome
 
 REPORT_COLUMNS = ("line", "email", "outcome", "profile_id", "batch_id", "detail")
+"""The columns of an email run's report; another match key names the second column after
+itself (``mobile``, ``id``, ``identity``)."""
+KEY_COLUMNS = ("email", "mobile", "id", "identity")
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -47,8 +50,15 @@ def safe_cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
-def write_report(path: Path, rows: Iterable[ReportRow]) -> int:
+def report_columns(key_column: str = "email") -> tuple[str, ...]:
+    """The report's header when the key column is named ``key_column``."""
+    return (REPORT_COLUMNS[0], key_column, *REPORT_COLUMNS[2:])
+
+
+def write_report(path: Path, rows: Iterable[ReportRow], key_column: str = "email") -> int:
     """Write the report to ``path`` (UTF-8 CSV, header first) and return the number of rows.
+
+    ``key_column`` names the second column (the cell as read): ``email`` for email runs.
 
     Rows are streamed, so ``rows`` may be a generator of any length. Parent directories are
     created; the file is readable by its owner only (mode 0600) and replaces any previous file
@@ -66,7 +76,7 @@ def write_report(path: Path, rows: Iterable[ReportRow]) -> int:
     replaced = False
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
-            count = _write_rows(stream, rows)
+            count = _write_rows(stream, rows, report_columns(key_column))
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
@@ -107,23 +117,25 @@ def check_report_target(path: Path, *, source: Path | None = None) -> None:
 def read_report(path: Path) -> list[ReportRow]:
     """The rows of a report written by :func:`write_report`.
 
-    Cells come back as stored: a ``'`` that :func:`safe_cell` added stays, and empty
+    The second column may bear any key's name (``ReportRow.email`` holds it). Cells come back
+    as stored: a ``'`` that :func:`safe_cell` added stays, and empty
     ``profile_id``/``batch_id`` cells become None.
     """
     try:
         with path.open(encoding="utf-8", newline="") as stream:
             reader = csv.reader(stream)
             header = next(reader, None)
-            if header is None or tuple(header) != REPORT_COLUMNS:
+            known = {report_columns(column) for column in KEY_COLUMNS}
+            if header is None or tuple(header) not in known:
                 raise ReportError(f"{path} is not a report: its header is {header!r}")
             return [_parse_row(cells, path=path, line=reader.line_num) for cells in reader]
     except OSError as error:
         raise ReportError(f"Cannot read the report {path}: {_reason(error)}") from error
 
 
-def _write_rows(stream: TextIO, rows: Iterable[ReportRow]) -> int:
+def _write_rows(stream: TextIO, rows: Iterable[ReportRow], columns: tuple[str, ...]) -> int:
     writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(REPORT_COLUMNS)
+    writer.writerow(columns)
     count = 0
     for row in rows:
         writer.writerow(

@@ -2,12 +2,13 @@
 
 A ``Resolver`` answers a group of keys with one ``Match`` per key. It never touches the journal
 and never decides what to send. Emails resolve one by one (``filter[email]``) or in groups
-(``filter[email][in]``); an undo run's rows resolve by profile id. Another match key (a mobile
-number, an identity) is one more class with the same two members.
+(``filter[email][in]``); an undo run's rows resolve by profile id. The other match keys
+(``--match``) are one class each: mobile numbers (``filter[mobile_phone]``), profile ids,
+and identities (``GET /v3/profiles/{identifier}?identity[handle]=H``).
 
-Matching is exact under ``inputs.email_key``: a profile the API lists whose key differs never
-counts. An answer that lists such strangers shows that the tenant ignored the filter; nothing is
-guessed from it.
+Matching is exact under the key's policy (``inputs.email_key``, ``keys.normalize_mobile``, an
+identity's exact identifier): a profile the API returns whose key differs never counts. An answer
+that lists such strangers shows that the tenant ignored the filter; nothing is guessed from it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omneo_status.client import MAX_PAGE_SIZE, OmneoClient
 from omneo_status.decide import Match
 from omneo_status.errors import BadResponse, NotFoundError, ValidationFailed
 from omneo_status.inputs import email_key, lookup_forms
+from omneo_status.keys import KeyKind, MatchKey, normalize_mobile
 from omneo_status.models import Profile
 
 ROW_LEVEL_ERRORS = (ValidationFailed, NotFoundError, BadResponse)
@@ -173,6 +175,81 @@ class ProfileIdResolver:
                 continue
             matches.append(Match((profile,) if profile is not None else ()))
         return matches
+
+
+class MobileResolver:
+    """One ``GET /v3/profiles?filter[mobile_phone]=...`` per number (normalised by
+    ``keys.normalize_mobile``); every profile listed must have that number, or none counts."""
+
+    key_name = "mobile number"
+    group_size = 1
+
+    def __init__(self, client: OmneoClient) -> None:
+        self.client = client
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """Each number's exact matches; a lookup the tenant answered wrongly is an error."""
+        return [await self._one(number) for number in keys]
+
+    async def _one(self, number: str) -> Match:
+        wanted = normalize_mobile(number)
+        try:
+            listed = await self.client.find_profiles(
+                {"filter[mobile_phone]": wanted}, max_profiles=SINGLE_MAX_PROFILES
+            )
+        except ROW_LEVEL_ERRORS as exc:
+            return Match(error=exc.message)
+        strangers = [p for p in listed.profiles if normalize_mobile(p.mobile_phone or "") != wanted]
+        if strangers or not listed.complete:
+            return Match(
+                error="the API answered filter[mobile_phone] with profiles of other numbers,"
+                " so this number could not be looked up safely"
+            )
+        return Match(tuple(listed.profiles))
+
+
+class IdentityResolver:
+    """One ``GET /v3/profiles/{identifier}?identity[handle]=HANDLE`` per identifier; 404 is
+    no profile. A profile whose identities do not list this one exactly never counts."""
+
+    group_size = 1
+
+    def __init__(self, client: OmneoClient, handle: str) -> None:
+        self.client = client
+        self.handle = handle
+        self.key_name = f"{handle} identity"
+
+    async def resolve(self, keys: Sequence[str]) -> list[Match]:
+        """The profile with each identifier (none when the tenant has none)."""
+        return [await self._one(identifier) for identifier in keys]
+
+    async def _one(self, identifier: str) -> Match:
+        try:
+            profile = await self.client.get_profile(
+                identifier, params={"identity[handle]": self.handle}
+            )
+        except ROW_LEVEL_ERRORS as exc:
+            return Match(error=exc.message)
+        if profile is None:
+            return Match()
+        if profile.identities is not None and not profile.has_identity(self.handle, identifier):
+            return Match(
+                error=f"the API answered with profile {profile.id}, which does not list this"
+                f" {self.handle} identity, so it was not trusted"
+            )
+        return Match((profile,))
+
+
+def key_resolver(match: MatchKey, client: OmneoClient) -> Resolver | None:
+    """The resolver of a match key other than email (None for email: the engine picks single
+    or bulk lookups by what the tenant honours)."""
+    if match.kind is KeyKind.MOBILE:
+        return MobileResolver(client)
+    if match.kind is KeyKind.ID:
+        return ProfileIdResolver(client)
+    if match.kind is KeyKind.IDENTITY:
+        return IdentityResolver(client, match.handle or "")
+    return None
 
 
 async def read_profiles(client: OmneoClient, ids: Sequence[str]) -> list[Profile | None]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from omneo_status.errors import UsageError
-from omneo_status.inputs import is_valid_email, open_input, read_rows
+from omneo_status.inputs import open_input, read_rows
 from omneo_status.journal import NewRow
-from omneo_status.models import Outcome
+from omneo_status.keys import EMAIL, MatchKey
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,25 @@ class PreparedInput:
     """Where it can be read again (a private spool file for standard input)."""
     column: str | None
     digest: str
-    """SHA-256 over each row's line and address key: the same addresses give the same job."""
+    """SHA-256 over each row's line and key: the same keys give the same job."""
     rows: int
+    match: MatchKey = EMAIL
+    """The key the rows are matched by; it decides the column and each cell's policy."""
 
 
 @contextmanager
 def prepared_input(
-    path: str, column: str | None, *, state_dir: Path, stdin: BinaryIO | None = None
+    path: str,
+    column: str | None,
+    *,
+    state_dir: Path,
+    stdin: BinaryIO | None = None,
+    match: MatchKey = EMAIL,
 ) -> Iterator[PreparedInput]:
     """Read the input to its end before anything touches the API.
 
-    Every problem in the file (encoding, no email column, ...) is raised here as an
+    ``match`` is the key the rows are matched by (email unless told otherwise). Every problem
+    in the file (encoding, no key column, ...) is raised here as an
     ``InputError``. Standard input (``-``) is spooled to a private file so it can be read
     again; the spool is removed when the context ends.
     """
@@ -53,11 +61,11 @@ def prepared_input(
         digest = hashlib.sha256()
         rows = 0
         with open_input(source) as stream:
-            _, records = read_rows(stream, name=name, column=column)
+            _, records = read_rows(stream, name=name, column=column, rule=match.rule)
             for record in records:
                 digest.update(f"{record.line}\t{record.key}\n".encode())
                 rows += 1
-        yield PreparedInput(name, Path(source), column, digest.hexdigest(), rows)
+        yield PreparedInput(name, Path(source), column, digest.hexdigest(), rows, match)
     finally:
         if spool is not None:
             with suppress(OSError):
@@ -65,22 +73,24 @@ def prepared_input(
 
 
 def journal_rows(source: PreparedInput) -> Iterator[NewRow]:
-    """The input's rows as the journal loads them: an invalid address is settled at once as
-    ``invalid_email``; every other row waits for its lookup."""
+    """The input's rows as the journal loads them: a malformed key is settled at once, with no
+    request, as ``invalid_email`` (email runs) or ``invalid_key``; every other row waits for
+    its lookup."""
+    match = source.match
+    rule = match.rule
     with open_input(str(source.path)) as stream:
-        _, records = read_rows(stream, name=source.name, column=source.column)
+        _, records = read_rows(stream, name=source.name, column=source.column, rule=rule)
         for record in records:
-            if is_valid_email(record.address):
+            if rule.is_valid(record.address):
                 yield NewRow(record.line, record.email, record.address, record.key)
                 continue
-            why = "empty cell" if not record.address else "not a valid email address"
             yield NewRow(
                 record.line,
                 record.email,
                 record.address,
                 record.key,
-                Outcome.INVALID_EMAIL,
-                why,
+                match.invalid,
+                match.invalid_detail(record.address),
             )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from omneo_status.errors import ExitCode
 from omneo_status.journal import LIVE, RowRecord, RunInfo, RunJournal, RunState, Stage
+from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
 from omneo_status.options import LookupPlan
 from omneo_status.report import ReportRow, write_report
@@ -95,12 +96,15 @@ class RunSummary:
     throttled: int = 0
     sync: dict[str, Any] | None = None
     """A sync's plan (holders, would_remove, max_remove, allowed, how holders were found)."""
+    match: str = "email"
+    """The key rows were matched by (``email``, ``mobile``, ``id``, ``identity:HANDLE``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``--json`` document (a sync's adds ``sync``, its plan)."""
         document = {
             "action": "sync" if self.sync is not None else self.action.value,
             "handles": list(self.handles),
+            "match": self.match,
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "state": self.state,
@@ -201,7 +205,8 @@ def write_run_report(run: RunJournal, path: Path | None) -> Path:
     """Write the run's CSV report (one row per input row) and record where; returns the path."""
     info = run.info()
     target = path or default_report_path(run.journal.path, run.run_id)
-    write_report(target, (_report_row(row, info.state) for row in run.all_rows()))
+    key_column = MatchKey.parse(info.match).column
+    write_report(target, (_report_row(row, info.state) for row in run.all_rows()), key_column)
     run.update(report=target)
     return target
 
@@ -262,6 +267,7 @@ def summarize(
         gave_up=info.state is RunState.GAVE_UP,
         no_wait=no_wait,
         sync=info.sync,
+        match=info.match,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary

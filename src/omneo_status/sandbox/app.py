@@ -62,6 +62,7 @@ from omneo_status.sandbox.state import (
     Tenant,
     exact_email,
     normalise_email,
+    normalise_mobile,
 )
 
 API_PREFIX = "/api/v3"
@@ -384,7 +385,7 @@ class _Sandbox:
         query = dict(request.query_params)
         size, number = _page_params(query, self.config.page_style)
         handle = query.get("filter[statuses.handle]") if self.config.status_filter else None
-        ids = self._email_filter(query)
+        ids = self._mobile_filter(query, self._email_filter(query))
         profiles = self.tenant.profiles
         if ids is None and handle is None:
             # No filter at all: page through the dict without copying a million profiles.
@@ -421,6 +422,15 @@ class _Sandbox:
             ids = found if ids is None else ids & found
         return ids
 
+    def _mobile_filter(self, query: dict[str, str], ids: set[str] | None) -> set[str] | None:
+        """``ids`` narrowed by ``filter[mobile_phone]`` (compared as ``normalise_mobile``
+        makes numbers), or unchanged when the query has no such filter."""
+        if "filter[mobile_phone]" not in query:
+            return ids
+        number = normalise_mobile(query["filter[mobile_phone]"])
+        found = set(self.tenant.mobile_index.get(number, ()))
+        return found if ids is None else ids & found
+
     def _holders_of(self, email: str) -> set[str]:
         """Ids of the profiles an email filter value matches, as ``email_match`` compares."""
         ids = self.tenant.email_index.get(normalise_email(email), ())
@@ -437,7 +447,14 @@ class _Sandbox:
         return profile
 
     def get_profile(self, request: Request, params: dict[str, str], body: _Body) -> Response:
-        return _json(200, {"data": self._profile_or_404(params["id"]).to_json()})
+        handle = request.query_params.get("identity[handle]")
+        if handle is None:
+            return _json(200, {"data": self._profile_or_404(params["id"]).to_json()})
+        # The documented identity read: the path holds an identifier of that handle, exactly.
+        profile = self.tenant.by_identity(handle, params["id"])
+        if profile is None:
+            raise _not_found("No query results for model [Profile].")
+        return _json(200, {"data": profile.to_json()})
 
     def put_profile(self, request: Request, params: dict[str, str], body: _Body) -> Response:
         profile = self._profile_or_404(params["id"])

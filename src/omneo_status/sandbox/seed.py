@@ -6,10 +6,13 @@ A seed file is JSON::
                    "description"?: null, "group_handle"?: null, "group_name"?: null,
                    "period"?: null, "period_type"?: null, "absolute_expiry"?: null}],
      "profiles": [{"email": "ava@example.com", "id"?: "<uuid4>", "first_name"?: "",
-                   "last_name"?: "", "statuses"?: ["vip"], "tags"?: []}]}
+                   "last_name"?: "", "statuses"?: ["vip"], "tags"?: [],
+                   "mobile_phone"?: "+61412000001",
+                   "identities"?: [{"handle": "shopify", "identifier": "7210000000001"}]}]}
 
 Profile ids left out are generated deterministically (the same file always gives the same
-ids); a profile may only hold handles the file defines.
+ids); a profile may only hold handles the file defines, and an identity (handle and identifier)
+belongs to one profile at most.
 """
 
 from __future__ import annotations
@@ -148,9 +151,27 @@ def _add_profile(tenant: Tenant, where: str, raw: Any) -> None:
             first_name=_string(where, entry, "first_name", default=""),
             last_name=_string(where, entry, "last_name", default=""),
             tags=_strings(where, entry, "tags"),
+            mobile_phone=_optional_string(where, entry, "mobile_phone"),
+            identities=_identities(where, entry),
         )
     except ValueError as error:
         raise SeedError(f"{where}: {error}") from None
+
+
+def _identities(where: str, entry: dict[str, Any]) -> list[tuple[str, str]]:
+    value = entry.get("identities", [])
+    if not isinstance(value, list):
+        raise SeedError(f"{where}.identities must be a list")
+    pairs = []
+    for i, raw in enumerate(value):
+        item = _object(f"{where}.identities[{i}]", raw)
+        pairs.append(
+            (
+                _string(f"{where}.identities[{i}]", item, "handle"),
+                _string(f"{where}.identities[{i}]", item, "identifier"),
+            )
+        )
+    return pairs
 
 
 def generate_tenant(n: int, seed: int = 0) -> Tenant:

@@ -8,6 +8,7 @@ email through :meth:`Tenant.set_email` (the PUT handler does) rather than by ass
 from __future__ import annotations
 
 import random
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,19 @@ def normalise_email(email: str) -> str:
     the other does.
     """
     return unicodedata.normalize("NFC", exact_email(email).lower())
+
+
+_PHONE_PUNCTUATION = re.compile(r"[\s\-()\[\]]")
+
+
+def normalise_mobile(number: str) -> str:
+    """The mobile index key: the number trimmed (as :func:`exact_email` trims) without spaces,
+    dashes and brackets, a leading ``+`` kept.
+
+    This is the documented rule of ``omneo_status.keys.normalize_mobile``, written again here
+    because the sandbox imports nothing from the tool.
+    """
+    return _PHONE_PUNCTUATION.sub("", exact_email(number))
 
 
 @dataclass(slots=True)
@@ -132,14 +146,22 @@ class SandboxProfile:
     tags: list[str] = field(default_factory=list)
     updated_at: float | None = field(default=None, compare=False)
     seq: int = field(default=0, repr=False, compare=False)
+    mobile_phone: str | None = None
+    identities: list[tuple[str, str]] = field(default_factory=list)
+    """``(handle, identifier)`` pairs; each pair is unique across the tenant's profiles."""
 
     def to_json(self) -> dict[str, Any]:
         """The API shape of a profile."""
         return {
             "id": self.id,
             "email": self.email,
+            "mobile_phone": self.mobile_phone,
             "first_name": self.first_name,
             "last_name": self.last_name,
+            "identities": [
+                {"handle": handle, "identifier": identifier}
+                for handle, identifier in self.identities
+            ],
             "statuses": list(self.statuses),
             "tags": list(self.tags),
             "profile_type": "active",
@@ -248,6 +270,8 @@ class Tenant:
         self.requests: list[RecordedRequest] = []
         self.fail_profile_ids: set[str] = set()
         self.email_index: dict[str, list[str]] = {}
+        self.mobile_index: dict[str, list[str]] = {}
+        self.identity_index: dict[tuple[str, str], str] = {}
         self._pending: list[SandboxBatch] = []
         self._next_seq = 1
         self._next_item_id = 1
@@ -310,10 +334,13 @@ class Tenant:
         first_name: str = "",
         last_name: str = "",
         tags: Iterable[str] = (),
+        mobile_phone: str | None = None,
+        identities: Iterable[tuple[str, str]] = (),
     ) -> SandboxProfile:
         """Add a profile (a deterministic UUID4 id when none is given) and return it.
 
-        Raises ValueError for a duplicate id or a status handle with no definition.
+        Raises ValueError for a duplicate id, an identity another profile has, or a status
+        handle with no definition.
         """
         if id is None:
             id = self._new_profile_id()
@@ -324,6 +351,10 @@ class Tenant:
         unknown = [handle for handle in handles if handle not in known]
         if unknown:
             raise ValueError(f"status handle {unknown[0]!r} is not defined")
+        pairs = list(dict.fromkeys(identities))
+        taken = [pair for pair in pairs if pair in self.identity_index]
+        if taken:
+            raise ValueError(f"identity {taken[0][0]}:{taken[0][1]} belongs to another profile")
         profile = SandboxProfile(
             id=id,
             email=email,
@@ -333,6 +364,10 @@ class Tenant:
             tags=list(tags),
         )
         self._insert(profile)
+        if mobile_phone is not None:
+            self.set_mobile(profile.id, mobile_phone)
+        for handle, identifier in pairs:
+            self.add_identity(profile.id, handle, identifier)
         return profile
 
     def _new_profile_id(self) -> str:
@@ -375,6 +410,40 @@ class Tenant:
             del self.email_index[old_key]
         profile.email = email
         self.email_index.setdefault(normalise_email(email), []).append(profile_id)
+
+    def set_mobile(self, profile_id: str, mobile_phone: str | None) -> None:
+        """Change a profile's mobile number and keep the mobile index in step."""
+        profile = self.profiles[profile_id]
+        if profile.mobile_phone is not None:
+            old_key = normalise_mobile(profile.mobile_phone)
+            ids = self.mobile_index[old_key]
+            ids.remove(profile_id)
+            if not ids:
+                del self.mobile_index[old_key]
+        profile.mobile_phone = mobile_phone
+        if mobile_phone is not None:
+            self.mobile_index.setdefault(normalise_mobile(mobile_phone), []).append(profile_id)
+
+    def add_identity(self, profile_id: str, handle: str, identifier: str) -> None:
+        """Give a profile an identity; raises ValueError if another profile has it."""
+        owner = self.identity_index.get((handle, identifier))
+        if owner is not None and owner != profile_id:
+            raise ValueError(f"identity {handle}:{identifier} belongs to another profile")
+        profile = self.profiles[profile_id]
+        if (handle, identifier) not in profile.identities:
+            profile.identities.append((handle, identifier))
+        self.identity_index[(handle, identifier)] = profile_id
+
+    def by_mobile(self, number: str) -> list[SandboxProfile]:
+        """Profiles whose mobile matches (spaces, dashes and brackets ignored), in insertion
+        order."""
+        ids = self.mobile_index.get(normalise_mobile(number), [])
+        return sorted((self.profiles[pid] for pid in ids), key=lambda profile: profile.seq)
+
+    def by_identity(self, handle: str, identifier: str) -> SandboxProfile | None:
+        """The profile with exactly this identity (identifiers compared exactly), if any."""
+        profile_id = self.identity_index.get((handle, identifier))
+        return None if profile_id is None else self.profiles.get(profile_id)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -456,15 +525,24 @@ class Tenant:
         """The tenant as a seed document, in the shape ``load_seed`` reads."""
         return {
             "statuses": [status.to_seed() for status in self.statuses],
-            "profiles": [
-                {
-                    "id": profile.id,
-                    "email": profile.email,
-                    "first_name": profile.first_name,
-                    "last_name": profile.last_name,
-                    "statuses": list(profile.statuses),
-                    "tags": list(profile.tags),
-                }
-                for profile in self.profiles.values()
-            ],
+            "profiles": [_profile_seed(profile) for profile in self.profiles.values()],
         }
+
+
+def _profile_seed(profile: SandboxProfile) -> dict[str, Any]:
+    """A profile as a seed entry (its mobile and identities only when it has them)."""
+    entry: dict[str, Any] = {"id": profile.id, "email": profile.email}
+    if profile.mobile_phone is not None:
+        entry["mobile_phone"] = profile.mobile_phone
+    entry.update(
+        first_name=profile.first_name,
+        last_name=profile.last_name,
+        statuses=list(profile.statuses),
+        tags=list(profile.tags),
+    )
+    if profile.identities:
+        entry["identities"] = [
+            {"handle": handle, "identifier": identifier}
+            for handle, identifier in profile.identities
+        ]
+    return entry
