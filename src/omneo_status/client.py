@@ -428,7 +428,7 @@ class OmneoClient:
         async with self.governor.slot() as ticket:
             started = time.perf_counter()
             try:
-                response = await self._http.request(method, self._url(path, params), json=json)
+                response = await self._http.request(method, self.url(path, params), json=json)
             except httpx.TransportError as exc:  # a timeout is one too
                 reason = _transport_reason(exc)
                 self.governor.observe(ticket, 0, {})
@@ -442,13 +442,10 @@ class OmneoClient:
             raise _Retryable(f"HTTP {response.status_code}", wait, response.status_code)
         return response
 
-    def url_length(self, path: str, params: Mapping[str, str] | None = None) -> int:
-        """How long the URL of ``GET path`` (under ``/v3``) with ``params`` is, query included."""
-        return len(self._url(path, params))
-
-    def _url(self, path: str, params: Mapping[str, str] | None) -> str:
-        """The absolute URL, query included: httpx parses a URL three times over when it
-        joins a path to its base and merges parameters, and once when given it whole."""
+    def url(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """The absolute URL of ``path`` (under ``/v3``), query included: httpx parses a URL
+        three times over when it joins a path to its base and merges parameters, and once when
+        given it whole."""
         return self._base + path + (f"?{httpx.QueryParams(params)}" if params else "")
 
     def _observe(

@@ -371,7 +371,7 @@ class Engine:
             try:
                 batch_id = await self.client.send_batch(self.action_of(rows[0]), items)
             except ValidationFailed as exc:
-                self._refused(chunk, rows, f"batch refused: {exc.message}")
+                _refuse(self.run, self.reporter, chunk, rows, f"batch refused: {exc.message}")
                 return
         self.run.accept_chunk(chunk, batch_id)
         self.reporter.advance(Step.SEND, len(rows))
@@ -383,19 +383,6 @@ class Engine:
             )
             return
         await self._watch(chunk, batch_id, self.run.rows_of_chunk(chunk))
-
-    def _refused(self, chunk: int, rows: list[RowRecord], detail: str) -> None:
-        settled = [Settled(row.line, Outcome.FAILED, detail) for row in rows]
-        self.run.finish_chunk(
-            chunk,
-            state=ChunkState.DONE,
-            batch_status="refused",
-            success_count=0,
-            failed_count=len(rows),
-            settled=settled,
-        )
-        _report_failures(self.reporter, rows, settled)
-        self.reporter.advance(Step.SEND, len(rows))
 
     async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
         self.reporter.start(Step.WAIT, None)
@@ -428,6 +415,23 @@ class Engine:
             reporter=self.reporter,
             into=self.result.verification,
         )
+
+
+def _refuse(
+    run: RunJournal, reporter: Reporter, chunk: int, rows: list[RowRecord], detail: str
+) -> None:
+    """Settle a chunk the API refused (422): every row failed, with the API's reason."""
+    settled = [Settled(row.line, Outcome.FAILED, detail) for row in rows]
+    run.finish_chunk(
+        chunk,
+        state=ChunkState.DONE,
+        batch_status="refused",
+        success_count=0,
+        failed_count=len(rows),
+        settled=settled,
+    )
+    _report_failures(reporter, rows, settled)
+    reporter.advance(Step.SEND, len(rows))
 
 
 def check_unmatched(run: RunJournal, limit: float | None) -> None:

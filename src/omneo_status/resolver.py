@@ -117,8 +117,8 @@ class BulkEmailResolver:
     def fit(self, keys: Sequence[str]) -> list[list[str]]:
         """``keys`` cut, in order, into groups of at most ``group_size`` addresses whose
         lookup URL stays within ``URL_MAX`` (an address too long to share a URL goes alone)."""
-        fixed = self.client.url_length(
-            "/profiles", {_IN_FILTER: "", **self.client.page_style.params(99999)}
+        fixed = len(
+            self.client.url("/profiles", {_IN_FILTER: "", **self.client.page_style.params(99999)})
         )
         groups: list[list[str]] = []
         group: list[str] = []
