@@ -312,7 +312,8 @@ def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
 def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bool = False) -> None:
     """The human summary of a run, from its ``--json`` document (on stderr when ``err``)."""
     out = stderr() if err else stdout()
-    verb = "Dry run of" if document["dry_run"] else str(document["action"]).capitalize()
+    action = str(document["action"])
+    verb = f"Dry run of {action}" if document["dry_run"] else action.capitalize()
     title = f"{verb} {', '.join(document['handles'])} - run {document['run_id']}{title_note}"
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("outcome")
