@@ -10,11 +10,11 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeAlias, TypeVar
 
 import httpx
 import typer
@@ -510,6 +510,17 @@ class Connection:
         )
 
 
+Params: TypeAlias = Mapping[str, Any]
+"""A command's parameters by name (``locals()`` as the command starts)."""
+
+
+def _pick(kind: type[T], params: Params) -> T:
+    """``kind`` (a dataclass of options) built from the command's parameters of the same
+    names: each option is declared once, as an alias, and never copied field by field."""
+    names = {field.name for field in fields(kind)}  # type: ignore[arg-type]
+    return kind(**{name: value for name, value in params.items() if name in names})
+
+
 @dataclass(frozen=True)
 class Output:
     """How a command shows what it does (the output options)."""
@@ -520,6 +531,11 @@ class Output:
     trace: Path | None = None
     log_file: Path | None = None
     report: Path | None = None
+
+    @classmethod
+    def of(cls, params: Params) -> Output:
+        """The output options among a command's parameters (``--json`` is ``json_out``)."""
+        return _pick(cls, {**params, "json": params.get("json_out", False)})
 
     @property
     def report_to_stdout(self) -> bool:
@@ -885,6 +901,7 @@ def assign(
 
     Only the batch endpoint is used: statuses the profiles already hold are kept.
     """
+    params = locals()
     _from_file(
         Action.ASSIGN,
         handle,
@@ -893,37 +910,9 @@ def assign(
         match=match,
         fresh=fresh,
         yes=yes,
-        options=RunOptions(
-            dry_run=dry_run,
-            chunk_size=chunk_size,
-            verify=verify,
-            poll_timeout=poll_timeout,
-            stall_timeout=stall_timeout,
-            no_wait=no_wait,
-            strict=strict,
-            max_unmatched=max_unmatched,
-            lookup=lookup,
-            concurrency=concurrency,
-        ),
-        conn=Connection(
-            sandbox=sandbox,
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            profile=profile,
-            config=config,
-            state_dir=state_dir,
-            max_rps=max_rps,
-            max_retries=max_retries,
-        ),
-        out=Output(
-            json=json_out,
-            quiet=quiet,
-            verbose=verbose,
-            trace=trace,
-            log_file=log_file,
-            report=report,
-        ),
+        options=_pick(RunOptions, params),
+        conn=_pick(Connection, params),
+        out=Output.of(params),
     )
 
 
@@ -965,6 +954,7 @@ def remove(
 
     Only the handles given are detached; every other status is kept.
     """
+    params = locals()
     _from_file(
         Action.REMOVE,
         handle,
@@ -973,37 +963,9 @@ def remove(
         match=match,
         fresh=fresh,
         yes=yes,
-        options=RunOptions(
-            dry_run=dry_run,
-            chunk_size=chunk_size,
-            verify=verify,
-            poll_timeout=poll_timeout,
-            stall_timeout=stall_timeout,
-            no_wait=no_wait,
-            strict=strict,
-            max_unmatched=max_unmatched,
-            lookup=lookup,
-            concurrency=concurrency,
-        ),
-        conn=Connection(
-            sandbox=sandbox,
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            profile=profile,
-            config=config,
-            state_dir=state_dir,
-            max_rps=max_rps,
-            max_retries=max_retries,
-        ),
-        out=Output(
-            json=json_out,
-            quiet=quiet,
-            verbose=verbose,
-            trace=trace,
-            log_file=log_file,
-            report=report,
-        ),
+        options=_pick(RunOptions, params),
+        conn=_pick(Connection, params),
+        out=Output.of(params),
     )
 
 
@@ -1070,6 +1032,7 @@ def sync(
     list, through the batch endpoint only; every other status is kept. The removal guard
     (--max-remove) stops before any write when too many holders would lose it.
     """
+    params = locals()
     _from_file(
         Action.ASSIGN,
         handle,
@@ -1079,37 +1042,9 @@ def sync(
         fresh=fresh,
         yes=yes,
         max_remove=max_remove,
-        options=RunOptions(
-            dry_run=dry_run,
-            chunk_size=chunk_size,
-            verify=verify,
-            poll_timeout=poll_timeout,
-            stall_timeout=stall_timeout,
-            no_wait=no_wait,
-            strict=strict,
-            max_unmatched=max_unmatched,
-            lookup=lookup,
-            concurrency=concurrency,
-        ),
-        conn=Connection(
-            sandbox=sandbox,
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            profile=profile,
-            config=config,
-            state_dir=state_dir,
-            max_rps=max_rps,
-            max_retries=max_retries,
-        ),
-        out=Output(
-            json=json_out,
-            quiet=quiet,
-            verbose=verbose,
-            trace=trace,
-            log_file=log_file,
-            report=report,
-        ),
+        options=_pick(RunOptions, params),
+        conn=_pick(Connection, params),
+        out=Output.of(params),
     )
 
 
@@ -1143,37 +1078,14 @@ def resume(
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
     """Continue an unfinished run by id, from its journal (no input file needed)."""
+    params = locals()
     _by_id(
         False,
         run_id,
         yes=yes,
-        options=RunOptions(
-            dry_run=dry_run,
-            chunk_size=chunk_size,
-            verify=verify,
-            poll_timeout=poll_timeout,
-            stall_timeout=stall_timeout,
-            concurrency=concurrency,
-        ),
-        conn=Connection(
-            sandbox=sandbox,
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            profile=profile,
-            config=config,
-            state_dir=state_dir,
-            max_rps=max_rps,
-            max_retries=max_retries,
-        ),
-        out=Output(
-            json=json_out,
-            quiet=quiet,
-            verbose=verbose,
-            trace=trace,
-            log_file=log_file,
-            report=report,
-        ),
+        options=_pick(RunOptions, params),
+        conn=_pick(Connection, params),
+        out=Output.of(params),
     )
 
 
@@ -1212,37 +1124,14 @@ def undo(
     Removes what the run assigned (only where the profile did not hold it before), or adds
     back what it removed.
     """
+    params = locals()
     _by_id(
         True,
         run_id,
         yes=yes,
-        options=RunOptions(
-            dry_run=dry_run,
-            chunk_size=chunk_size,
-            verify=verify,
-            poll_timeout=poll_timeout,
-            stall_timeout=stall_timeout,
-            concurrency=concurrency,
-        ),
-        conn=Connection(
-            sandbox=sandbox,
-            tenant=tenant,
-            base_url=base_url,
-            token_file=token_file,
-            profile=profile,
-            config=config,
-            state_dir=state_dir,
-            max_rps=max_rps,
-            max_retries=max_retries,
-        ),
-        out=Output(
-            json=json_out,
-            quiet=quiet,
-            verbose=verbose,
-            trace=trace,
-            log_file=log_file,
-            report=report,
-        ),
+        options=_pick(RunOptions, params),
+        conn=_pick(Connection, params),
+        out=Output.of(params),
     )
 
 
@@ -1263,17 +1152,10 @@ def statuses(
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
     """List the tenant's status definitions (handle, name, group and expiry), every page."""
+    params = locals()
     rt = runtime()
-    conn = Connection(
-        sandbox=sandbox,
-        tenant=tenant,
-        base_url=base_url,
-        token_file=token_file,
-        profile=profile,
-        config=config,
-        max_retries=max_retries,
-    )
-    out = Output(json=json_out, verbose=verbose, trace=trace)
+    conn = _pick(Connection, params)
+    out = Output.of(params)
     with _boundary(json_out), _session(rt, conn, out) as s:
         found: list[StatusDefinition] = _run(rt, lambda: s.call(lambda c: c.list_statuses()))
     if json_out:
@@ -1297,17 +1179,10 @@ def batch(
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
     """Show one batch's state: status, counts and failed items."""
+    params = locals()
     rt = runtime()
-    conn = Connection(
-        sandbox=sandbox,
-        tenant=tenant,
-        base_url=base_url,
-        token_file=token_file,
-        profile=profile,
-        config=config,
-        max_retries=max_retries,
-    )
-    out = Output(json=json_out, verbose=verbose, trace=trace)
+    conn = _pick(Connection, params)
+    out = Output.of(params)
     with _boundary(json_out), _session(rt, conn, out) as s:
         found: Batch | None = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
         if found is None:
@@ -1342,18 +1217,10 @@ def doctor(
     Exit 0 when a run can work on this tenant, 1 when it cannot. What it finds is kept in the
     state dir for a week, and runs against the same base URL start from it.
     """
+    params = locals()
     rt = runtime()
-    conn = Connection(
-        sandbox=sandbox,
-        tenant=tenant,
-        base_url=base_url,
-        token_file=token_file,
-        profile=profile,
-        config=config,
-        state_dir=state_dir,
-        max_retries=max_retries,
-    )
-    out = Output(json=json_out, verbose=verbose, trace=trace)
+    conn = _pick(Connection, params)
+    out = Output.of(params)
     with _boundary(json_out), _session(rt, conn, out) as s:
         url = s.settings.base_url
         found: DoctorReport = _run(rt, lambda: s.call(lambda c: run_doctor(c, url)))
