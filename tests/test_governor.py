@@ -1,7 +1,7 @@
 """The rate governor: windows followed, 429s honoured, concurrency cut and regrown, max-rps
 spacing, first come first served, and whole runs through the CLI at several concurrencies.
 
-Time is virtual: the sandbox, the client and the governor share an :class:`AutojumpClock`,
+Time is virtual: the sandbox, the client and the governor share an :class:`VirtualClock`,
 which moves only when every task is waiting for it, to the earliest wake-up. Latency is
 simulated on the same clock by :class:`LatencyTransport`, so no test sleeps for real.
 """
@@ -9,7 +9,6 @@ simulated on the same clock by :class:`LatencyTransport`, so no test sleeps for 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,67 +31,21 @@ from omneo_status.sandbox import (
     generate_tenant,
 )
 
-from .conftest import Sandbox, summary_of, write_csv
+from .conftest import Sandbox, VirtualClock, summary_of, write_csv
 
 T = TypeVar("T")
 TOKEN = "sandbox-token"
 
 
-class AutojumpClock:
-    """Virtual time that jumps to the earliest sleeper once nothing else can run."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), future))
-        await future
-
-    def run(self, main: Callable[[], Awaitable[T]]) -> T:
-        return asyncio.run(self._drive(main))
-
-    async def _drive(self, main: Callable[[], Awaitable[T]]) -> T:
-        task = asyncio.ensure_future(main())
-        loop = asyncio.get_running_loop()
-        while not task.done():
-            await self._settle(loop)
-            if task.done():
-                break
-            while self._sleepers and self._sleepers[0][2].cancelled():
-                heapq.heappop(self._sleepers)
-            if not self._sleepers:
-                await asyncio.sleep(0)
-                continue
-            wake, _, future = heapq.heappop(self._sleepers)
-            self.now = max(self.now, wake)
-            future.set_result(None)
-        return task.result()
-
-    @staticmethod
-    async def _settle(loop: asyncio.AbstractEventLoop) -> None:
-        """Run until every task waits (the loop's ready queue stays empty)."""
-        for _ in range(10_000):
-            await asyncio.sleep(0)
-            if not getattr(loop, "_ready", ()):
-                await asyncio.sleep(0)
-                if not getattr(loop, "_ready", ()):
-                    return
+async def _together(*work: Awaitable[T]) -> list[T]:
+    return list(await asyncio.gather(*work))
 
 
 class LatencyTransport(httpx.AsyncBaseTransport):
     """The sandbox in-process, with virtual one-way latency (and seeded jitter) each way."""
 
     def __init__(
-        self, inner: httpx.AsyncBaseTransport, clock: AutojumpClock, latency: float, seed: int
+        self, inner: httpx.AsyncBaseTransport, clock: VirtualClock, latency: float, seed: int
     ) -> None:
         self.inner = inner
         self.clock = clock
@@ -112,7 +65,7 @@ class LatencyTransport(httpx.AsyncBaseTransport):
 
 def sandboxed_client(
     tenant: Tenant,
-    clock: AutojumpClock,
+    clock: VirtualClock,
     *,
     rate_limit: int | None,
     rate_window: float = 1.0,
@@ -196,7 +149,7 @@ def server_windows(
 def test_no_window_after_the_first_exceeds_the_limit(
     limit: int, window: float, latency: float, concurrency: int, seed: int
 ) -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     tenant = generate_tenant(300)
     emails = [f"customer{n}@example.com" for n in random.Random(seed).sample(range(1, 301), 150)]
     client = sandboxed_client(
@@ -209,7 +162,7 @@ def test_no_window_after_the_first_exceeds_the_limit(
         seed=seed,
     )
 
-    found = clock.run(lambda: look_up_all(client, emails, concurrency))
+    found = clock.run(look_up_all(client, emails, concurrency))
 
     assert found == len(emails)
     windows = server_windows(tenant.requests, window)
@@ -224,24 +177,24 @@ def test_no_window_after_the_first_exceeds_the_limit(
 
 def test_the_limit_is_used_not_just_respected() -> None:
     """Each full window carries (nearly) the whole limit: the governor does not idle."""
-    clock = AutojumpClock()
+    clock = VirtualClock()
     tenant = generate_tenant(300)
     emails = [f"customer{n}@example.com" for n in range(1, 201)]
     client = sandboxed_client(tenant, clock, rate_limit=20, latency=0.01)
 
-    clock.run(lambda: look_up_all(client, emails, 8))
+    clock.run(look_up_all(client, emails, 8))
 
     full = server_windows(tenant.requests, 1.0)[:-1]
     assert all(len(hits) >= 19 for hits in full), [len(hits) for hits in full]
 
 
 def test_max_rps_caps_the_rate_below_the_limit() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     tenant = generate_tenant(100)
     emails = [f"customer{n}@example.com" for n in range(1, 61)]
     client = sandboxed_client(tenant, clock, rate_limit=50, max_rps=10)
 
-    clock.run(lambda: look_up_all(client, emails, 8))
+    clock.run(look_up_all(client, emails, 8))
 
     times = sorted(r.at for r in tenant.requests)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
@@ -253,12 +206,12 @@ def test_max_rps_caps_the_rate_below_the_limit() -> None:
 
 
 def test_no_request_reaches_the_server_before_a_429s_reset() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     tenant = generate_tenant(100)
     emails = [f"customer{n}@example.com" for n in range(1, 81)]
     client = sandboxed_client(tenant, clock, rate_limit=10, rate_window=2.0, latency=0.02)
 
-    clock.run(lambda: look_up_all(client, emails, 8))
+    clock.run(look_up_all(client, emails, 8))
 
     ordered = sorted(tenant.requests, key=lambda r: r.at)
     refused = [i for i, r in enumerate(ordered) if r.status == 429]
@@ -285,7 +238,7 @@ def scripted(*answers: tuple[int, dict[str, str]]) -> Callable[[httpx.Request], 
     ["7", format_datetime(datetime.fromtimestamp(1_800_001_007.0, UTC), usegmt=True)],
 )
 def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     governor = RateGovernor(clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep)
     sent: list[float] = []
 
@@ -307,14 +260,14 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> No
         async with client:
             await client.find_profiles({"filter[email]": "a@example.com"})
 
-    clock.run(main)
+    clock.run(main())
     assert sent[0] == 1000.0
     assert sent[1] >= 1007.0
     assert governor.stats.throttled == 1
 
 
 def test_a_throttled_governor_holds_every_request_until_the_reset() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     governor = RateGovernor(
         concurrency=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
     )
@@ -330,7 +283,7 @@ def test_a_throttled_governor_holds_every_request_until_the_reset() -> None:
         assert wait is not None and wait >= 3.0
         await asyncio.gather(*(request(200, {}) for _ in range(5)))
 
-    clock.run(main)
+    clock.run(main())
     assert starts[0] == 1000.0
     assert min(starts[1:]) >= 1003.0
 
@@ -366,7 +319,7 @@ def test_concurrency_is_halved_once_per_burst_and_grows_back() -> None:
 
 
 def test_no_more_requests_in_flight_than_the_concurrency() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     governor = RateGovernor(
         concurrency=3, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
     )
@@ -381,13 +334,13 @@ def test_no_more_requests_in_flight_than_the_concurrency() -> None:
             active -= 1
             governor.observe(ticket, 200, {})
 
-    clock.run(lambda: asyncio.gather(*(request() for _ in range(20))))
+    clock.run(_together(*(request() for _ in range(20))))
     assert peak == 3
     assert governor.stats.requests == 20
 
 
 def test_waiting_requests_go_first_come_first_served() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     governor = RateGovernor(
         concurrency=1, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
     )
@@ -407,12 +360,12 @@ def test_waiting_requests_go_first_come_first_served() -> None:
         await request("first", 0.0)
         await asyncio.gather(hog(), request("batch", 0.1))
 
-    clock.run(main)
+    clock.run(main())
     assert order == ["first", "hog0", "batch", "hog1", "hog2"]
 
 
 def test_max_rps_spaces_the_starts() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     governor = RateGovernor(
         concurrency=8, max_rps=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
     )
@@ -423,7 +376,7 @@ def test_max_rps_spaces_the_starts() -> None:
             starts.append(clock.now)
             governor.observe(ticket, 200, {})
 
-    clock.run(lambda: asyncio.gather(*(request() for _ in range(12))))
+    clock.run(_together(*(request() for _ in range(12))))
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) == pytest.approx(0.25)
     assert governor.stats.rate() == pytest.approx(12 / 2.75)
@@ -437,7 +390,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         inner: httpx.AsyncBaseTransport,
-        clock: AutojumpClock,
+        clock: VirtualClock,
         *,
         service: float,
         capacity: int | None = None,
@@ -462,7 +415,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 def levelled_client(
-    clock: AutojumpClock, ceiling: int, *, service: float, capacity: int | None = None
+    clock: VirtualClock, ceiling: int, *, service: float, capacity: int | None = None
 ) -> tuple[OmneoClient, CountingTransport]:
     """A client over the sandbox (500 profiles, no rate limit) through a counting server."""
     config = SandboxConfig(clock=clock.monotonic, wall_clock=clock.wall)
@@ -489,11 +442,11 @@ EMAILS = [f"customer{n}@example.com" for n in range(1, 501)]
 
 
 def test_the_level_starts_modest_and_grows_while_latency_holds() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     client, server = levelled_client(clock, 32, service=0.02)
     assert client.governor.concurrency == 8
 
-    found = clock.run(lambda: look_up_all(client, EMAILS, 40))
+    found = clock.run(look_up_all(client, EMAILS, 40))
 
     assert found == len(EMAILS)
     history = client.governor.stats.concurrency_history
@@ -504,10 +457,10 @@ def test_the_level_starts_modest_and_grows_while_latency_holds() -> None:
 
 def test_the_level_backs_off_when_latency_rises() -> None:
     """A server that works on 12 requests at a time: beyond that, requests only queue."""
-    clock = AutojumpClock()
+    clock = VirtualClock()
     client, server = levelled_client(clock, 32, service=0.02, capacity=12)
 
-    found = clock.run(lambda: look_up_all(client, EMAILS, 40))
+    found = clock.run(look_up_all(client, EMAILS, 40))
 
     assert found == len(EMAILS)
     history = client.governor.stats.concurrency_history
@@ -519,10 +472,10 @@ def test_the_level_backs_off_when_latency_rises() -> None:
 
 
 def test_a_level_the_run_does_not_use_is_not_grown() -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     client, server = levelled_client(clock, 32, service=0.02)
 
-    clock.run(lambda: look_up_all(client, EMAILS[:200], 5))
+    clock.run(look_up_all(client, EMAILS[:200], 5))
 
     assert client.governor.concurrency == 8
     assert client.governor.stats.concurrency_history == []
@@ -531,10 +484,10 @@ def test_a_level_the_run_does_not_use_is_not_grown() -> None:
 
 @pytest.mark.parametrize("ceiling", [1, 3, 12])
 def test_the_level_never_exceeds_the_ceiling(ceiling: int) -> None:
-    clock = AutojumpClock()
+    clock = VirtualClock()
     client, server = levelled_client(clock, ceiling, service=0.01)
 
-    clock.run(lambda: look_up_all(client, EMAILS[:300], 40))
+    clock.run(look_up_all(client, EMAILS[:300], 40))
 
     assert client.governor.concurrency == ceiling
     assert max(client.governor.stats.concurrency_history, default=ceiling) <= ceiling
@@ -647,7 +600,7 @@ def test_a_server_clock_running_slow_costs_one_429_per_miss_not_a_burst(
     drift: float, seed: int
 ) -> None:
     """The server's windows last longer than the governor can know: it must adapt."""
-    clock = AutojumpClock()
+    clock = VirtualClock()
     tenant = generate_tenant(400)
     config = SandboxConfig(
         rate_limit=10,
@@ -671,7 +624,7 @@ def test_a_server_clock_running_slow_costs_one_429_per_miss_not_a_burst(
     )
     emails = [f"customer{n}@example.com" for n in range(1, 301)]
 
-    found = clock.run(lambda: look_up_all(client, emails, 8))
+    found = clock.run(look_up_all(client, emails, 8))
 
     assert found == len(emails)
     windows = server_windows(tenant.requests, 1.0)
