@@ -54,9 +54,12 @@ class _Server(uvicorn.Server):
             log_level="warning",
             access_log=False,
             lifespan="off",
-            http="h11",
+            # httptools' parser and uvloop's loop (the sandbox extra installs both; uvicorn
+            # falls back to h11 and asyncio without them) halve the sandbox's CPU per request,
+            # which shares the machine's cores with the tool under test (bench/README.md).
+            http="auto",
             ws="none",
-            loop="asyncio",
+            loop="auto",
             **options,
         )
         super().__init__(config)
