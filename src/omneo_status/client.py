@@ -207,7 +207,9 @@ class OmneoClient:
             # transport (the tests, the sandbox) do not need to pay.
             from omneo_status.transport import NetworkTransport, env_proxy
 
-            transport = NetworkTransport(self.governor.max_concurrency, proxy=env_proxy(base_url))
+            proxy = env_proxy(base_url)
+            tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
+            transport = NetworkTransport(self.governor.max_concurrency, proxy=proxy, tls=tls)
         self._base = base_url.rstrip("/") + "/v3"
         self._http = httpx.AsyncClient(
             transport=transport,
