@@ -601,11 +601,12 @@ def _paginated(
         if not k.startswith("page[") and k not in paging
     ]
 
+    # The filters are the same in every link: quoted once, not once per link.
+    rest = "".join(f"&{quote(k, safe='[]')}={quote(v, safe='@,')}" for k, v in kept)
+    number_q, size_q = quote(number_key, safe="[]"), quote(size_key, safe="[]")
+
     def link(page: int) -> str:
-        pairs = [(number_key, str(page)), (size_key, str(size)), *kept]
-        return (
-            path + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='@,')}" for k, v in pairs)
-        )
+        return f"{path}?{number_q}={page}&{size_q}={size}{rest}"
 
     last_page = max(1, math.ceil(total / size))
     first = (number - 1) * size + 1 if rows else None
