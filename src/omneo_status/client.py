@@ -203,13 +203,7 @@ class OmneoClient:
         self._on_exchange = on_exchange
         self._rng = rng or random.Random()
         if transport is None:
-            # Imported here: aiohttp costs start-up time that runs over an injected
-            # transport (the tests, the sandbox) do not need to pay.
-            from omneo_status.transport import NetworkTransport, env_proxy
-
-            proxy = env_proxy(base_url)
-            tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
-            transport = NetworkTransport(self.governor.max_concurrency, proxy=proxy, tls=tls)
+            transport = _network_transport(base_url, self.governor.max_concurrency)
         self._base = base_url.rstrip("/") + "/v3"
         self._http = httpx.AsyncClient(
             transport=transport,
@@ -221,8 +215,7 @@ class OmneoClient:
             },
             follow_redirects=False,
         )
-        # Requests go to the transport directly (see _fetch); the AsyncClient above keeps
-        # the merged default headers and the timeouts, and closes the transport.
+        # Requests go to the transport directly (_fetch) with the AsyncClient's defaults.
         self._transport = transport
         self._defaults = (self._http.headers, {"timeout": self._http.timeout.as_dict()})
 
@@ -501,6 +494,17 @@ _NOT_JSON_HINT = (
     "Check the base URL (https://api.TENANT.getomneo.com/api) and any proxy or firewall "
     "in front of the API: something answered with a web page instead of the API."
 )
+
+
+def _network_transport(base_url: str, connections: int) -> httpx.AsyncBaseTransport:
+    """The transport of real network runs, with TLS set up only when an https URL or proxy
+    needs it. Imported here: aiohttp costs start-up time that runs over an injected transport
+    (the tests, the sandbox) do not need to pay."""
+    from omneo_status.transport import NetworkTransport, env_proxy
+
+    proxy = env_proxy(base_url)
+    tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
+    return NetworkTransport(connections, proxy=proxy, tls=tls)
 
 
 async def _fetch(
