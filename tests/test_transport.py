@@ -299,3 +299,31 @@ def test_every_aiohttp_failure_has_its_httpx_exception(
     mapped = _mapped(failure)
     assert type(mapped) is expected
     assert str(mapped)  # a reason for the retry message, even when aiohttp gave none
+
+
+def test_tls_is_set_up_only_for_an_https_url_or_proxy() -> None:
+    plain = OmneoClient("http://127.0.0.1:1/api", SecretStr("t"))._transport
+    secure = OmneoClient("https://api.example.com/api", SecretStr("t"))._transport
+    assert isinstance(plain, NetworkTransport) and isinstance(secure, NetworkTransport)
+    assert (plain._tls, secure._tls) == (False, True)
+    assert "_ssl" not in vars(plain)  # httpx's context (the CA store) was never built
+
+
+async def test_requests_carry_the_client_headers_without_the_async_client() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"data": [], "meta": {"last_page": 1, "total": 0}})
+
+    client = OmneoClient(
+        "http://tenant.test/api", SecretStr("tok"), transport=httpx.MockTransport(answer)
+    )
+    async with client:
+        await client.find_profiles({"filter[email]": "a@example.com"})
+    (request,) = seen
+    assert request.headers["authorization"] == "Bearer tok"
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["user-agent"].startswith("omneo-status/")
+    assert request.headers["host"] == "tenant.test"
+    assert request.extensions["timeout"]["connect"] == 10.0

@@ -659,7 +659,11 @@ class _Session:
             retry=RetryPolicy(max_retries=self.conn.max_retries),
             sleep=rt.sleep,
             on_retry=self._on_retry,
-            on_exchange=self._on_exchange,
+            # Building an exchange record (the answer's text, the body's JSON) costs CPU on
+            # every request: only when -vv or --trace will read it.
+            on_exchange=self._on_exchange
+            if self.out.verbose >= 2 or self.trace is not None
+            else None,
             page_style=(self.learned and self.learned.page_style) or PageStyle.PAGE_ARRAY,
         )
 

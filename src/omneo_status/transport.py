@@ -17,8 +17,10 @@ each request: a tenth of the client's CPU).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -33,9 +35,14 @@ class NetworkTransport(httpx.AsyncBaseTransport):
     exceptions faithfully."""
 
     def __init__(
-        self, connections: int, *, proxy: str | None = None, keepalive: float = 5.0
+        self,
+        connections: int,
+        *,
+        proxy: str | None = None,
+        keepalive: float = 5.0,
+        tls: bool = True,
     ) -> None:
-        self._ssl = httpx.create_ssl_context()
+        self._tls = tls
         self._connections = connections
         self._keepalive = keepalive
         self._inner = AiohttpTransport(
@@ -44,10 +51,19 @@ class NetworkTransport(httpx.AsyncBaseTransport):
 
     def _session(self) -> aiohttp.ClientSession:
         """Made on the first request, inside the running event loop (as aiohttp wants)."""
+        # httpx's TLS context costs ~0.1 s of CPU (the CA store): made only when ``tls`` says
+        # an https URL or proxy is in play; otherwise aiohttp's own (verified) default stands.
         connector = aiohttp.TCPConnector(
-            limit=self._connections, keepalive_timeout=self._keepalive, ssl=self._ssl
+            limit=self._connections,
+            keepalive_timeout=self._keepalive,
+            ssl=self._ssl if self._tls else True,
         )
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    @cached_property
+    def _ssl(self) -> ssl.SSLContext:
+        """httpx's TLS context, made the first time it is needed."""
+        return httpx.create_ssl_context()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and return its answer, whose body is read as it is consumed."""

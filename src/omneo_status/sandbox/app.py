@@ -40,10 +40,12 @@ import hmac
 import itertools
 import json
 import math
+import os
 import random
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +150,6 @@ def create_app(tenant: Tenant, config: SandboxConfig | None = None) -> Starlette
     ``config.log_path`` cannot be opened for appending.
     """
     config = config or SandboxConfig()
-    if config.log_path is not None:
-        with config.log_path.open("a", encoding="utf-8"):
-            pass
     sandbox = _Sandbox(tenant, config)
     app = Starlette(
         routes=[
@@ -257,6 +256,13 @@ class _Sandbox:
             None if config.rate_limit is None else _RateLimiter(config.rate_limit, config)
         )
         self.faults = random.Random(config.fault_seed)
+        self._log_fd: int | None = None
+        if config.log_path is not None:
+            # One descriptor for the app's life (closed when the app is collected) rather than
+            # an open and a close per request; O_APPEND keeps every line whole.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            self._log_fd = os.open(config.log_path, flags, 0o644)
+            weakref.finalize(self, os.close, self._log_fd)
         self.routes: list[tuple[re.Pattern[str], dict[str, _Endpoint]]] = [
             (re.compile(r"/statuses"), {"GET": _Endpoint(self.list_statuses)}),
             (re.compile(r"/statuses/(?P<id>[^/]+)"), {"GET": _Endpoint(self.get_status)}),
@@ -297,9 +303,8 @@ class _Sandbox:
         return response
 
     def _log(self, record: RecordedRequest) -> None:
-        if self.config.log_path is not None:
-            with self.config.log_path.open("a", encoding="utf-8") as log:
-                log.write(json.dumps(record.to_json()) + "\n")
+        if self._log_fd is not None:
+            os.write(self._log_fd, (json.dumps(record.to_json()) + "\n").encode())
 
     def _process_due(self) -> None:
         self.tenant.process_due_batches(
@@ -596,11 +601,12 @@ def _paginated(
         if not k.startswith("page[") and k not in paging
     ]
 
+    # The filters are the same in every link: quoted once, not once per link.
+    rest = "".join(f"&{quote(k, safe='[]')}={quote(v, safe='@,')}" for k, v in kept)
+    number_q, size_q = quote(number_key, safe="[]"), quote(size_key, safe="[]")
+
     def link(page: int) -> str:
-        pairs = [(number_key, str(page)), (size_key, str(size)), *kept]
-        return (
-            path + "?" + "&".join(f"{quote(k, safe='[]')}={quote(v, safe='@,')}" for k, v in pairs)
-        )
+        return f"{path}?{number_q}={page}&{size_q}={size}{rest}"
 
     last_page = max(1, math.ceil(total / size))
     first = (number - 1) * size + 1 if rows else None
