@@ -131,6 +131,7 @@ def test_sandbox_doc_lists_every_option_and_config_field() -> None:
     assert [name for name in fields if f"`{name}`" not in text] == []
 
 
+@pytest.mark.slow  # regenerates every help page (seconds)
 def test_check_mode_finds_a_stale_file_and_the_script_rewrites_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -341,6 +342,7 @@ def test_the_command_line_checker_can_fail() -> None:
     assert command_line_problems("curl -g --nonsense") == []
 
 
+@pytest.mark.slow  # runs the CLI for every command line (seconds)
 def test_every_command_line_in_the_docs_is_a_real_command() -> None:
     lines = list(shell_lines())
     assert len([line for _, line in lines if "omneo-status" in line]) > 20
