@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,29 +13,45 @@ from omneo_status.errors import ConfigError
 from omneo_status.events import Step
 
 
-class JsonLogReporter:
-    """A ``Reporter`` that appends one JSON object per event to a private (0600) file."""
+class JsonLines:
+    """A private (0600) file that records are appended to, one JSON line each, time-stamped
+    and flushed as they come (``--log-file`` and ``--trace``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError as exc:
-            raise ConfigError(f"Cannot open the log file {path}: {exc.strerror}") from None
+            raise ConfigError(f"Cannot open the {what} {path}: {exc.strerror}") from None
         self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8")
-        self._counts: dict[Step, int] = {}
+
+    def write(self, fields: Mapping[str, Any]) -> None:
+        """Append one record: ``ts`` (UTC, milliseconds), then ``fields``."""
+        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
 
     def close(self) -> None:
         """Flush and close the file."""
         self._file.close()
 
+
+class JsonLogReporter:
+    """A ``Reporter`` that appends one JSON object per event to a private (0600) file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = JsonLines(path, "log file")
+        self._counts: dict[Step, int] = {}
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._out.close()
+
     def write(self, event: str, **fields: Any) -> None:
         """Append one event."""
-        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event}
-        record.update(fields)
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._out.write({"event": event, **fields})
 
     def start(self, step: Step, total: int | None = None) -> None:
         """Log a stage's start (once)."""

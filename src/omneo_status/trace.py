@@ -8,14 +8,11 @@ blanks the token out of every text it keeps (a proxy's error page may echo reque
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from omneo_status.errors import ConfigError
+from omneo_status.logfile import JsonLines
 
 BODY_LIMIT = 4096
 """Characters of a request or response body kept in a trace record."""
@@ -64,20 +61,12 @@ class TraceWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"Cannot open the trace file {path}: {exc.strerror}") from None
-        self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8")
+        self._out = JsonLines(path, "trace file")
 
     def __call__(self, exchange: Exchange) -> None:
         """Append one exchange."""
-        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        record.update(exchange.to_json())
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._out.write(exchange.to_json())
 
     def close(self) -> None:
         """Flush and close the file."""
-        self._file.close()
+        self._out.close()
