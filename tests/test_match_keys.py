@@ -33,10 +33,12 @@ from omneo_status.report import read_report
 from omneo_status.resolver import IdentityResolver, MobileResolver
 from omneo_status.sandbox import SandboxConfig, SandboxProfile, Tenant
 
-from .conftest import POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
+from .conftest import EXAMPLES, POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
 from .test_resilience import Served, served, tool
 
 __all__ = ["served"]  # the fixture, shared with test_resilience
+
+EXAMPLE_EMAILS = EXAMPLES / "emails.csv"
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,16 @@ def test_a_dry_run_by_mobile_previews_and_writes_nothing(sandbox: Sandbox, tmp_p
     doc = summary_of(result)
     assert {k: v for k, v in doc["counts"].items() if v} == {"would_remove": 1, "did_not_have": 1}
     assert sandbox.writes() == []
+
+
+def test_runs_says_which_key_a_run_matched_by(sandbox: Sandbox, tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "in.csv", ["+61412000001"], header="mobile")
+    assert sandbox.run("assign", "vip", str(csv), "--match", "mobile", "--dry-run").exit_code == 0
+    assert sandbox.run("assign", "vip", str(EXAMPLE_EMAILS), "--dry-run").exit_code == 0
+    listed = json.loads(sandbox.invoke("runs", "--json").stdout)
+    assert [run["match"] for run in listed] == ["email", "mobile"]
+    table = sandbox.invoke("runs").stdout
+    assert "assign vip by mobile (dry run)" in table
 
 
 def test_identity_reads_the_documented_path_and_is_exact(sandbox: Sandbox, tmp_path: Path) -> None:

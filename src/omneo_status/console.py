@@ -416,7 +416,9 @@ def render_runs(runs: Sequence[RunView]) -> None:
     table.add_column("failed", justify="right", no_wrap=True)
     table.add_column("input", overflow="fold", min_width=8)
     for run in runs:
-        job = f"{run.action} {','.join(run.handles)}" + (" (dry run)" if run.dry_run else "")
+        job = f"{run.action} {','.join(run.handles)}"
+        job += f" by {run.match}" if run.match != "email" else ""
+        job += " (dry run)" if run.dry_run else ""
         table.add_row(
             run.run_id,
             escape(job),

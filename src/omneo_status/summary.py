@@ -147,6 +147,8 @@ class RunView:
     undo_of: str | None
     exit_code: int | None = None
     """The exit code the run ended with (None until it ended)."""
+    match: str = "email"
+    """The key its rows were matched by (``--match``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The run's entry in ``runs --json``."""
@@ -165,6 +167,7 @@ class RunView:
             "report": self.report,
             "undo_of": self.undo_of,
             "exit_code": self.exit_code,
+            "match": self.match,
         }
 
 
@@ -307,4 +310,5 @@ def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
         report=info.report,
         undo_of=info.undo_of,
         exit_code=info.exit_code,
+        match=info.match,
     )
