@@ -1,4 +1,4 @@
-"""Client CPU per request: httpx's own transport against ``httpx-aiohttp``'s, on loopback.
+"""Client CPU per request: httpx's own transport against the tool's aiohttp one, on loopback.
 
     uv run python bench/transport.py                   # 3,000 GETs at concurrency 8, 3 rounds
     uv run python bench/transport.py --requests 1000 --rounds 1
@@ -11,7 +11,7 @@ are taken off: what is left, divided by the number of requests, is the CPU per r
 Variants:
 
 - ``httpx``: ``httpx.AsyncClient`` with its default transport (httpcore);
-- ``httpx+aiohttp``: ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport``;
+- ``httpx+aiohttp``: ``httpx.AsyncClient`` over the tool's ``NetworkTransport`` (aiohttp);
 - ``aiohttp``: aiohttp alone, for reference (no httpx API);
 - ``client/httpx`` and ``client/default``: the tool's ``OmneoClient.find_profiles`` (retries,
   the governor, pagination, pydantic) over httpx's transport and over the transport the client
@@ -102,9 +102,9 @@ async def _httpx(url: str, count: int, concurrency: int, aiohttp_transport: bool
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     transport: httpx.AsyncBaseTransport | None = None
     if aiohttp_transport:
-        from httpx_aiohttp import AiohttpTransport
+        from omneo_status.transport import NetworkTransport
 
-        transport = AiohttpTransport(limits=limits)
+        transport = NetworkTransport(concurrency)
     async with httpx.AsyncClient(base_url=url, transport=transport, limits=limits) as http:
 
         async def one() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -752,7 +753,7 @@ def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
             row.key,
             Stage.LOOKUP.value,
             row.profile_id,
-            json.dumps(list(row.send)),
+            _handles_text(row.send),
             row.action.value if row.action is not None else None,
             int(row.holder),
         )
@@ -824,8 +825,8 @@ def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, 
                     (Stage.PLANNED if row.outcome is None else Stage.DONE).value,
                     row.outcome.value if row.outcome is not None else None,
                     row.profile_id,
-                    json.dumps(list(row.held)),
-                    json.dumps(list(row.send)),
+                    _handles_text(row.held),
+                    _handles_text(row.send),
                     row.action.value,
                     row.detail,
                 )
@@ -879,37 +880,52 @@ _ROW_COLUMNS = (
 
 
 def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Settled]) -> None:
-    for record in records:
-        if isinstance(record, Planned):
-            db.execute(
-                "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
-                " batch_id=NULL WHERE run_id=? AND line=?",
-                (
-                    Stage.PLANNED.value,
-                    record.profile_id,
-                    json.dumps(list(record.held)),
-                    json.dumps(list(record.send)),
-                    run_id,
-                    record.line,
-                ),
+    planned = [record for record in records if isinstance(record, Planned)]
+    settled = [record for record in records if not isinstance(record, Planned)]
+    db.executemany(
+        "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
+        " batch_id=NULL WHERE run_id=? AND line=?",
+        [
+            (
+                Stage.PLANNED.value,
+                record.profile_id,
+                _handles_text(record.held),
+                _handles_text(record.send),
+                run_id,
+                record.line,
             )
-        else:
-            held = json.dumps(list(record.held)) if record.held is not None else None
-            db.execute(
-                "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
-                " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id), detail=?"
-                " WHERE run_id=? AND line=?",
-                (
-                    Stage.DONE.value,
-                    record.outcome.value,
-                    record.profile_id,
-                    held,
-                    record.batch_id,
-                    record.detail,
-                    run_id,
-                    record.line,
-                ),
+            for record in planned
+        ],
+    )
+    db.executemany(
+        "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
+        " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id), detail=?"
+        " WHERE run_id=? AND line=?",
+        [
+            (
+                Stage.DONE.value,
+                record.outcome.value,
+                record.profile_id,
+                _handles_text(record.held) if record.held is not None else None,
+                record.batch_id,
+                record.detail,
+                run_id,
+                record.line,
             )
+            for record in settled
+        ],
+    )
+
+
+def _handles_text(handles: Sequence[str]) -> str:
+    """Handles as the journal stores them: a JSON list."""
+    return json.dumps(list(handles))
+
+
+@lru_cache(maxsize=256)
+def _handles(text: str) -> tuple[str, ...]:
+    """The handles of a stored JSON list; a run holds few distinct lists, parsed once each."""
+    return tuple(json.loads(text))
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -952,8 +968,8 @@ def _row_record(row: Sequence[Any]) -> RowRecord:
         stage=Stage(stage),
         outcome=Outcome(outcome) if outcome else None,
         profile_id=profile_id,
-        held=tuple(json.loads(held)) if held else (),
-        send=tuple(json.loads(send)) if send else (),
+        held=_handles(held) if held else (),
+        send=_handles(send) if send else (),
         chunk=chunk,
         batch_id=batch_id,
         detail=detail,

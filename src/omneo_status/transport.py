@@ -1,38 +1,50 @@
-"""The transport of real network runs: aiohttp's connection handling under httpx's API.
+"""The transport of real network runs: aiohttp's connections and HTTP parser under httpx's API.
 
 httpx stays the API everywhere (the client, its retries, the governor, ``on_exchange``, and the
-tests, which inject ``httpx.ASGITransport``); only the bytes on the wire go through aiohttp,
-whose connection pool and HTTP parser (in C) cost a fraction of httpcore's CPU per request
-(``bench/transport.py``; figures in ``bench/README.md``).
+tests, which inject ``httpx.ASGITransport``): answers are ``httpx.Response`` objects and every
+failure is an httpx exception. Only the bytes on the wire go through aiohttp, whose connection
+pool and HTTP parser (in C) cost a fraction of httpcore's CPU per request (``bench/transport.py``;
+figures in ``bench/README.md``).
+
+Two ways in:
+
+- ``fetch``, which ``OmneoClient`` calls: a URL it has already encoded, its headers, a body in
+  bytes; the answer read whole. No ``httpx.Request`` is built for it: parsing and validating
+  each URL again was a fifth of the client's CPU per lookup.
+- ``handle_async_request``, the ``httpx.AsyncBaseTransport`` method, for an ``httpx.AsyncClient``
+  (the same ``fetch`` underneath).
 
 The promises the client's retry policy relies on hold as with httpx's own transport: a timeout
 raises ``httpx.TimeoutException``, any other failure to get an answer ``httpx.TransportError``
-(a refused connection ``httpx.ConnectError``, not the ``ConnectTimeout`` httpx-aiohttp makes of
-it), and no aiohttp exception escapes. TLS is verified as httpx verifies it (the same
-``httpx.create_ssl_context``), and the proxy variables (``HTTPS_PROXY``, ``HTTP_PROXY``,
-``ALL_PROXY``, ``NO_PROXY``) are honoured as httpx honours them, read once per client rather
-than on every request (aiohttp's ``trust_env`` reads them, and ``~/.netrc``, in a thread for
-each request: a tenth of the client's CPU).
+(a refused connection ``httpx.ConnectError``), and no aiohttp exception escapes. TLS is verified
+as httpx verifies it (the same ``httpx.create_ssl_context``), and the proxy variables
+(``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured as httpx honours
+them, read once per client rather than on every request (aiohttp's ``trust_env`` reads them,
+and ``~/.netrc``, in a thread for each request: a tenth of the client's CPU).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
+
+Timeouts = Mapping[str, float | None]
+"""httpx's timeout extension: ``connect``, ``read``, ``write`` and ``pool`` seconds."""
 
 
 class NetworkTransport(httpx.AsyncBaseTransport):
-    """``httpx_aiohttp.AiohttpTransport`` with at most ``connections`` open connections, one
-    cookie store (httpx's), through ``proxy`` if given, and failures mapped onto httpx's
-    exceptions faithfully."""
+    """At most ``connections`` open connections, kept alive ``keepalive`` seconds, through
+    ``proxy`` if given, with TLS set up only when ``tls`` says an https URL or proxy needs it;
+    no cookies (the tool sends none), redirects or decompression (httpx decodes the body)."""
 
     def __init__(
         self,
@@ -45,37 +57,90 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         self._tls = tls
         self._connections = connections
         self._keepalive = keepalive
-        self._inner = AiohttpTransport(
-            client=self._session, proxy=httpx.Proxy(proxy) if proxy else None
-        )
+        self._client: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._via: dict[str, Any] = {}
+        if proxy:
+            parsed = httpx.Proxy(proxy)
+            auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
+            self._via = {"proxy": str(parsed.url), "proxy_auth": auth}
 
     def _session(self) -> aiohttp.ClientSession:
         """Made on the first request, inside the running event loop (as aiohttp wants)."""
-        # httpx's TLS context costs ~0.1 s of CPU (the CA store): made only when ``tls`` says
-        # an https URL or proxy is in play; otherwise aiohttp's own (verified) default stands.
-        connector = aiohttp.TCPConnector(
-            limit=self._connections,
-            keepalive_timeout=self._keepalive,
-            ssl=self._ssl if self._tls else True,
-        )
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        if self._client is None:
+            # httpx's TLS context costs ~0.1 s of CPU (the CA store): made only when ``tls``
+            # says an https URL or proxy is in play; otherwise aiohttp's own default stands.
+            connector = aiohttp.TCPConnector(
+                limit=self._connections,
+                keepalive_timeout=self._keepalive,
+                ssl=self._ssl if self._tls else True,
+            )
+            self._client = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            )
+        return self._client
 
     @cached_property
     def _ssl(self) -> ssl.SSLContext:
         """httpx's TLS context, made the first time it is needed."""
         return httpx.create_ssl_context()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and return its answer, whose body is read as it is consumed."""
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeouts: Timeouts,
+    ) -> httpx.Response:
+        """Send one request to ``url`` (absolute and already percent-encoded, as
+        ``str(httpx.URL(...))`` gives it) and return its answer, read whole."""
         with _mapping():
-            response = await self._inner.handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
-        return response
+            async with self._session().request(
+                method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+                timeout=self._timeout(timeouts),
+                **self._via,
+            ) as answer:
+                body = await answer.read()
+        extensions = {"http_version": b"HTTP/1.1"}
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode()
+        return httpx.Response(
+            answer.status, headers=answer.raw_headers, content=body, extensions=extensions
+        )
+
+    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for httpx's: the connect and read ones per socket, ``pool`` for
+        the wait for a free connection; made once for each set of values."""
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        if (found := self._timeouts.get(key)) is None:
+            found = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = found
+        return found
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (``httpx.AsyncBaseTransport``) and return its answer, read whole."""
+        content = await request.aread()
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in ("transfer-encoding", "content-length")
+        }
+        timeout: Timeouts = request.extensions.get("timeout", {})
+        return await self.fetch(request.method, str(request.url), headers, content or None, timeout)
 
     async def aclose(self) -> None:
         """Close every connection."""
-        await self._inner.aclose()
+        if self._client is not None:
+            with _mapping():
+                await self._client.close()
 
 
 def env_proxy(url: str) -> str | None:
@@ -89,38 +154,12 @@ def env_proxy(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
-class _Body(httpx.AsyncByteStream):
-    """An answer's body, read under the same mapping of failures."""
-
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapping():
-            async for chunk in self._inner:
-                yield chunk
-
-    async def aclose(self) -> None:
-        with _mapping():
-            await self._inner.aclose()
-
-
 @contextmanager
 def _mapping() -> Iterator[None]:
     try:
         yield
-    except httpx.TransportError as exc:
-        raise _faithful(exc) from exc.__cause__
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _mapped(exc) from exc
-
-
-def _faithful(exc: httpx.TransportError) -> httpx.TransportError:
-    """httpx-aiohttp's mapping, except where it calls a failed connection a timeout."""
-    cause = exc.__cause__
-    if isinstance(exc, httpx.TimeoutException) and isinstance(cause, aiohttp.ClientError):
-        return _mapped(cause)
-    return exc
 
 
 def _mapped(exc: BaseException) -> httpx.TransportError:
