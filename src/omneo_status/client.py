@@ -149,7 +149,8 @@ class ProbeAnswer:
     """What a read-only probe got back, whatever its status."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
+    """Case-insensitive."""
     body: Any
     """The parsed JSON body, or None when the body is empty or not JSON."""
 
@@ -219,12 +220,18 @@ class OmneoClient:
             follow_redirects=False,
         )
         # Requests go to the transport directly with the AsyncClient's defaults: through its
-        # ``fetch`` when it has one (NetworkTransport), else as an httpx.Request (_Through).
+        # ``fetch`` when it has one (NetworkTransport, which sends the Accept-Encoding of the
+        # codings it decodes itself), else as an httpx.Request (_Through).
         self._transport = transport
         self._send: Fetch = (
             transport.fetch if isinstance(transport, DirectTransport) else _Through(transport)
         )
-        self._headers = dict(self._http.headers.multi_items())
+        direct = not isinstance(self._send, _Through)
+        self._headers = {
+            name: value
+            for name, value in self._http.headers.multi_items()
+            if not (direct and name.lower() == "accept-encoding")
+        }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeouts = self._http.timeout.as_dict()
 
@@ -386,7 +393,7 @@ class OmneoClient:
         json: Any = None,
         allow_404: bool = False,
         check: bool = True,
-    ) -> httpx.Response:
+    ) -> Answer:
         try:
             response = await self._send_once(method, path, params, json)
         except _Retryable as failed:
@@ -402,7 +409,7 @@ class OmneoClient:
         params: Mapping[str, str] | None,
         json: Any,
         failed: _Retryable,
-    ) -> httpx.Response:
+    ) -> Answer:
         """The answer to a request whose first attempt ``failed``, by the retry policy.
 
         The first attempt is made without tenacity, whose set-up costs a tenth of the
@@ -432,21 +439,19 @@ class OmneoClient:
 
     async def _send_once(
         self, method: str, path: str, params: Mapping[str, str] | None, json: Any
-    ) -> httpx.Response:
-        async with self.governor.slot() as ticket:
+    ) -> Answer:
+        url = self.url(path, params)
+        headers, content = self._headers, None
+        if json is not None:
+            headers = self._json_headers
+            content = jsonlib.dumps(
+                json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+        ticket = await self.governor.acquire()
+        try:
             started = time.perf_counter()
             try:
-                if json is None:
-                    response = await self._send(
-                        method, self.url(path, params), self._headers, None, self._timeouts
-                    )
-                else:
-                    content = jsonlib.dumps(
-                        json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                    ).encode()
-                    response = await self._send(
-                        method, self.url(path, params), self._json_headers, content, self._timeouts
-                    )
+                response = await self._send(method, url, headers, content, self._timeouts)
             except httpx.TransportError as exc:  # a timeout is one too
                 reason = _transport_reason(exc)
                 self.governor.observe(ticket, 0, {})
@@ -454,6 +459,8 @@ class OmneoClient:
                 raise _Retryable(reason) from None
             self._observe(method, path, params, json, response, started, None)
             wait = self.governor.observe(ticket, response.status_code, response.headers)
+        finally:
+            self.governor.release(ticket)
         if wait is None and "retry-after" in response.headers:  # a 503 may say when, too
             wait = parse_retry_after(response.headers["retry-after"], now_epoch=time.time())
         if response.status_code in RETRYABLE_STATUSES:
@@ -471,7 +478,7 @@ class OmneoClient:
         path: str,
         params: Mapping[str, str] | None,
         body: Any,
-        response: httpx.Response | None,
+        response: Answer | None,
         started: float,
         error: str | None,
     ) -> None:
@@ -523,6 +530,26 @@ def _network_transport(base_url: str, connections: int) -> httpx.AsyncBaseTransp
     return NetworkTransport(connections, proxy=proxy, tls=tls)
 
 
+class Answer(Protocol):
+    """What the client reads of an answer: an ``httpx.Response`` (the tests' transports), or
+    the ``WholeAnswer`` of the network transport, which builds no ``httpx.Response``."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive."""
+
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not)."""
+
+
 class Fetch(Protocol):
     """Send one request (an absolute URL, already encoded) and return its answer read whole."""
 
@@ -533,7 +560,7 @@ class Fetch(Protocol):
         headers: Mapping[str, str],
         content: bytes | None,
         timeouts: Mapping[str, float | None],
-    ) -> Awaitable[httpx.Response]: ...
+    ) -> Awaitable[Answer]: ...
 
 
 @runtime_checkable
@@ -558,7 +585,7 @@ class _Through:
         headers: Mapping[str, str],
         content: bytes | None,
         timeouts: Mapping[str, float | None],
-    ) -> httpx.Response:
+    ) -> Answer:
         extensions = {"timeout": timeouts}
         request = httpx.Request(
             method, url, headers=headers, content=content, extensions=extensions
@@ -572,7 +599,7 @@ class _Through:
         return response
 
 
-def _checked(what: str, path: str, response: httpx.Response, *, allow_404: bool) -> httpx.Response:
+def _checked(what: str, path: str, response: Answer, *, allow_404: bool) -> Answer:
     """The response, if its status is a success (or an allowed 404); else its error."""
     code = response.status_code
     if code < 300 or (code == 404 and allow_404):
@@ -597,7 +624,7 @@ def _exchange(
     path: str,
     params: Mapping[str, str] | None,
     body: Any,
-    response: httpx.Response | None,
+    response: Answer | None,
     elapsed_ms: float,
     error: str | None,
     token: SecretStr,
@@ -685,7 +712,7 @@ def _path_id(value: str) -> str:
     return quote(str(value), safe="")
 
 
-def _json(response: httpx.Response, what: str) -> Any:
+def _json(response: Answer, what: str) -> Any:
     """The body of the answer to ``what`` (``"GET /v3/profiles"``), parsed as JSON."""
     try:
         return response.json()
@@ -718,7 +745,7 @@ def _data(body: Any) -> Any:
     raise BadResponse("The API answered without a 'data' field")
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Answer) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -728,7 +755,7 @@ def _message(response: httpx.Response) -> str:
     return response.reason_phrase or "no message"
 
 
-def _errors(response: httpx.Response) -> str:
+def _errors(response: Answer) -> str:
     try:
         body = response.json()
     except ValueError:

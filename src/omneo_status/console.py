@@ -11,21 +11,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any, Protocol
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.prompt import Confirm
-from rich.table import Table
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
 from omneo_status.doctor import DoctorReport
 from omneo_status.events import Step
@@ -34,6 +21,14 @@ from omneo_status.options import JobSpec
 from omneo_status.settings import SettingView
 from omneo_status.summary import RunView
 from omneo_status.trace import Exchange
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+# rich is imported where it is first used, not with this module: a run whose stderr is not a
+# terminal and that goes well (cron, --json --quiet) never draws anything with it, and rich
+# is a fifth of the tool's start-up.
 
 PROGRESS_EVERY = 10.0
 """Seconds between two progress lines of a stage when stderr is not a terminal."""
@@ -56,12 +51,23 @@ _CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 def stderr() -> Console:
     """The console for progress, warnings and errors."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def stdout() -> Console:
     """The console for results."""
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich's markup escaped."""
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def print_error(message: str, hint: str | None = None) -> None:
@@ -112,7 +118,6 @@ class ConsoleReporter:
     """
 
     def __init__(self, *, display: Display, verbose: int = 0, clock: Callable[[], float]) -> None:
-        self.console = stderr()
         if display is Display.LIVE and not self.console.is_terminal:
             display = Display.LINES
         self.display = display
@@ -126,6 +131,11 @@ class ConsoleReporter:
         self._started: dict[Step, float] = {}
         self._finished: set[Step] = set()
 
+    @cached_property
+    def console(self) -> Console:
+        """stderr's console, made when first needed."""
+        return stderr()
+
     @property
     def ticks(self) -> bool:
         """Whether ``tick`` should be called every ``PROGRESS_EVERY`` seconds."""
@@ -135,6 +145,15 @@ class ConsoleReporter:
     def showing(self) -> Iterator[ConsoleReporter]:
         """Keep the live display up for the duration of the block."""
         if self.display is Display.LIVE:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description:<20}"),
@@ -294,6 +313,9 @@ def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
 
     ``spec`` names the action and handles when the command knows them before the run starts.
     """
+    from rich.prompt import Confirm
+    from rich.table import Table
+
     err = stderr()
     verb = ("sync" if spec.sync else spec.action.value) if spec is not None else "write"
     table = Table(title="Plan", show_header=True, header_style="bold")
@@ -311,6 +333,8 @@ def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
 
 def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bool = False) -> None:
     """The human summary of a run, from its ``--json`` document (on stderr when ``err``)."""
+    from rich.table import Table
+
     out = stderr() if err else stdout()
     action = str(document["action"])
     verb = f"Dry run of {action}" if document["dry_run"] else action.capitalize()
@@ -364,6 +388,8 @@ def summary_line(document: Mapping[str, Any]) -> str:
 
 def render_statuses(statuses: Sequence[StatusDefinition]) -> None:
     """The tenant's status definitions as a table (group and expiry when the tenant says)."""
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("handle")
     table.add_column("name")
@@ -408,6 +434,8 @@ def render_batch(batch: Batch) -> None:
 
 def render_runs(runs: Sequence[RunView]) -> None:
     """Recent runs as a table, newest first (a run id begins with its UTC start time)."""
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("run id", no_wrap=True)
     table.add_column("job", min_width=10)
@@ -442,6 +470,8 @@ def sandbox_banner(base_url: str, token: str, profiles: int, *, all_interfaces: 
 
 def render_config(views: Sequence[SettingView]) -> None:
     """The effective configuration, one setting a row, with where it came from."""
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("setting")
     table.add_column("value")
@@ -459,6 +489,8 @@ def render_config(views: Sequence[SettingView]) -> None:
 
 def render_doctor(report: DoctorReport) -> None:
     """What doctor found: one row per check, then the capabilities a run relies on."""
+    from rich.table import Table
+
     table = Table(title=f"Doctor: {escape(report.base_url)}", title_justify="left")
     table.add_column("check")
     table.add_column("result")

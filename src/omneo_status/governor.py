@@ -264,12 +264,21 @@ class RateGovernor:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Ticket]:
         """Wait until a request may start, and hold a place for it while it runs."""
-        ticket = await self._acquire()
+        ticket = await self.acquire()
         try:
             yield ticket
         finally:
-            self._in_flight.discard(ticket.seq)
-            self._notify()
+            self.release(ticket)
+
+    async def acquire(self) -> Ticket:
+        """Wait until a request may start and hold a place for it: ``slot`` without a context
+        manager (whose set-up the client would pay on every request); ``release`` it after."""
+        return await self._acquire()
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back the place ``acquire`` held."""
+        self._in_flight.discard(ticket.seq)
+        self._notify()
 
     def observe(self, ticket: Ticket, status: int, headers: Mapping[str, str]) -> float | None:
         """Learn from one answer; returns the seconds a 429 asked to wait, if any."""

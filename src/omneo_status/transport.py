@@ -1,18 +1,20 @@
 """The transport of real network runs: aiohttp's connections and HTTP parser under httpx's API.
 
 httpx stays the API everywhere (the client, its retries, the governor, ``on_exchange``, and the
-tests, which inject ``httpx.ASGITransport``): answers are ``httpx.Response`` objects and every
-failure is an httpx exception. Only the bytes on the wire go through aiohttp, whose connection
-pool and HTTP parser (in C) cost a fraction of httpcore's CPU per request (``bench/transport.py``;
-figures in ``bench/README.md``).
+tests, which inject ``httpx.ASGITransport``): every failure to get an answer is an httpx
+exception. Only the bytes on the wire go through aiohttp, whose connection pool and HTTP parser
+(in C) cost a fraction of httpcore's CPU per request (``bench/transport.py``; figures in
+``bench/README.md``).
 
 Two ways in:
 
 - ``fetch``, which ``OmneoClient`` calls: a URL it has already encoded, its headers, a body in
-  bytes; the answer read whole. No ``httpx.Request`` is built for it: parsing and validating
-  each URL again was a fifth of the client's CPU per lookup.
+  bytes; the answer read whole and decoded, as a ``WholeAnswer`` (what the client reads of an
+  ``httpx.Response``: status, headers, body, ``text`` and ``json()``). No ``httpx.Request`` or
+  ``httpx.Response`` is built for it: parsing each URL again and building each response took a
+  quarter of the client's CPU per lookup.
 - ``handle_async_request``, the ``httpx.AsyncBaseTransport`` method, for an ``httpx.AsyncClient``
-  (the same ``fetch`` underneath).
+  (the same ``fetch`` underneath; the body comes back decoded).
 
 The promises the client's retry policy relies on hold as with httpx's own transport: a timeout
 raises ``httpx.TimeoutException``, any other failure to get an answer ``httpx.TransportError``
@@ -20,31 +22,90 @@ raises ``httpx.TimeoutException``, any other failure to get an answer ``httpx.Tr
 as httpx verifies it (the same ``httpx.create_ssl_context``), and the proxy variables
 (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured as httpx honours
 them, read once per client rather than on every request (aiohttp's ``trust_env`` reads them,
-and ``~/.netrc``, in a thread for each request: a tenth of the client's CPU).
+and ``~/.netrc``, in a thread for each request: a tenth of the client's CPU). Answers may come
+compressed (gzip, deflate, and whatever else aiohttp can decode here): aiohttp says which in
+``Accept-Encoding`` and decodes them.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-import aiohttp
 import httpx
 from yarl import URL
+
+
+@contextmanager
+def _no_ca_bundle() -> Iterator[None]:
+    """``SSL_CERT_FILE`` pointed at an empty file for a moment, then put back as it was."""
+    before = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = os.devnull
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = before
+
+
+# aiohttp builds two default TLS contexts as it is imported, each loading the system's whole
+# CA bundle file: a tenth of a second of CPU on the benchmark's machine, paid by every network
+# run. The tool never uses them (it hands aiohttp httpx's context whenever an https URL or
+# proxy is in play, see ``_session``), so they are built without that file: were one ever
+# used, it would verify against the system's CA directory alone or refuse the connection,
+# never accept a certificate it should not.
+with _no_ca_bundle():
+    import aiohttp
 
 Timeouts = Mapping[str, float | None]
 """httpx's timeout extension: ``connect``, ``read``, ``write`` and ``pool`` seconds."""
 
 
+@dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """An answer read whole and decoded: the part of ``httpx.Response`` the client reads."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    """Case-insensitive, as aiohttp gives them."""
+    content: bytes
+    reason_phrase: str
+
+    @property
+    def text(self) -> str:
+        """The body as text, in the charset the answer names (UTF-8 when it names none)."""
+        try:
+            return self.content.decode(_charset(self.headers.get("content-type", "")), "replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.content)
+
+
+def _charset(content_type: str) -> str:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value.strip('" '):
+            return value.strip('" ')
+    return "utf-8"
+
+
 class NetworkTransport(httpx.AsyncBaseTransport):
     """At most ``connections`` open connections, kept alive ``keepalive`` seconds, through
     ``proxy`` if given, with TLS set up only when ``tls`` says an https URL or proxy needs it;
-    no cookies (the tool sends none), redirects or decompression (httpx decodes the body)."""
+    no cookies (the tool sends none) and no redirects."""
 
     def __init__(
         self,
@@ -78,8 +139,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
             self._client = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                skip_auto_headers=("User-Agent",),
             )
         return self._client
 
@@ -95,9 +155,10 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         headers: Mapping[str, str],
         content: bytes | None,
         timeouts: Timeouts,
-    ) -> httpx.Response:
+    ) -> WholeAnswer:
         """Send one request to ``url`` (absolute and already percent-encoded, as
-        ``str(httpx.URL(...))`` gives it) and return its answer, read whole."""
+        ``str(httpx.URL(...))`` gives it) and return its answer, read whole and decoded.
+        ``headers`` should not name an ``Accept-Encoding``: aiohttp sends the one it decodes."""
         with _mapping():
             async with self._session().request(
                 method,
@@ -109,12 +170,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
                 **self._via,
             ) as answer:
                 body = await answer.read()
-        extensions = {"http_version": b"HTTP/1.1"}
-        if answer.reason:
-            extensions["reason_phrase"] = answer.reason.encode()
-        return httpx.Response(
-            answer.status, headers=answer.raw_headers, content=body, extensions=extensions
-        )
+        return WholeAnswer(answer.status, answer.headers, body, answer.reason or "")
 
     def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
         """aiohttp's timeouts for httpx's: the connect and read ones per socket, ``pool`` for
@@ -126,21 +182,37 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` (``httpx.AsyncBaseTransport``) and return its answer, read whole."""
+        """Send ``request`` (``httpx.AsyncBaseTransport``) and return its answer, read whole
+        and already decoded (so without its ``Content-Encoding``)."""
         content = await request.aread()
         headers = {
             name: value
             for name, value in request.headers.items()
-            if name.lower() not in ("transfer-encoding", "content-length")
+            if name.lower() not in _NOT_FORWARDED
         }
-        timeout: Timeouts = request.extensions.get("timeout", {})
-        return await self.fetch(request.method, str(request.url), headers, content or None, timeout)
+        timeouts: Timeouts = request.extensions.get("timeout", {})
+        answer = await self.fetch(
+            request.method, str(request.url), headers, content or None, timeouts
+        )
+        kept = [
+            (name, value)
+            for name, value in answer.headers.items()
+            if name.lower() not in ("content-encoding", "content-length")
+        ]
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": answer.reason_phrase.encode()}
+        return httpx.Response(
+            answer.status_code, headers=kept, content=answer.content, extensions=extensions
+        )
 
     async def aclose(self) -> None:
         """Close every connection."""
         if self._client is not None:
             with _mapping():
                 await self._client.close()
+
+
+_NOT_FORWARDED = frozenset({"transfer-encoding", "content-length", "accept-encoding"})
+"""Request headers aiohttp writes itself: the body's framing, and the codings it decodes."""
 
 
 def env_proxy(url: str) -> str | None:
