@@ -1,4 +1,4 @@
-"""Client CPU per request: httpx's own transport against the tool's aiohttp one, on loopback.
+"""Client CPU per request: httpx's own transport, aiohttp, and the tool's transport, on loopback.
 
     uv run python bench/transport.py                   # 3,000 GETs at concurrency 8, 3 rounds
     uv run python bench/transport.py --requests 1000 --rounds 1
@@ -11,8 +11,9 @@ are taken off: what is left, divided by the number of requests, is the CPU per r
 Variants:
 
 - ``httpx``: ``httpx.AsyncClient`` with its default transport (httpcore);
-- ``httpx+aiohttp``: ``httpx.AsyncClient`` over the tool's ``NetworkTransport`` (aiohttp);
-- ``aiohttp``: aiohttp alone, for reference (no httpx API);
+- ``httpx+tool``: ``httpx.AsyncClient`` over the tool's ``NetworkTransport``;
+- ``tool``: ``NetworkTransport.fetch`` alone, as the client calls it;
+- ``aiohttp``: aiohttp's ``ClientSession`` alone (the transport the tool used before its own);
 - ``client/httpx`` and ``client/default``: the tool's ``OmneoClient.find_profiles`` (retries,
   the governor, pagination, pydantic) over httpx's transport and over the transport the client
   picks for real runs.
@@ -50,7 +51,7 @@ HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     b"content-length: " + str(len(BODY)).encode() + b"\r\n\r\n"
 )
-VARIANTS = ("httpx", "httpx+aiohttp", "aiohttp", "client/httpx", "client/default")
+VARIANTS = ("httpx", "httpx+tool", "tool", "aiohttp", "client/httpx", "client/default")
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -96,12 +97,12 @@ async def _drive(count: int, concurrency: int, one: Callable[[], Awaitable[None]
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _httpx(url: str, count: int, concurrency: int, aiohttp_transport: bool) -> None:
+async def _httpx(url: str, count: int, concurrency: int, tool_transport: bool) -> None:
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     transport: httpx.AsyncBaseTransport | None = None
-    if aiohttp_transport:
+    if tool_transport:
         from omneo_status.transport import NetworkTransport
 
         transport = NetworkTransport(concurrency)
@@ -126,6 +127,21 @@ async def _aiohttp(url: str, count: int, concurrency: int) -> None:
                 await response.json()
 
         await _drive(count, concurrency, one)
+
+
+async def _tool(url: str, count: int, concurrency: int) -> None:
+    from omneo_status.client import query_string
+    from omneo_status.transport import NetworkTransport
+
+    transport = NetworkTransport(concurrency)
+    target = f"{url}/v3/profiles?{query_string({'filter[email]': 'a@example.com'})}"
+    headers = {"Accept": "application/json"}
+
+    async def one() -> None:
+        (await transport.fetch("GET", target, headers, None, {"read": 30.0})).json()
+
+    await _drive(count, concurrency, one)
+    await transport.aclose()
 
 
 async def _client(url: str, count: int, concurrency: int, httpx_transport: bool) -> None:
@@ -153,8 +169,10 @@ async def _client(url: str, count: int, concurrency: int, httpx_transport: bool)
 
 def run_client(variant: str, url: str, count: int, concurrency: int) -> None:
     """Send ``count`` GETs through ``variant`` (imports happen even when ``count`` is 0)."""
-    if variant in ("httpx", "httpx+aiohttp"):
-        asyncio.run(_httpx(url, count, concurrency, variant == "httpx+aiohttp"))
+    if variant in ("httpx", "httpx+tool"):
+        asyncio.run(_httpx(url, count, concurrency, variant == "httpx+tool"))
+    elif variant == "tool":
+        asyncio.run(_tool(url, count, concurrency))
     elif variant == "aiohttp":
         asyncio.run(_aiohttp(url, count, concurrency))
     else:

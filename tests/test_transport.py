@@ -1,18 +1,20 @@
-"""The network transport (aiohttp under httpx's API) over real loopback sockets: answers,
-connection reuse and limits, closing, TLS defaults, and every way of getting no answer mapped
-onto the httpx exception the client's retry policy expects."""
+"""The network transport (the tool's HTTP/1.1 connections under httpx's API) over real loopback
+sockets: answers, framing and codings, connection reuse and limits, closing, TLS defaults,
+proxies (httpx's transport), and every way of getting no answer mapped onto the httpx exception
+the client's retry policy expects."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import aiohttp
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -23,7 +25,7 @@ from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, BatchState
 from omneo_status.sandbox import ServerThread, create_app, demo_tenant
 from omneo_status.trace import Exchange
-from omneo_status.transport import NetworkTransport, _mapped, env_proxy
+from omneo_status.transport import NetworkTransport, WholeAnswer, env_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -266,47 +268,33 @@ def test_the_environment_names_the_proxy(
     assert found == ("http://proxy.test:3128" if expected else None)
 
 
-async def test_requests_go_through_the_proxy_given() -> None:
+async def test_requests_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a proxy named, the client goes through httpx's own transport, which speaks it."""
     proxy = Loopback()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await proxy.read_request(reader)
-        writer.write(answer(PAGE))
+        writer.write(answer(json.dumps({"data": []}).encode()))
 
+    for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     async with proxy.serving(serve) as url:
-        transport = NetworkTransport(1, proxy=url)
-        async with httpx.AsyncClient(transport=transport) as http:
-            response = await http.get("http://api.omneo.test/api/v3/statuses")
-    assert response.status_code == 200
-    assert proxy.heads[0].startswith(b"GET http://api.omneo.test/api/v3/statuses HTTP/1.1")
+        monkeypatch.setenv("HTTP_PROXY", url)
+        monkeypatch.setenv("http_proxy", url)
+        client = OmneoClient("http://api.omneo.test/api", SecretStr("t"))
+        assert isinstance(client._transport, httpx.AsyncHTTPTransport)
+        async with client:
+            assert await client.list_statuses() == []
+    assert proxy.heads[0].startswith(b"GET http://api.omneo.test/api/v3/statuses")
 
 
-@pytest.mark.parametrize(
-    ("failure", "expected"),
-    [
-        (aiohttp.ConnectionTimeoutError(), httpx.ConnectTimeout),
-        (aiohttp.SocketTimeoutError(), httpx.ReadTimeout),
-        (TimeoutError(), httpx.ReadTimeout),
-        (aiohttp.ServerDisconnectedError(), httpx.ReadError),
-        (aiohttp.ClientPayloadError("cut"), httpx.ReadError),
-        (aiohttp.ClientOSError(), httpx.NetworkError),
-        (aiohttp.ClientError("odd"), httpx.RemoteProtocolError),
-    ],
-)
-def test_every_aiohttp_failure_has_its_httpx_exception(
-    failure: BaseException, expected: type[httpx.TransportError]
-) -> None:
-    mapped = _mapped(failure)
-    assert type(mapped) is expected
-    assert str(mapped)  # a reason for the retry message, even when aiohttp gave none
-
-
-def test_tls_is_set_up_only_for_an_https_url_or_proxy() -> None:
+def test_tls_is_set_up_only_when_an_https_url_is_met() -> None:
     plain = OmneoClient("http://127.0.0.1:1/api", SecretStr("t"))._transport
     secure = OmneoClient("https://api.example.com/api", SecretStr("t"))._transport
     assert isinstance(plain, NetworkTransport) and isinstance(secure, NetworkTransport)
-    assert (plain._tls, secure._tls) == (False, True)
-    assert "_ssl" not in vars(plain)  # httpx's context (the CA store) was never built
+    assert "_ssl" not in vars(plain) and "_ssl" not in vars(secure)  # no CA store read yet
 
 
 async def test_requests_carry_the_client_headers_without_the_async_client() -> None:
@@ -327,3 +315,196 @@ async def test_requests_carry_the_client_headers_without_the_async_client() -> N
     assert request.headers["user-agent"].startswith("omneo-status/")
     assert request.headers["host"] == "tenant.test"
     assert request.extensions["timeout"]["connect"] == 10.0
+
+
+# -- framing, codings, keep-alive --------------------------------------------------------------
+
+
+async def serve_raw(
+    server: Loopback, answers: list[bytes], *, close_after: bool = False
+) -> Handler:
+    """A handler that answers each request on a connection with the next of ``answers``."""
+    left = list(answers)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while left:
+            await server.read_request(reader)
+            writer.write(left.pop(0))
+            await writer.drain()
+            if close_after:
+                return
+
+    return serve
+
+
+def fetched(transport: NetworkTransport, url: str) -> Awaitable[WholeAnswer]:
+    return transport.fetch("GET", url, {"Accept": "application/json"}, None, {"read": 5.0})
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
+    server = Loopback()
+    chunked = (
+        b'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+    )
+    until_close = b'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{"b": 2}'
+    async with server.serving(await serve_raw(server, [chunked, until_close])) as url:
+        transport = NetworkTransport(1)
+        first = await fetched(transport, f"{url}/one")
+        second = await fetched(transport, f"{url}/two")
+        await transport.aclose()
+    assert (first.json(), second.json()) == ({"a": 1}, {"b": 2})
+    assert server.connections == 1  # the chunked answer left the connection open for reuse
+
+
+async def test_gzip_and_deflate_answers_are_decoded_and_asked_for() -> None:
+    server = Loopback()
+    body = json.dumps({"data": [], "note": "é" * 50}).encode()
+    answers = [
+        answer_with(gzip.compress(body), b"content-encoding: gzip\r\n"),
+        answer_with(zlib.compress(body), b"content-encoding: deflate\r\n"),
+        answer_with(zlib.compress(body)[2:-4], b"content-encoding: deflate\r\n"),  # raw deflate
+    ]
+    async with server.serving(await serve_raw(server, answers)) as url:
+        transport = NetworkTransport(1)
+        decoded = [await fetched(transport, f"{url}/{n}") for n in range(3)]
+        await transport.aclose()
+    assert [a.content for a in decoded] == [body] * 3
+    assert all(b"accept-encoding: gzip, deflate" in head.lower() for head in server.heads)
+
+
+async def test_httpx_clients_get_the_body_decoded_without_its_coding() -> None:
+    server = Loopback()
+    body = b'{"data": []}'
+    answers = [answer_with(gzip.compress(body), b"content-encoding: gzip\r\n")]
+    handler = await serve_raw(server, answers)
+    async with (
+        server.serving(handler) as url,
+        httpx.AsyncClient(transport=NetworkTransport(1)) as http,
+    ):
+        response = await http.get(f"{url}/v3/statuses")
+    assert response.json() == {"data": []}
+    assert "content-encoding" not in response.headers
+    assert response.reason_phrase == "OK"
+
+
+async def test_a_corrupt_or_unasked_coding_is_a_protocol_error() -> None:
+    server = Loopback()
+    answers = [
+        answer_with(b"not gzip at all", b"content-encoding: gzip\r\n"),
+        answer_with(b"\x8b\x00", b"content-encoding: br\r\n"),
+    ]
+    async with server.serving(await serve_raw(server, answers)) as url:
+        transport = NetworkTransport(1)
+        with pytest.raises(httpx.RemoteProtocolError, match="corrupt"):
+            await fetched(transport, f"{url}/one")
+        with pytest.raises(httpx.RemoteProtocolError, match="never asked for: br"):
+            await fetched(transport, f"{url}/two")
+        await transport.aclose()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_at_once() -> None:
+    """The server closes each connection after one answer without saying so: the next request
+    finds the kept-alive connection dead before any byte came back, and goes out again on a
+    new one, with no error and no retry wait."""
+    server = Loopback()
+    async with server.serving(await serve_raw(server, [answer(PAGE)] * 3, close_after=True)) as url:
+        transport = NetworkTransport(1)
+        for _ in range(3):
+            assert (await fetched(transport, f"{url}/v3/profiles")).status_code == 200
+            await asyncio.sleep(0.01)  # the close reaches the client while the connection idles
+        await transport.aclose()
+    assert server.connections == 3
+
+
+async def test_a_connection_that_says_close_is_not_reused() -> None:
+    server = Loopback()
+    closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"
+    async with server.serving(await serve_raw(server, [closing, answer(PAGE)])) as url:
+        transport = NetworkTransport(1)
+        await fetched(transport, f"{url}/one")
+        await fetched(transport, f"{url}/two")
+        await transport.aclose()
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_past_its_keepalive_is_not_reused() -> None:
+    server = Loopback()
+    async with server.serving(await serve_raw(server, [answer(PAGE)] * 2)) as url:
+        transport = NetworkTransport(1, keepalive=0.0)
+        await fetched(transport, f"{url}/one")
+        await fetched(transport, f"{url}/two")
+        await transport.aclose()
+    assert server.connections == 2
+
+
+async def test_the_request_says_its_host_and_body_length() -> None:
+    server = Loopback()
+    async with server.serving(await serve_raw(server, [answer(PAGE)])) as url:
+        transport = NetworkTransport(1)
+        body = b'{"profiles":[]}'
+        await transport.fetch(
+            "POST", f"{url}/v3/profile/status/batch.json", {"X-Test": "1"}, body, {}
+        )
+        await transport.aclose()
+    head = server.heads[0].decode()
+    port = url.rsplit(":", 1)[1]
+    assert head.startswith("POST /v3/profile/status/batch.json HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{port}\r\n" in head
+    assert f"Content-Length: {len(body)}\r\n" in head
+    assert "X-Test: 1\r\n" in head
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    transport = NetworkTransport(1)
+    with pytest.raises(httpx.LocalProtocolError):
+        await transport.fetch("GET", "http://127.0.0.1:9/x", {"X-Bad": "a\r\nEvil: 1"}, None, {})
+    assert transport._idle == {}
+
+
+async def test_a_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await NetworkTransport(1).fetch("GET", "ftp://example.com/x", {}, None, {})
+
+
+async def test_no_free_connection_in_time_is_a_pool_timeout() -> None:
+    server = Loopback()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await asyncio.Event().wait()
+
+    async with server.serving(hang) as url:
+        transport = NetworkTransport(1)
+        busy = asyncio.ensure_future(fetched(transport, f"{url}/slow"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):
+            await transport.fetch("GET", f"{url}/next", {}, None, {"pool": 0.01})
+        busy.cancel()
+        await transport.aclose()
+
+
+def test_an_answer_reads_as_text_in_its_charset() -> None:
+    latin = WholeAnswer(
+        200,
+        httpx.Headers({"Content-Type": "text/plain; charset=latin-1"}),
+        "é".encode("latin-1"),
+        "OK",
+    )
+    unknown = WholeAnswer(
+        200, httpx.Headers({"content-type": "text/plain; charset=nope"}), "é".encode(), "OK"
+    )
+    plain = WholeAnswer(200, httpx.Headers(), b'{"a": 1}', "OK")
+    assert (latin.text, unknown.text, plain.text) == ("é", "é", '{"a": 1}')
+    assert plain.json() == {"a": 1}
+    assert latin.headers["CONTENT-TYPE"].startswith("text/plain")  # names in any case
+
+
+def answer_with(body: bytes, extra: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + extra
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )

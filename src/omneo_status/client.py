@@ -520,14 +520,15 @@ _NOT_JSON_HINT = (
 
 
 def _network_transport(base_url: str, connections: int) -> httpx.AsyncBaseTransport:
-    """The transport of real network runs, with TLS set up only when an https URL or proxy
-    needs it. Imported here: aiohttp costs start-up time that runs over an injected transport
-    (the tests, the sandbox) do not need to pay."""
+    """The transport of real network runs: the tool's own (``NetworkTransport``), or httpx's
+    when the environment names a proxy for ``base_url``, which httpx speaks and it does not."""
     from omneo_status.transport import NetworkTransport, env_proxy
 
     proxy = env_proxy(base_url)
-    tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
-    return NetworkTransport(connections, proxy=proxy, tls=tls)
+    if proxy is None:
+        return NetworkTransport(connections)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
 
 
 class Answer(Protocol):

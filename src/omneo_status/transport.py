@@ -1,74 +1,63 @@
-"""The transport of real network runs: aiohttp's connections and HTTP parser under httpx's API.
+"""The transport of real network runs: keep-alive HTTP/1.1 connections, parsed by httptools.
 
-httpx stays the API everywhere (the client, its retries, the governor, ``on_exchange``, and the
-tests, which inject ``httpx.ASGITransport``): every failure to get an answer is an httpx
-exception. Only the bytes on the wire go through aiohttp, whose connection pool and HTTP parser
-(in C) cost a fraction of httpcore's CPU per request (``bench/transport.py``; figures in
-``bench/README.md``).
+httpx stays the API everywhere: the client, its retries, the governor and ``on_exchange`` read
+answers the way they read an ``httpx.Response``, every failure to get an answer is an httpx
+exception, and the tests inject ``httpx.ASGITransport``. Only the bytes on the wire go through
+this module, for the tool's own requests: a GET or a POST with a JSON body, to the one tenant,
+from a URL the client has already encoded. Parsing HTTP is left to httptools (llhttp, the
+parser of Node.js, in C: status line, headers, chunked and fixed-length bodies, keep-alive);
+TLS to the event loop. That costs about a quarter of the client CPU per request of aiohttp's
+``ClientSession`` and a tenth of httpcore's (``bench/transport.py``, ``bench/README.md``), and
+imports in a few milliseconds.
 
 Two ways in:
 
-- ``fetch``, which ``OmneoClient`` calls: a URL it has already encoded, its headers, a body in
-  bytes; the answer read whole and decoded, as a ``WholeAnswer`` (what the client reads of an
-  ``httpx.Response``: status, headers, body, ``text`` and ``json()``). No ``httpx.Request`` or
-  ``httpx.Response`` is built for it: parsing each URL again and building each response took a
-  quarter of the client's CPU per lookup.
+- ``fetch``, which ``OmneoClient`` calls: method, URL, headers and a body in bytes; the answer
+  read whole and decoded, as a ``WholeAnswer`` (what the client reads of an
+  ``httpx.Response``: status, headers, body, ``text`` and ``json()``).
 - ``handle_async_request``, the ``httpx.AsyncBaseTransport`` method, for an ``httpx.AsyncClient``
   (the same ``fetch`` underneath; the body comes back decoded).
 
 The promises the client's retry policy relies on hold as with httpx's own transport: a timeout
-raises ``httpx.TimeoutException``, any other failure to get an answer ``httpx.TransportError``
-(a refused connection ``httpx.ConnectError``), and no aiohttp exception escapes. TLS is verified
-as httpx verifies it (the same ``httpx.create_ssl_context``), and the proxy variables
-(``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) are honoured as httpx honours
-them, read once per client rather than on every request (aiohttp's ``trust_env`` reads them,
-and ``~/.netrc``, in a thread for each request: a tenth of the client's CPU). Answers may come
-compressed (gzip, deflate, and whatever else aiohttp can decode here): aiohttp says which in
-``Accept-Encoding`` and decodes them.
+raises ``httpx.TimeoutException`` (``ConnectTimeout``, ``ReadTimeout``, ``PoolTimeout``), any
+other failure to get an answer an ``httpx.TransportError`` (a refused or failed connection
+``ConnectError``, a connection cut mid-answer ``ReadError``, an answer that is not HTTP
+``RemoteProtocolError``). A kept-alive connection the server closed while it sat idle is
+replaced once, at once, without a retry's wait. TLS is verified as httpx verifies it (the same
+``httpx.create_ssl_context``, made the first time an https URL is met). Answers may come
+compressed with gzip or deflate, which is what the requests say they accept.
+
+Proxies are not spoken here: when the environment names one for the tenant's URL
+(``env_proxy``), the client goes through httpx's own transport instead, which speaks them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import ssl
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+import httptools
 import httpx
-from yarl import URL
-
-
-@contextmanager
-def _no_ca_bundle() -> Iterator[None]:
-    """``SSL_CERT_FILE`` pointed at an empty file for a moment, then put back as it was."""
-    before = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = os.devnull
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = before
-
-
-# aiohttp builds two default TLS contexts as it is imported, each loading the system's whole
-# CA bundle file: a tenth of a second of CPU on the benchmark's machine, paid by every network
-# run. The tool never uses them (it hands aiohttp httpx's context whenever an https URL or
-# proxy is in play, see ``_session``), so they are built without that file: were one ever
-# used, it would verify against the system's CA directory alone or refuse the connection,
-# never accept a certificate it should not.
-with _no_ca_bundle():
-    import aiohttp
 
 Timeouts = Mapping[str, float | None]
 """httpx's timeout extension: ``connect``, ``read``, ``write`` and ``pool`` seconds."""
+
+ACCEPTED_CODINGS = "gzip, deflate"
+"""The ``Accept-Encoding`` of every request: the codings ``_decoded`` undoes."""
+_SKIPPED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "accept-encoding", "connection"}
+)
+"""Request headers the transport writes itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +65,7 @@ class WholeAnswer:
     """An answer read whole and decoded: the part of ``httpx.Response`` the client reads."""
 
     status_code: int
-    headers: Mapping[str, str]
-    """Case-insensitive, as aiohttp gives them."""
+    headers: httpx.Headers
     content: bytes
     reason_phrase: str
 
@@ -94,58 +82,29 @@ class WholeAnswer:
         return json.loads(self.content)
 
 
-def _charset(content_type: str) -> str:
-    for part in content_type.split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "charset" and value.strip('" '):
-            return value.strip('" ')
-    return "utf-8"
+class _Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    host_header: str
 
 
 class NetworkTransport(httpx.AsyncBaseTransport):
-    """At most ``connections`` open connections, kept alive ``keepalive`` seconds, through
-    ``proxy`` if given, with TLS set up only when ``tls`` says an https URL or proxy needs it;
-    no cookies (the tool sends none) and no redirects."""
+    """At most ``connections`` connections open at once, each kept alive ``keepalive``
+    seconds after its last answer; no cookies and no redirects (the tool uses neither)."""
 
-    def __init__(
-        self,
-        connections: int,
-        *,
-        proxy: str | None = None,
-        keepalive: float = 5.0,
-        tls: bool = True,
-    ) -> None:
-        self._tls = tls
+    def __init__(self, connections: int, *, keepalive: float = 4.0) -> None:
         self._connections = connections
         self._keepalive = keepalive
-        self._client: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-        self._via: dict[str, Any] = {}
-        if proxy:
-            parsed = httpx.Proxy(proxy)
-            auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
-            self._via = {"proxy": str(parsed.url), "proxy_auth": auth}
-
-    def _session(self) -> aiohttp.ClientSession:
-        """Made on the first request, inside the running event loop (as aiohttp wants)."""
-        if self._client is None:
-            # httpx's TLS context costs ~0.1 s of CPU (the CA store): made only when ``tls``
-            # says an https URL or proxy is in play; otherwise aiohttp's own default stands.
-            connector = aiohttp.TCPConnector(
-                limit=self._connections,
-                keepalive_timeout=self._keepalive,
-                ssl=self._ssl if self._tls else True,
-            )
-            self._client = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._client
+        self._slots = asyncio.Semaphore(connections)
+        self._origins: dict[str, _Origin] = {}
+        self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._closed = False
 
     @cached_property
     def _ssl(self) -> ssl.SSLContext:
-        """httpx's TLS context, made the first time it is needed."""
+        """httpx's TLS context (its CA store: a tenth of a second of CPU), made the first
+        time an https URL is met."""
         return httpx.create_ssl_context()
 
     async def fetch(
@@ -157,47 +116,34 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         timeouts: Timeouts,
     ) -> WholeAnswer:
         """Send one request to ``url`` (absolute and already percent-encoded, as
-        ``str(httpx.URL(...))`` gives it) and return its answer, read whole and decoded.
-        ``headers`` should not name an ``Accept-Encoding``: aiohttp sends the one it decodes."""
-        with _mapping():
-            async with self._session().request(
-                method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=content,
-                allow_redirects=False,
-                timeout=self._timeout(timeouts),
-                **self._via,
-            ) as answer:
-                body = await answer.read()
-        return WholeAnswer(answer.status, answer.headers, body, answer.reason or "")
-
-    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        """aiohttp's timeouts for httpx's: the connect and read ones per socket, ``pool`` for
-        the wait for a free connection; made once for each set of values."""
-        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
-        if (found := self._timeouts.get(key)) is None:
-            found = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
-            self._timeouts[key] = found
-        return found
+        ``str(httpx.URL(...))`` gives it) and return its answer, read whole and decoded."""
+        origin, target = self._split(url)
+        head = _head(method, target, origin.host_header, headers, content)
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("No connection came free in time") from None
+        else:
+            await self._slots.acquire()
+        try:
+            return await self._exchange(origin, head + (content or b""), timeouts)
+        finally:
+            self._slots.release()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` (``httpx.AsyncBaseTransport``) and return its answer, read whole
         and already decoded (so without its ``Content-Encoding``)."""
         content = await request.aread()
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _NOT_FORWARDED
-        }
         timeouts: Timeouts = request.extensions.get("timeout", {})
         answer = await self.fetch(
-            request.method, str(request.url), headers, content or None, timeouts
+            request.method, str(request.url), request.headers, content or None, timeouts
         )
         kept = [
             (name, value)
-            for name, value in answer.headers.items()
-            if name.lower() not in ("content-encoding", "content-length")
+            for name, value in answer.headers.multi_items()
+            if name not in ("content-encoding", "content-length")
         ]
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": answer.reason_phrase.encode()}
         return httpx.Response(
@@ -205,14 +151,82 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        """Close every connection."""
-        if self._client is not None:
-            with _mapping():
-                await self._client.close()
+        """Close every connection (those in use once their answer is in)."""
+        self._closed = True
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
 
+    # -- connections -------------------------------------------------------------------------
 
-_NOT_FORWARDED = frozenset({"transfer-encoding", "content-length", "accept-encoding"})
-"""Request headers aiohttp writes itself: the body's framing, and the codings it decodes."""
+    async def _exchange(self, origin: _Origin, request: bytes, timeouts: Timeouts) -> WholeAnswer:
+        read_timeout = timeouts.get("read")
+        connection = self._reusable(origin)
+        if connection is not None:
+            try:
+                return await self._answer(origin, connection, request, read_timeout)
+            except _ClosedWhileIdle:
+                pass  # the server closed it as the request went out: open a new one, once
+        connection = await self._connect(origin, timeouts.get("connect"))
+        try:
+            return await self._answer(origin, connection, request, read_timeout)
+        except _ClosedWhileIdle:
+            raise httpx.ReadError("Server disconnected without sending an answer") from None
+
+    async def _answer(
+        self, origin: _Origin, connection: _Connection, request: bytes, quiet: float | None
+    ) -> WholeAnswer:
+        status, reason, raw, body, keep = await connection.exchange(request, quiet)
+        if keep and not self._closed:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(origin, deque()).append(connection)
+        else:
+            connection.close()
+        headers = httpx.Headers(raw)
+        return WholeAnswer(status, headers, _decoded(body, headers), reason)
+
+    def _reusable(self, origin: _Origin) -> _Connection | None:
+        """The most recently used idle connection to ``origin`` that is still fresh."""
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.open and now - connection.idle_since < self._keepalive:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, origin: _Origin, within: float | None) -> _Connection:
+        secure = origin.scheme == "https"
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(within):
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    origin.host,
+                    origin.port,
+                    ssl=self._ssl if secure else None,
+                    server_hostname=origin.host if secure else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(
+                f"Connecting to {origin.host}:{origin.port} timed out"
+            ) from None
+        except OSError as exc:  # refused, unreachable, unknown host, TLS refused
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise httpx.ConnectError(
+                f"Cannot connect to host {origin.host}:{origin.port} ({reason})"
+            ) from None
+        return connection
+
+    def _split(self, url: str) -> tuple[_Origin, str]:
+        """``url``'s origin (parsed once per client) and the request target after it."""
+        cut = url.find("/", url.find("://") + 3)
+        prefix, target = (url, "/") if cut < 0 else (url[:cut], url[cut:])
+        origin = self._origins.get(prefix)
+        if origin is None:
+            origin = self._origins[prefix] = _origin(prefix)
+        return origin, target
 
 
 def env_proxy(url: str) -> str | None:
@@ -226,25 +240,175 @@ def env_proxy(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
-@contextmanager
-def _mapping() -> Iterator[None]:
+class _ClosedWhileIdle(Exception):
+    """A kept-alive connection ended before any byte of the answer came back."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection, one exchange at a time (``httptools`` calls the ``on_*``
+    methods as it parses the answer)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, str, list[tuple[bytes, bytes]], bytes, bool]]
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter.set_result((0, "", [], b"", False))  # no exchange yet
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._received = False
+        self._framed = False
+        self._headed = False
+        self._last_data = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.open = True
+        self.idle_since = 0.0
+
+    async def exchange(
+        self, request: bytes, quiet: float | None
+    ) -> tuple[int, str, list[tuple[bytes, bytes]], bytes, bool]:
+        """Write ``request`` and wait for its whole answer: ``(status, reason, headers, body,
+        keep_alive)``. No byte for ``quiet`` seconds is a ``ReadTimeout``."""
+        assert self._transport is not None and self._waiter.done()
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        self._reason, self._headers, self._body = b"", [], []
+        self._received = self._framed = self._headed = False
+        self._transport.write(request)
+        if quiet is not None:
+            self._last_data = loop.time()
+            self._timer = loop.call_at(self._last_data + quiet, self._check_timeout, quiet)
+        try:
+            return await self._waiter
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.open = False
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter.done():  # bytes nobody asked for: the connection cannot be trusted
+            self.close()
+            return
+        self._received = True
+        self._last_data = self._waiter.get_loop().time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"The answer is not valid HTTP: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self._waiter.done():
+            return
+        if self._headed and not self._framed:
+            self.on_message_complete()  # a body that ends where the connection does
+        elif not self._received:
+            self._fail(_ClosedWhileIdle())
+        else:
+            self._fail(httpx.ReadError("Server disconnected in the middle of the answer"))
+
+    # -- httptools ---------------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headed = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._waiter.done():
+            return
+        keep = self.open and self._parser.should_keep_alive()
+        status = self._parser.get_status_code()
+        reason = self._reason.decode("latin-1")
+        self._waiter.set_result((status, reason, self._headers, b"".join(self._body), keep))
+
+    # -- failing -----------------------------------------------------------------------------
+
+    def _check_timeout(self, timeout: float) -> None:
+        loop = self._waiter.get_loop()
+        quiet_until = self._last_data + timeout
+        if loop.time() < quiet_until:
+            self._timer = loop.call_at(quiet_until, self._check_timeout, timeout)
+            return
+        self._timer = None
+        self._fail(httpx.ReadTimeout(f"No answer for {timeout:g}s"))
+
+    def _fail(self, error: Exception) -> None:
+        if not self._waiter.done():
+            self._waiter.set_exception(error)
+        self.close()
+
+
+def _origin(prefix: str) -> _Origin:
+    parts = urlsplit(prefix)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise httpx.UnsupportedProtocol(f"Cannot send a request to {prefix!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    default = port == (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    return _Origin(parts.scheme, host, port, shown if default else f"{shown}:{port}")
+
+
+def _head(
+    method: str, target: str, host: str, headers: Mapping[str, str], content: bytes | None
+) -> bytes:
+    """The request line and headers, ``Host``, ``Accept-Encoding`` and ``Content-Length``
+    written here; a header that would break the request's framing is refused."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Accept-Encoding: {ACCEPTED_CODINGS}"]
+    for name, value in headers.items():
+        if name.lower() not in _SKIPPED_HEADERS:
+            line = f"{name}: {value}"
+            if "\n" in line or "\r" in line:
+                raise httpx.LocalProtocolError(f"The request header {name!r} holds a line break")
+            lines.append(line)
+    if content is not None:
+        lines.append(f"Content-Length: {len(content)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def _decoded(body: bytes, headers: httpx.Headers) -> bytes:
+    """The body with its ``Content-Encoding`` (gzip or deflate) undone."""
+    coding = headers.get("content-encoding", "").strip().lower()
+    if not coding or coding == "identity":
+        return body
     try:
-        yield
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _mapped(exc) from exc
+        if coding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if coding == "deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:  # deflate without its zlib wrapper, as some servers send it
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise httpx.RemoteProtocolError(f"The answer's {coding} body is corrupt: {exc}") from None
+    raise httpx.RemoteProtocolError(f"The answer came in a coding never asked for: {coding}")
 
 
-def _mapped(exc: BaseException) -> httpx.TransportError:
-    """The httpx exception that says what happened to a request that got no answer."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
-    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
-        return httpx.ReadError(message)
-    if isinstance(exc, aiohttp.ClientConnectionError):
-        return httpx.NetworkError(message)
-    return httpx.RemoteProtocolError(message)  # an answer that is not HTTP, or broken
+def _charset(content_type: str) -> str:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value.strip('" '):
+            return value.strip('" ')
+    return "utf-8"
