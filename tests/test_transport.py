@@ -461,6 +461,36 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -
     assert transport._idle == {}
 
 
+async def test_a_header_that_is_not_ascii_is_refused() -> None:
+    with pytest.raises(httpx.LocalProtocolError, match="non-ASCII"):
+        await NetworkTransport(1).fetch("GET", "http://127.0.0.1:9/x", {"X": "é"}, None, {})
+
+
+async def test_a_cancelled_exchange_closes_its_connection() -> None:
+    server = Loopback()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await reader.read()  # no answer; returns when the client closes the connection
+
+    async with server.serving(hang) as url:
+        transport = NetworkTransport(1)
+        busy = asyncio.ensure_future(fetched(transport, f"{url}/slow"))
+        for _ in range(100):
+            if server.open:
+                break
+            await asyncio.sleep(0.01)
+        busy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await busy
+        for _ in range(100):  # the server sees the connection close
+            if server.open == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.open == 0
+        assert transport._idle == {}
+
+
 async def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         await NetworkTransport(1).fetch("GET", "ftp://example.com/x", {}, None, {})

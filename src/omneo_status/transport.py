@@ -176,7 +176,11 @@ class NetworkTransport(httpx.AsyncBaseTransport):
     async def _answer(
         self, origin: _Origin, connection: _Connection, request: bytes, quiet: float | None
     ) -> WholeAnswer:
-        status, reason, raw, body, keep = await connection.exchange(request, quiet)
+        try:
+            status, reason, raw, body, keep = await connection.exchange(request, quiet)
+        except BaseException:  # a failure, or the run cancelled: the connection is spent
+            connection.close()
+            raise
         if keep and not self._closed:
             connection.idle_since = time.monotonic()
             self._idle.setdefault(origin, deque()).append(connection)
@@ -385,7 +389,10 @@ def _head(
             lines.append(line)
     if content is not None:
         lines.append(f"Content-Length: {len(content)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    except UnicodeEncodeError:
+        raise httpx.LocalProtocolError("A request header holds a non-ASCII character") from None
 
 
 def _decoded(body: bytes, headers: httpx.Headers) -> bytes:
