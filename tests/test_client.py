@@ -10,9 +10,11 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
+from omneo_status.client import OmneoClient, PageStyle, RetryPolicy, query_string
 from omneo_status.errors import (
     AuthError,
     BadResponse,
@@ -479,3 +481,13 @@ async def test_exchanges_of_failing_and_succeeding_requests_never_hold_the_token
     assert exchanges[2].request_body == json.dumps(
         {"profiles": [{"profile_id": "p1", "statuses": ["vip"]}]}
     )
+
+
+@given(st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=4))
+def test_query_strings_are_what_httpx_would_build(params: dict[str, str]) -> None:
+    assert query_string(params) == str(httpx.QueryParams(params))
+
+
+def test_a_query_string_escapes_an_email_filter() -> None:
+    params = {"filter[email]": "a+b c@x.com", "page[size]": "100"}
+    assert query_string(params) == "filter%5Bemail%5D=a%2Bb+c%40x.com&page%5Bsize%5D=100"

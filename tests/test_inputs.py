@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
@@ -807,6 +808,19 @@ def test_invalid_addresses(email: str) -> None:
 def test_normalize_email_trims_every_kind_of_space_and_keeps_case() -> None:
     assert normalize_email("\u00a0 \tGrace@Example.com\u200b\ufeff\r\n") == "Grace@Example.com"
     assert normalize_email("a b@c.co") == "a b@c.co"
+
+
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=127)), st.emails()))
+def test_an_ascii_cell_normalises_as_the_full_policy_does(cell: str) -> None:
+    """The ASCII short cut (``str.strip``, no NFC) gives what the general path gives."""
+    start, end = 0, len(cell)
+    while start < end and (cell[start].isspace() or unicodedata.category(cell[start]) == "Cf"):
+        start += 1
+    while end > start and (cell[end - 1].isspace() or unicodedata.category(cell[end - 1]) == "Cf"):
+        end -= 1
+    general = unicodedata.normalize("NFC", cell[start:end])
+    assert normalize_email(cell) == general
+    assert email_key(cell) == unicodedata.normalize("NFC", general.lower())
 
 
 def test_lookup_forms_examples() -> None:

@@ -699,14 +699,25 @@ def _cut(text: str) -> str:
 def query_string(params: Mapping[str, str]) -> str:
     """``params`` as a query string, byte for byte what ``str(httpx.QueryParams(params))``
     gives (``urlencode``: ``quote_plus`` with nothing safe) at a fraction of its CPU."""
-    return "&".join(
-        f"{_query_name(name)}={quote_plus(value, safe='')}" for name, value in params.items()
-    )
+    return "&".join(f"{_query_name(name)}={_query_value(value)}" for name, value in params.items())
 
 
 @lru_cache(maxsize=64)
 def _query_name(name: str) -> str:
     return quote_plus(name, safe="")
+
+
+_PLUS_ESCAPES = {
+    code: "+" if code == 0x20 else f"%{code:02X}"
+    for code in range(128)
+    if not (chr(code).isalnum() or chr(code) in "_.-~")
+}
+"""``quote_plus(text, safe="")`` of each ASCII character it changes, for ``str.translate``."""
+
+
+def _query_value(value: str) -> str:
+    # str.translate runs in C: a tenth of quote_plus's time on an email address.
+    return value.translate(_PLUS_ESCAPES) if value.isascii() else quote_plus(value, safe="")
 
 
 def _path_id(value: str) -> str:

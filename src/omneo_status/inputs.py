@@ -93,6 +93,8 @@ def normalize_email(raw: str) -> str:
     (non-breaking and zero-width spaces, byte order marks, direction marks) trimmed, and the
     text in Unicode NFC (so a composed and a decomposed ``é`` are the same characters); case is
     kept."""
+    if raw.isascii():  # the usual cell: its only blanks are whitespace, and it is NFC already
+        return raw.strip()
     start, end = 0, len(raw)
     while start < end and _is_blank(raw[start]):
         start += 1
@@ -131,7 +133,8 @@ def lookup_forms(email: str) -> list[str]:
 
 
 def _key_of(address: str) -> str:
-    return unicodedata.normalize("NFC", address.lower())
+    lowered = address.lower()
+    return lowered if lowered.isascii() else unicodedata.normalize("NFC", lowered)
 
 
 def _is_blank(char: str) -> bool:
