@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote, quote_plus
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from omneo_status import __version__
 from omneo_status.errors import (
@@ -38,6 +37,9 @@ from omneo_status.errors import (
 from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
 from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_PAGE_SIZE = 100
@@ -415,7 +417,9 @@ class OmneoClient:
         The first attempt is made without tenacity, whose set-up costs a tenth of the
         client's CPU per request; here it is replayed as tenacity's first attempt (its
         failure raised again, nothing sent), so waits, hooks and the stop count as if
-        tenacity had made it."""
+        tenacity had made it. tenacity itself is imported here, by the first retry."""
+        from tenacity import AsyncRetrying, retry_if_exception_type
+
         what = f"{method} /v3{path}"
         retrying = AsyncRetrying(
             stop=self.retry.stop,
