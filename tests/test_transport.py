@@ -25,7 +25,7 @@ from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, BatchState
 from omneo_status.sandbox import ServerThread, create_app, demo_tenant
 from omneo_status.trace import Exchange
-from omneo_status.transport import NetworkTransport, WholeAnswer, env_proxy
+from omneo_status.transport import AnswerHeaders, NetworkTransport, WholeAnswer, env_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -538,3 +538,15 @@ def answer_with(body: bytes, extra: bytes) -> bytes:
         + b"\r\n\r\n"
         + body
     )
+
+
+def test_answer_headers_read_as_httpx_reads_them() -> None:
+    raw = [(b"Content-Type", b"application/json"), (b"Vary", b"Accept"), (b"vary", b"Origin")]
+    headers = AnswerHeaders(raw)
+    expected = httpx.Headers([(n.decode(), v.decode()) for n, v in raw])
+    for name in ("content-type", "CONTENT-TYPE", "Vary", "x-missing"):
+        assert headers.get(name) == expected.get(name)
+        assert (name in headers) == (name in expected)
+    assert dict(headers) == dict(expected)
+    assert headers.multi_items() == expected.multi_items()
+    assert not headers.__contains__(1)  # not a name at all
