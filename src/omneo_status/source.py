@@ -1,5 +1,6 @@
 """The input of a run: read to its end once before anything touches the API (valid, hashed,
-counted), then loaded into the journal with each row's normalised address and key."""
+counted), then loaded into the journal with each row's normalised address and key (from the
+rows kept in memory by the first reading when the file is small, else read again)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from omneo_status.errors import UsageError
-from omneo_status.inputs import open_input, read_rows
+from omneo_status.inputs import InputRow, open_input, read_rows
 from omneo_status.journal import NewRow
 from omneo_status.keys import EMAIL, MatchKey
 
@@ -33,6 +34,12 @@ class PreparedInput:
     rows: int
     match: MatchKey = EMAIL
     """The key the rows are matched by; it decides the column and each cell's policy."""
+    kept: tuple[InputRow, ...] | None = field(default=None, repr=False, compare=False)
+    """The rows as the first reading found them, for a file of at most ``KEPT_ROWS`` rows."""
+
+
+KEPT_ROWS = 20_000
+"""Files up to this many rows are parsed once, not twice (a few MB in memory at most)."""
 
 
 @contextmanager
@@ -60,12 +67,25 @@ def prepared_input(
             source, name = path, path
         digest = hashlib.sha256()
         rows = 0
+        kept: list[InputRow] | None = []
         with open_input(source) as stream:
             _, records = read_rows(stream, name=name, column=column, rule=match.rule)
             for record in records:
                 digest.update(f"{record.line}\t{record.key}\n".encode())
                 rows += 1
-        yield PreparedInput(name, Path(source), column, digest.hexdigest(), rows, match)
+                if kept is not None and rows > KEPT_ROWS:
+                    kept = None  # too many to keep: the journal reads the file again
+                elif kept is not None:
+                    kept.append(record)
+        yield PreparedInput(
+            name,
+            Path(source),
+            column,
+            digest.hexdigest(),
+            rows,
+            match,
+            tuple(kept) if kept is not None else None,
+        )
     finally:
         if spool is not None:
             with suppress(OSError):
@@ -78,20 +98,28 @@ def journal_rows(source: PreparedInput) -> Iterator[NewRow]:
     its lookup."""
     match = source.match
     rule = match.rule
+    if source.kept is not None:
+        yield from _new_rows(source.kept, match)
+        return
     with open_input(str(source.path)) as stream:
         _, records = read_rows(stream, name=source.name, column=source.column, rule=rule)
-        for record in records:
-            if rule.is_valid(record.address):
-                yield NewRow(record.line, record.email, record.address, record.key)
-                continue
-            yield NewRow(
-                record.line,
-                record.email,
-                record.address,
-                record.key,
-                match.invalid,
-                match.invalid_detail(record.address),
-            )
+        yield from _new_rows(records, match)
+
+
+def _new_rows(records: Iterable[InputRow], match: MatchKey) -> Iterator[NewRow]:
+    rule = match.rule
+    for record in records:
+        if rule.is_valid(record.address):
+            yield NewRow(record.line, record.email, record.address, record.key)
+            continue
+        yield NewRow(
+            record.line,
+            record.email,
+            record.address,
+            record.key,
+            match.invalid,
+            match.invalid_detail(record.address),
+        )
 
 
 def _spool_stdin(stdin: BinaryIO | None, state_dir: Path) -> Path:
