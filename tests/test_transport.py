@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 import pytest
+import trustme
 from pydantic import SecretStr
 
 from omneo_status.client import OmneoClient, RetryPolicy
@@ -550,3 +551,48 @@ def test_answer_headers_read_as_httpx_reads_them() -> None:
     assert dict(headers) == dict(expected)
     assert headers.multi_items() == expected.multi_items()
     assert not headers.__contains__(1)  # not a name at all
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+async def test_https_answers_come_over_a_verified_kept_alive_connection() -> None:
+    authority = trustme.CA()
+    served = authority.issue_cert("localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.configure_cert(server_context)
+    server = Loopback()
+    handler = await serve_raw(server, [answer(PAGE)] * 2)
+    tcp = await asyncio.start_server(
+        lambda r, w: _counted(server, handler, r, w), "127.0.0.1", 0, ssl=server_context
+    )
+    port = tcp.sockets[0].getsockname()[1]
+    try:
+        transport = NetworkTransport(1)
+        trusting = ssl.create_default_context()
+        authority.configure_trust(trusting)
+        transport._ssl = trusting  # the CA httpx's context would not know
+        for _ in range(2):
+            got = await fetched(transport, f"https://localhost:{port}/v3/profiles")
+            assert got.json()["meta"]["total"] == 0
+        await transport.aclose()
+        stranger = NetworkTransport(1)  # httpx's own context: this CA is not in its store
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await fetched(stranger, f"https://localhost:{port}/v3/profiles")
+        await stranger.aclose()
+    finally:
+        tcp.close()
+    assert server.connections == 1  # kept alive for both answers; the refused one never got in
+    assert server.heads[0].startswith(b"GET /v3/profiles HTTP/1.1")
+
+
+async def _counted(
+    server: Loopback, handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    server.connections += 1
+    try:
+        await handler(reader, writer)
+    except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
