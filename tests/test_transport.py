@@ -596,3 +596,63 @@ async def _counted(
         pass
     finally:
         writer.close()
+
+
+async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_replaced_once() -> None:
+    """The server reads the second request on a kept-alive connection and closes it without a
+    byte back (it had timed the connection out): the request goes out again on a new one."""
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(PAGE))
+        await writer.drain()
+        if server.connections == 1:
+            await server.read_request(reader)  # and close without answering
+            return
+        await reader.read()
+
+    async with server.serving(serve) as url:
+        transport = NetworkTransport(1)
+        await fetched(transport, f"{url}/one")
+        second = await fetched(transport, f"{url}/two")
+        await transport.aclose()
+    assert second.status_code == 200
+    assert server.connections == 2
+    assert [head.split(b" ")[1] for head in server.heads] == [b"/one", b"/two", b"/two"]
+
+
+async def test_a_new_connection_closed_without_an_answer_is_a_read_error() -> None:
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)  # and close without answering
+
+    async with server.serving(serve) as url:
+        transport = NetworkTransport(1)
+        with pytest.raises(httpx.ReadError, match="without sending an answer"):
+            await fetched(transport, f"{url}/one")
+        await transport.aclose()
+
+
+async def test_bytes_nobody_asked_for_end_the_connection() -> None:
+    """Two answers to one request: the second arrives while the connection idles, which then
+    cannot be trusted; the next request goes out on a new connection."""
+    server = Loopback()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer(PAGE))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(answer(PAGE))
+        await writer.drain()
+        await reader.read()
+
+    async with server.serving(serve) as url:
+        transport = NetworkTransport(1)
+        await fetched(transport, f"{url}/one")
+        await asyncio.sleep(0.05)
+        await fetched(transport, f"{url}/two")
+        await transport.aclose()
+    assert server.connections == 2
