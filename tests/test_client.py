@@ -18,6 +18,7 @@ from omneo_status.client import OmneoClient, PageStyle, RetryPolicy, query_strin
 from omneo_status.errors import (
     AuthError,
     BadResponse,
+    ConfigError,
     NotFoundError,
     NotJsonAnswer,
     RateLimited,
@@ -491,3 +492,8 @@ def test_query_strings_are_what_httpx_would_build(params: dict[str, str]) -> Non
 def test_a_query_string_escapes_an_email_filter() -> None:
     params = {"filter[email]": "a+b c@x.com", "page[size]": "100"}
     assert query_string(params) == "filter%5Bemail%5D=a%2Bb+c%40x.com&page%5Bsize%5D=100"
+
+
+def test_a_base_url_httpx_cannot_parse_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="Invalid base URL"):
+        OmneoClient("http://exa\x00mple/api", SecretStr("t"), transport=httpx.AsyncHTTPTransport())

@@ -53,6 +53,9 @@ def test_base_url_is_tidied(given: str, expected: str) -> None:
         "ftp://x/api",
         "api.acme.com",
         "https://user:pw@api.acme.getomneo.com/api",
+        "http://127.0.0.1:99999/api",
+        "http://127.0.0.1:abc/api",
+        "http://[::1/api",
     ],
 )
 def test_unsafe_or_malformed_base_urls_are_refused(url: str) -> None:

@@ -27,6 +27,7 @@ from omneo_status.errors import (
     ApiError,
     AuthError,
     BadResponse,
+    ConfigError,
     NotFoundError,
     NotJsonAnswer,
     RateLimited,
@@ -210,7 +211,10 @@ class OmneoClient:
             transport = _network_transport(base_url, self.governor.max_concurrency)
         # Encoded once (IDNA host, percent-escapes): each request's URL is this plus a path
         # and a query that the client itself escapes, so it is never parsed again.
-        self._base = str(httpx.URL(base_url.rstrip("/") + "/v3"))
+        try:
+            self._base = str(httpx.URL(base_url.rstrip("/") + "/v3"))
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"Invalid base URL {base_url!r}: {exc}") from None
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),

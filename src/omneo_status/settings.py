@@ -74,7 +74,14 @@ def is_loopback_host(host: str) -> bool:
 def normalize_base_url(url: str) -> str:
     """Check and tidy a base URL: https (or http to loopback), no trailing slash or ``/v3``."""
     raw = url.strip()
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - the check: a port that is not a number from 0 to 65535
+    except ValueError as exc:  # an unclosed [IPv6] bracket, a port out of range ...
+        raise ConfigError(
+            f"Invalid base URL {raw!r}: {exc}",
+            hint="Example: --base-url https://api.acme.getomneo.com/api",
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"Invalid base URL {raw!r}: expected https://HOST/api",
