@@ -452,3 +452,14 @@ def test_sandbox_rehearsals_do_not_ask(sandbox: Sandbox, runtime: cli.Runtime) -
     result = sandbox.invoke("assign", "vip", EMAILS, "--sandbox")
     assert result.exit_code == 0
     assert "Plan" not in result.stderr
+
+
+def test_verbose_lines_show_with_json_off_a_terminal_and_not_with_quiet(sandbox: Sandbox) -> None:
+    """``--json -v 2>> log`` keeps the -v lines (a cron job's log); ``--quiet`` silences them."""
+    shown = sandbox.run("assign", "vip", EMAILS, "--json", "-v")
+    assert shown.exit_code == 0, shown.stderr
+    assert "queued as batch" in shown.stderr
+    silent = sandbox.run("remove", "vip", EMAILS, "--json", "-v", "--quiet")
+    assert silent.exit_code == 0, silent.stderr
+    assert summary_of(silent)["counts"]["removed"] == 5  # a batch was queued, and not said
+    assert "queued as batch" not in silent.stderr

@@ -632,7 +632,9 @@ class _Session:
         self.conn = conn
         self.out = out
         self.settings = conn.settings()
-        self.shown = ConsoleReporter(display=out.display, verbose=out.verbose, clock=rt.clock)
+        self.shown = ConsoleReporter(
+            display=out.display, verbose=out.verbose, quiet=out.quiet, clock=rt.clock
+        )
         self.trace = TraceWriter(out.trace) if out.trace is not None else None
         if self.trace is not None:
             stack.callback(self.trace.close)

@@ -114,14 +114,24 @@ class Display(StrEnum):
 class ConsoleReporter:
     """Shows a run's progress on stderr (a ``Reporter``), and the client's retries and requests.
 
-    ``clock`` is the run's monotonic clock: rates, ETAs and progress lines follow it.
+    ``clock`` is the run's monotonic clock: rates, ETAs and progress lines follow it. ``quiet``
+    (``--quiet``) keeps the ``-v`` lines back; ``-vv``'s request lines show in every mode.
     """
 
-    def __init__(self, *, display: Display, verbose: int = 0, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        display: Display,
+        verbose: int = 0,
+        quiet: bool = False,
+        clock: Callable[[], float],
+    ) -> None:
         if display is Display.LIVE and not self.console.is_terminal:
             display = Display.LINES
         self.display = display
         self.verbose = verbose
+        self._detail = verbose > 0 and not quiet
+        """Whether the ``-v`` lines show."""
         self._clock = clock
         self._began = clock()
         self._progress: Progress | None = None
@@ -240,8 +250,8 @@ class ConsoleReporter:
                 self.console.print(f"[{self._elapsed()}] {escape(self._progress_text(step))}")
 
     def info(self, message: str) -> None:
-        """A log line, shown with ``--verbose``."""
-        if self.verbose and self.display is not Display.QUIET:
+        """A log line, shown with ``--verbose`` (not with ``--quiet``)."""
+        if self._detail:
             self.console.print(f"[dim]{escape(message)}[/]")
 
     def warn(self, message: str) -> None:
@@ -250,12 +260,13 @@ class ConsoleReporter:
 
     def row_failed(self, line: int, email: str, detail: str) -> None:
         """A failed row, shown with ``--verbose`` (the report lists them all)."""
-        if self.verbose and self.display is not Display.QUIET:
+        if self._detail:
             self.console.print(f"[red]line {line}[/] {escape(email)}: {escape(detail)}")
 
     def retrying(self, what: str, wait: float) -> None:
-        """A request is retried after ``wait`` seconds: said with ``-v``, or when it is long."""
-        if self.display is Display.QUIET or (wait < RETRY_SHOWN_FROM and not self.verbose):
+        """A request is retried after ``wait`` seconds: said with ``-v``, or when it is long
+        and progress is shown."""
+        if not self._detail and (self.display is Display.QUIET or wait < RETRY_SHOWN_FROM):
             return
         self.console.print(f"[dim]Retrying {escape(what)} in {wait:.1f}s[/]")
 
