@@ -188,6 +188,20 @@ def test_a_dry_run_by_mobile_previews_and_writes_nothing(sandbox: Sandbox, tmp_p
     assert sandbox.writes() == []
 
 
+def test_a_lookup_mode_for_another_key_is_said_to_apply_to_emails_only(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    csv = write_csv(tmp_path / "in.csv", ["+61412000001", "+61412000002"], header="mobile")
+    args = ["remove", "staff", str(csv), "--match", "mobile", "--dry-run", "--json"]
+    result = sandbox.run(*args, "--lookup", "scan")
+    assert "--lookup scan applies to emails only: each mobile is looked up on its own" in (
+        result.stderr
+    )
+    doc = summary_of(result)
+    assert {k: v for k, v in doc["counts"].items() if v} == {"would_remove": 1, "did_not_have": 1}
+    assert "applies to emails only" not in sandbox.run(*args).stderr  # auto: nothing to say
+
+
 def test_runs_says_which_key_a_run_matched_by(sandbox: Sandbox, tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "in.csv", ["+61412000001"], header="mobile")
     assert sandbox.run("assign", "vip", str(csv), "--match", "mobile", "--dry-run").exit_code == 0

@@ -30,7 +30,7 @@ from omneo_status.journal import (
     Stage,
 )
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
-from omneo_status.options import JobSpec, LookupPlan, RunOptions
+from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
 from omneo_status.planner import LookupPlanner
 from omneo_status.resolver import (
     ProfileIdResolver,
@@ -237,7 +237,14 @@ class Engine:
         total = self.run.stage_count(Stage.LOOKUP)
         self.reporter.start(Step.RESOLVE, total)
         if total:
-            by_key = key_resolver(self.match, self.client) or await self._email_resolver()
+            by_key = key_resolver(self.match, self.client)
+            if by_key is None:
+                by_key = await self._email_resolver()
+            elif self.options.lookup is not LookupMode.AUTO:
+                self.reporter.warn(
+                    f"--lookup {self.options.lookup.value} applies to emails only:"
+                    f" each {self.match.rule.name} is looked up on its own"
+                )
             queue: _Work = asyncio.Queue(maxsize=self.options.concurrency * 4)
             workers = [self._lookup_worker(queue) for _ in range(self.options.concurrency)]
             tasks = [asyncio.ensure_future(work) for work in workers]
