@@ -120,6 +120,21 @@ def test_max_remove_lets_the_stopped_sync_through_when_run_again(
     assert holders(sandbox.tenant) == set(KEEP + ADD)
 
 
+def test_resume_with_a_higher_max_remove_lets_the_stopped_sync_through(
+    sandbox: Sandbox, listed: Path
+) -> None:
+    stopped = sandbox.run("sync", "vip", str(listed), "--json")
+    run_id = summary_of(stopped)["run_id"]
+    assert sandbox.run("resume", run_id, "--json").exit_code == 3  # the default 10% again
+    assert sandbox.writes() == []
+    bad = sandbox.run("resume", run_id, "--max-remove", "lots", "--json")
+    assert bad.exit_code == 2 and "Traceback" not in bad.stderr
+    through = sandbox.run("resume", run_id, "--max-remove", "30%", "--json")
+    assert through.exit_code == 0, through.stderr
+    assert summary_of(through)["counts"]["removed"] == 2
+    assert holders(sandbox.tenant) == set(KEEP + ADD)
+
+
 def test_a_share_that_covers_the_removals_lets_them_through(sandbox: Sandbox, listed: Path) -> None:
     result = sandbox.run("sync", "vip", str(listed), "--max-remove", "30%", "--json")
     assert result.exit_code == 0, result.stderr

@@ -1066,11 +1066,14 @@ def sync(
 
 
 @app.command(
-    epilog="Example:\n\n  omneo-status resume 20261128T181500-3fa9c2-0b1e\n\n" + EXIT_CODES_HELP,
+    epilog="Examples:\n\n  omneo-status resume 20261128T181500-3fa9c2-0b1e\n\n"
+    "  omneo-status resume 20261128T181500-3fa9c2-0b1e --max-remove 20%   (a stopped sync)\n\n"
+    + EXIT_CODES_HELP,
     no_args_is_help=True,
 )
 def resume(
     run_id: RunIdArg,
+    max_remove: MaxRemoveOpt = MAX_REMOVE,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     chunk_size: ChunkSizeOpt = CHUNK_SIZE,
@@ -1094,13 +1097,18 @@ def resume(
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
 ) -> None:
-    """Continue an unfinished run by id, from its journal (no input file needed)."""
+    """Continue an unfinished run by id, from its journal (no input file needed).
+
+    A sync stopped by its removal guard goes on with a higher --max-remove.
+    """
     params = locals()
+    with _boundary(json_out):
+        limit = RemovalLimit.parse(max_remove)
     _by_id(
         False,
         run_id,
         yes=yes,
-        options=_pick(RunOptions, params),
+        options=replace(_pick(RunOptions, params), max_remove=limit),
         conn=_pick(Connection, params),
         out=Output.of(params),
     )
