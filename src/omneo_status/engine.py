@@ -389,7 +389,7 @@ class Engine:
                 Settled(r.line, Outcome.SENT, detail, batch_id=batch_id) for r in rows
             )
             return
-        await self._watch(chunk, batch_id, self.run.rows_of_chunk(chunk))
+        await self._watch(chunk, batch_id, rows)  # the watcher reads line, profile and send
 
     async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
         self.reporter.start(Step.WAIT, None)
