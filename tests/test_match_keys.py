@@ -5,7 +5,6 @@ resumes, guards, previews, verifies and undoes like email."""
 from __future__ import annotations
 
 import json
-import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from omneo_status.resolver import IdentityResolver, MobileResolver
 from omneo_status.sandbox import SandboxConfig, SandboxProfile, Tenant
 
 from .conftest import EXAMPLES, POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
-from .test_resilience import Served, served, tool
+from .test_resilience import Served, kill_then_rerun, served
 
 __all__ = ["served"]  # the fixture, shared with test_resilience
 
@@ -470,30 +469,14 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run_for_every_key(
     args = ["assign", "vip", str(csv), "--match", match, "--column", "key", "--yes", "--json"]
     args += ["--quiet", "--chunk-size", "15", "--concurrency", "4", "--verify", "3"]
 
-    clean = served(clean_tenant, SandboxConfig())
-    baseline = tool(
-        [*args, "--report", str(tmp_path / "clean.csv")],
-        base_url=clean.base_url,
-        state=tmp_path / "clean-state",
-    )
-    assert baseline.returncode == 0, baseline.stderr
-
-    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
-    box = served(tenant, config)
-    killed = tool(
+    rerun = kill_then_rerun(
+        served,
         args,
-        base_url=box.base_url,
-        state=tmp_path / "state",
+        clean=clean_tenant,
+        tenant=tenant,
         until=lambda: any(r.method == "POST" for r in list(tenant.requests)),
-    )
-    assert killed.returncode == -signal.SIGKILL
-    config.latency_ms = 0
-    rerun = tool(
-        [*args, "--report", str(tmp_path / "rerun.csv")],
-        base_url=box.base_url,
-        state=tmp_path / "state",
-    )
-    assert rerun.returncode == 0, rerun.stderr
+        tmp_path=tmp_path,
+    ).rerun
     assert json.loads(rerun.stdout)["match"] == match
 
     assert snapshot(tenant) == snapshot(clean_tenant)

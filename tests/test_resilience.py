@@ -269,6 +269,47 @@ def tool(
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@dataclass
+class KillRun:
+    """The three runs of a kill -9 scenario: uninterrupted, killed, and run again."""
+
+    baseline: subprocess.CompletedProcess[str]
+    killed: subprocess.CompletedProcess[str]
+    rerun: subprocess.CompletedProcess[str]
+
+
+def kill_then_rerun(
+    served: Callable[[Tenant, SandboxConfig], Served],
+    args: list[str],
+    *,
+    clean: Tenant,
+    tenant: Tenant,
+    until: Callable[[], bool],
+    tmp_path: Path,
+) -> KillRun:
+    """Run ``args`` to its end against ``clean``; against ``tenant`` (15 ms of latency,
+    batches taking half a second), kill it with SIGKILL once ``until()``, then run it again
+    with the same state directory. The baseline and the re-run must exit 0."""
+    baseline = tool(
+        [*args, "--report", str(tmp_path / "clean.csv")],
+        base_url=served(clean, SandboxConfig()).base_url,
+        state=tmp_path / "clean-state",
+    )
+    assert baseline.returncode == 0, baseline.stderr
+    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
+    box = served(tenant, config)
+    killed = tool(args, base_url=box.base_url, state=tmp_path / "state", until=until)
+    assert killed.returncode == -signal.SIGKILL
+    config.latency_ms = 0
+    rerun = tool(
+        [*args, "--report", str(tmp_path / "rerun.csv")],
+        base_url=box.base_url,
+        state=tmp_path / "state",
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    return KillRun(baseline, killed, rerun)
+
+
 def count(tenant: Tenant, predicate: Callable[[str, str], bool]) -> int:
     return sum(1 for r in list(tenant.requests) if predicate(r.method, r.path))
 
@@ -307,30 +348,14 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(
     ]
 
     clean_tenant = generate_tenant(150, seed=21)
-    clean = served(clean_tenant, SandboxConfig())
-    baseline = tool(
-        [*args, "--report", str(tmp_path / "clean.csv")],
-        base_url=clean.base_url,
-        state=tmp_path / "clean-state",
-    )
-    assert baseline.returncode == 0, baseline.stderr
-
-    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
-    box = served(tenant, config)
-    killed = tool(
+    rerun = kill_then_rerun(
+        served,
         args,
-        base_url=box.base_url,
-        state=tmp_path / "state",
+        clean=clean_tenant,
+        tenant=tenant,
         until=lambda: KILL_POINTS[point](tenant),
-    )
-    assert killed.returncode == -signal.SIGKILL
-    config.latency_ms = 0
-    rerun = tool(
-        [*args, "--report", str(tmp_path / "rerun.csv")],
-        base_url=box.base_url,
-        state=tmp_path / "state",
-    )
-    assert rerun.returncode == 0, rerun.stderr
+        tmp_path=tmp_path,
+    ).rerun
     assert "Traceback" not in rerun.stderr
 
     final = {p.email: sorted(p.statuses) for p in tenant.profiles.values()}

@@ -4,7 +4,6 @@ the removal guard, dry runs, a tenant that ignores the status filter, undo, kill
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from omneo_status.options import RemovalLimit
 from omneo_status.sandbox import SandboxConfig, Tenant, generate_tenant
 
 from .conftest import POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
-from .test_resilience import Served, count, served, tool
+from .test_resilience import Served, count, kill_then_rerun, served
 
 __all__ = ["served"]  # the fixture, imported for the kill -9 test
 
@@ -293,33 +292,17 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_sync(
     args = ["sync", "vip", str(csv), "--yes", "--json", "--quiet", "--max-remove", "100%"]
     args += ["--chunk-size", "10", "--lookup", "single", "--verify", "3"]
 
-    clean_tenant = tenant()
-    clean = served(clean_tenant, SandboxConfig())
-    baseline = tool(
-        [*args, "--report", str(tmp_path / "clean.csv")],
-        base_url=clean.base_url,
-        state=tmp_path / "clean-state",
-    )
-    assert baseline.returncode == 0, baseline.stderr
-    assert json.loads(baseline.stdout)["counts"]["removed"] > 0
-
-    killed_tenant = tenant()
-    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
-    box = served(killed_tenant, config)
-    killed = tool(
+    clean_tenant, killed_tenant = tenant(), tenant()
+    runs = kill_then_rerun(
+        served,
         args,
-        base_url=box.base_url,
-        state=tmp_path / "state",
+        clean=clean_tenant,
+        tenant=killed_tenant,
         until=lambda: KILL_POINTS[point](killed_tenant),
+        tmp_path=tmp_path,
     )
-    assert killed.returncode == -signal.SIGKILL
-    config.latency_ms = 0
-    rerun = tool(
-        [*args, "--report", str(tmp_path / "rerun.csv")],
-        base_url=box.base_url,
-        state=tmp_path / "state",
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(runs.baseline.stdout)["counts"]["removed"] > 0
+    rerun = runs.rerun
     assert "Traceback" not in rerun.stderr
     assert snapshot(killed_tenant) == snapshot(clean_tenant)
     assert holders(killed_tenant) == holders(clean_tenant) == set(emails)
