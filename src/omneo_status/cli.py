@@ -123,7 +123,7 @@ class Runtime:
 
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
-    run: Runner = field(default=lambda main: run_loop(main))
+    run: Runner = run_loop
     sandbox_transport: Callable[[], httpx.AsyncBaseTransport] = field(
         default=_demo_sandbox_transport
     )
