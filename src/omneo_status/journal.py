@@ -880,6 +880,8 @@ _ROW_COLUMNS = (
 
 
 def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Settled]) -> None:
+    # Plans are written before outcomes: a row planned and settled in the same batch ends
+    # settled, and no row is planned again after its outcome within a run.
     planned = [record for record in records if isinstance(record, Planned)]
     settled = [record for record in records if not isinstance(record, Planned)]
     db.executemany(
