@@ -58,7 +58,11 @@ SENT_AT: list[float] = []
 
 
 def make_client(
-    answers: Sequence[Answer], *, retries: int = 5, total: float = 300.0
+    answers: Sequence[Answer],
+    *,
+    retries: int = 5,
+    total: float = 300.0,
+    rate_limit_wait: float = 600.0,
 ) -> tuple[OmneoClient, list[httpx.Request], list[float]]:
     """A client over scripted answers, in virtual time; ``SENT_AT`` gets each request's time."""
     seen: list[httpx.Request] = []
@@ -78,7 +82,9 @@ def make_client(
         SecretStr(TOKEN),
         transport=scripted(answers, seen, SENT_AT, now),
         governor=governor,
-        retry=RetryPolicy(max_retries=retries, max_total_wait=total),
+        retry=RetryPolicy(
+            max_retries=retries, max_total_wait=total, rate_limit_wait=rate_limit_wait
+        ),
         sleep=sleep,
     )
     return client, seen, waits
@@ -185,7 +191,9 @@ async def test_connection_errors_give_up_after_max_retries() -> None:
 
 
 async def test_persistent_429_and_5xx_map_to_their_errors() -> None:
-    client, _, _ = make_client([httpx.Response(429, headers={"Retry-After": "1"})], retries=2)
+    client, _, _ = make_client(
+        [httpx.Response(429, headers={"Retry-After": "1"})], retries=2, rate_limit_wait=5
+    )
     async with client:
         with pytest.raises(RateLimited):
             await client.list_statuses()
@@ -197,12 +205,68 @@ async def test_persistent_429_and_5xx_map_to_their_errors() -> None:
 
 async def test_total_wait_budget_stops_retrying_early() -> None:
     client, seen, _ = make_client(
-        [httpx.Response(429, headers={"Retry-After": "100"})], retries=10, total=150
+        [httpx.Response(503, headers={"Retry-After": "100"})], retries=10, total=150
     )
+    async with client:
+        with pytest.raises(ServerError):
+            await client.list_statuses()
+    assert len(seen) == 2  # 100 s once fits in 150 s; a second 100 s does not
+
+
+def throttled_for(tries: int, retry_after: str = "1") -> list[Answer]:
+    """``tries`` 429s that say when to come back (another client holds the limit), then 200."""
+    limited = httpx.Response(
+        429, json={"message": "Too Many Attempts."}, headers={"Retry-After": retry_after}
+    )
+    return [*([limited] * tries), ok_batch()]
+
+
+async def test_429s_that_say_when_to_come_back_are_waited_out_past_the_retry_count() -> None:
+    client, seen, waits = make_client(throttled_for(40), retries=5)
+    async with client:
+        assert await client.send_batch(Action.ASSIGN, [("p1", ["vip"])]) == "b-1"
+    assert len(seen) == 41  # eight times the retries a 503 would get
+    assert 40 <= sum(waits) <= 45  # each wait as long as the 429 asked, not a back-off
+
+
+async def test_429s_do_not_use_up_the_retries_of_other_failures() -> None:
+    server_error = httpx.Response(503, json={"message": "Server Error"})
+    client, seen, _ = make_client(
+        [server_error, *throttled_for(10)[:-1], server_error, ok_batch()], retries=2
+    )
+    async with client:
+        assert await client.send_batch(Action.ASSIGN, [("p1", ["vip"])]) == "b-1"
+    assert len(seen) == 13
+    client, seen, _ = make_client([server_error, *throttled_for(10)[:-1], server_error], retries=1)
+    async with client:
+        with pytest.raises(ServerError, match="kept failing"):
+            await client.send_batch(Action.ASSIGN, [("p1", ["vip"])])
+    assert len(seen) == 12  # the second 503 is one more than --max-retries 1
+
+
+async def test_the_rate_limit_wait_once_spent_ends_in_one_error_naming_another_client() -> None:
+    client, seen, waits = make_client(throttled_for(1000, "10"), rate_limit_wait=60)
+    async with client:
+        with pytest.raises(RateLimited) as caught:
+            await client.list_statuses()
+    assert len(seen) == 6  # five waits of 10 s fit in 60 s; a sixth does not
+    assert 50 <= sum(waits) <= 51
+    error = caught.value
+    assert error.message == (
+        "GET /v3/statuses: still rate limited (429) after waiting 50 s in all, the most"
+        " --rate-limit-wait allows (60 s)"
+    )
+    assert error.hint is not None
+    assert "Another client may be using this tenant's rate limit" in error.hint
+    assert "--rate-limit-wait" in error.hint
+
+
+async def test_a_429_that_asks_for_no_wait_still_spends_the_time_budget() -> None:
+    client, seen, _ = make_client(throttled_for(1000, "0"), rate_limit_wait=10)
     async with client:
         with pytest.raises(RateLimited):
             await client.list_statuses()
-    assert len(seen) == 2  # 100 s once fits in 150 s; a second 100 s does not
+    assert len(seen) == 21  # each 429 counts at least half a second
 
 
 async def test_timeouts_are_retried() -> None:

@@ -46,6 +46,7 @@ from omneo_status.options import (
     MAX_RETRIES,
     MAX_RETRIES_MAX,
     POLL_TIMEOUT,
+    RATE_LIMIT_WAIT,
     STALL_TIMEOUT,
     VERIFY,
     JobSpec,
@@ -58,6 +59,7 @@ from omneo_status.settings import (
     SANDBOX_TOKEN,
     Settings,
     describe_settings,
+    resolve_rate_limit_wait,
     resolve_settings,
     resolve_state_dir,
     sandbox_settings,
@@ -371,10 +373,23 @@ MaxRetriesOpt = Annotated[
     int,
     _value(
         "--max-retries",
-        help="Retries of a failed request.",
+        help="Retries of a failed request (a 5xx, a timeout, a lost connection; a 429 is"
+        " waited out under --rate-limit-wait instead).",
         panel=_CONN,
         min=0,
         max=MAX_RETRIES_MAX,
+    ),
+]
+RateLimitWaitOpt = Annotated[
+    float | None,
+    _value(
+        "--rate-limit-wait",
+        help=f"Seconds one request may wait out 429s in all (default {RATE_LIMIT_WAIT:g}:"
+        " another client may be using the tenant's rate limit). Env: OMNEO_RATE_LIMIT_WAIT.",
+        panel=_CONN,
+        min=0,
+        metavar="SECONDS",
+        show_default=False,
     ),
 ]
 ReportOpt = Annotated[
@@ -503,6 +518,8 @@ class Connection:
     state_dir: Path | None = None
     max_rps: float | None = None
     max_retries: int = MAX_RETRIES
+    rate_limit_wait: float | None = None
+    """``--rate-limit-wait``; None: from ``OMNEO_RATE_LIMIT_WAIT`` or the default."""
 
     def settings(self) -> Settings:
         """The resolved settings (flag > environment > config file); ``ConfigError`` if
@@ -632,6 +649,10 @@ class _Session:
         self.conn = conn
         self.out = out
         self.settings = conn.settings()
+        self.retry = RetryPolicy(
+            max_retries=conn.max_retries,
+            rate_limit_wait=resolve_rate_limit_wait(conn.rate_limit_wait),
+        )
         self.shown = ConsoleReporter(
             display=out.display, verbose=out.verbose, quiet=out.quiet, clock=rt.clock
         )
@@ -669,7 +690,7 @@ class _Session:
             governor=RateGovernor(
                 concurrency=concurrency, max_rps=self.conn.max_rps, clock=rt.clock, sleep=rt.sleep
             ),
-            retry=RetryPolicy(max_retries=self.conn.max_retries),
+            retry=self.retry,
             sleep=rt.sleep,
             on_retry=self._on_retry,
             # Building an exchange record (the answer's text, the body's JSON) costs CPU on
@@ -913,6 +934,7 @@ def assign(
     state_dir: StateDirOpt = None,
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Add status HANDLE to every profile whose email (or --match key) is in CSV_FILE.
 
@@ -966,6 +988,7 @@ def remove(
     state_dir: StateDirOpt = None,
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Remove status HANDLE from every profile whose email (or --match key) is in CSV_FILE.
 
@@ -1042,6 +1065,7 @@ def sync(
     state_dir: StateDirOpt = None,
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Make the profiles in CSV_FILE exactly the holders of status HANDLE.
 
@@ -1096,6 +1120,7 @@ def resume(
     state_dir: StateDirOpt = None,
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Continue an unfinished run by id, from its journal (no input file needed).
 
@@ -1143,6 +1168,7 @@ def undo(
     state_dir: StateDirOpt = None,
     max_rps: MaxRpsOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Reverse exactly what a run changed, and nothing else.
 
@@ -1175,6 +1201,7 @@ def statuses(
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """List the tenant's status definitions (handle, name, group and expiry), every page."""
     params = locals()
@@ -1202,6 +1229,7 @@ def batch(
     profile: ProfileOpt = None,
     config: ConfigOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Show one batch's state: status, counts and failed items."""
     params = locals()
@@ -1236,6 +1264,7 @@ def doctor(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     max_retries: MaxRetriesOpt = MAX_RETRIES,
+    rate_limit_wait: RateLimitWaitOpt = None,
 ) -> None:
     """Probe what this tenant really does (filters, paging, rate limits), without writing.
 

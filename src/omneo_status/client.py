@@ -37,6 +37,7 @@ from omneo_status.errors import (
 )
 from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
+from omneo_status.options import MAX_RETRIES, RATE_LIMIT_WAIT
 from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
 
 if TYPE_CHECKING:
@@ -53,29 +54,77 @@ Sleep = Callable[[float], Awaitable[None]]
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how long to retry: connection errors, timeouts, 408, 409, 425, 429, 500,
-    502, 503 and 504, honouring ``Retry-After`` when the answer gives one."""
+    502, 503 and 504, honouring ``Retry-After`` when the answer gives one.
 
-    max_retries: int = 5
-    """Retries after the first attempt; 0 disables retrying."""
+    A 429 is not a failure: the tenant's rate limit is in use (perhaps by another client of
+    it) and the answer says when to come back. So a 429 is never counted as a retry: one
+    request waits 429s out for up to ``rate_limit_wait`` seconds in all. Every other failure
+    counts against ``max_retries`` and ``max_total_wait``."""
+
+    max_retries: int = MAX_RETRIES
+    """Retries after failures other than 429; 0 disables them."""
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
     max_total_wait: float = 300.0
-    """Give up once the waits of one request would add up to more than this."""
+    """Give up once one request's waits after failures other than 429 would add up to more
+    than this."""
+    rate_limit_wait: float = RATE_LIMIT_WAIT
+    """Give up once one request's waits after 429s would add up to more than this; each 429
+    counts at least ``initial_backoff``, so a tenant that keeps answering "now" cannot hold a
+    request for ever."""
 
-    def wait(self, state: RetryCallState, rng: random.Random) -> float:
+    def budget(self, rng: random.Random) -> RetryBudget:
+        """A fresh account of what one request spends of this policy."""
+        return RetryBudget(self, rng)
+
+    def backoff(self, failures: int, rng: random.Random) -> float:
+        """The jittered exponential back-off after ``failures`` earlier failures."""
+        backoff = min(self.max_backoff, self.initial_backoff * 2.0**failures)
+        return backoff * (0.5 + rng.random() / 2)  # jitter keeps clients apart
+
+
+class RetryBudget:
+    """What one request has spent of its ``RetryPolicy``: tenacity's ``wait`` and ``stop``
+    (tenacity asks ``wait`` then ``stop`` once after each failed attempt)."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self._rng = rng
+        self.failures = 0
+        """Failed attempts other than 429s."""
+        self.waited = 0.0
+        """Seconds waited after them."""
+        self.throttled = 0.0
+        """Seconds waited after 429s (each counted at least ``initial_backoff``)."""
+
+    def wait(self, state: RetryCallState) -> float:
         """The wait before the next attempt: what the answer asked for, else a jittered
         exponential back-off."""
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(self.max_backoff, self.initial_backoff * (2 ** (state.attempt_number - 1)))
-        backoff = backoff * (0.5 + rng.random() / 2)  # jitter keeps clients apart
-        hinted = exc.wait if isinstance(exc, _Retryable) else None
-        return hinted if hinted is not None else backoff
+        exc = _failure(state)
+        hinted = exc.wait if exc is not None else None
+        return hinted if hinted is not None else self.policy.backoff(self.failures, self._rng)
 
     def stop(self, state: RetryCallState) -> bool:
-        """Whether to give up: out of retries, or the waits would add up to too much."""
-        if state.attempt_number > self.max_retries:
+        """Whether to give up: out of time for 429s; for anything else, out of retries or
+        the waits would add up to too much."""
+        policy, wait = self.policy, state.upcoming_sleep or 0.0
+        exc = _failure(state)
+        if exc is not None and exc.status == 429:
+            charge = max(wait, policy.initial_backoff)
+            if self.throttled + charge > policy.rate_limit_wait:
+                return True
+            self.throttled += charge
+            return False
+        self.failures += 1
+        if self.failures > policy.max_retries or self.waited + wait > policy.max_total_wait:
             return True
-        return state.idle_for + (state.upcoming_sleep or 0.0) > self.max_total_wait
+        self.waited += wait
+        return False
+
+
+def _failure(state: RetryCallState) -> _Retryable | None:
+    exc = state.outcome.exception() if state.outcome else None
+    return exc if isinstance(exc, _Retryable) else None
 
 
 @dataclass(frozen=True)
@@ -425,9 +474,10 @@ class OmneoClient:
         from tenacity import AsyncRetrying, retry_if_exception_type
 
         what = f"{method} /v3{path}"
+        budget = self.retry.budget(self._rng)
         retrying = AsyncRetrying(
-            stop=self.retry.stop,
-            wait=lambda state: self.retry.wait(state, self._rng),
+            stop=budget.stop,
+            wait=budget.wait,
             retry=retry_if_exception_type(_Retryable),
             sleep=self._sleep,
             before_sleep=self._before_sleep(what),
@@ -442,7 +492,7 @@ class OmneoClient:
                         raise first
                     response = await self._send_once(method, path, params, json)
         except _Retryable as exc:
-            _give_up(what, exc)
+            _give_up(what, exc, budget)
         return response
 
     async def _send_once(
@@ -507,6 +557,11 @@ class OmneoClient:
         return hook
 
 
+RATE_LIMITED_HINT = (
+    "Another client may be using this tenant's rate limit (another job, or an integration on"
+    " the same token). Run the same command again once it is done (the journal keeps what was"
+    " done), or let requests wait longer with --rate-limit-wait SECONDS."
+)
 _SCOPES = (
     "it needs the scopes read-profiles, read-statuses and update-profiles "
     "(profiles.* or * where scopes are named that way) on this tenant"
@@ -665,12 +720,13 @@ def _exchange(
     )
 
 
-def _give_up(what: str, exc: _Retryable) -> NoReturn:
+def _give_up(what: str, exc: _Retryable, budget: RetryBudget) -> NoReturn:
     if exc.status == 429:
         raise RateLimited(
-            f"{what}: still rate limited (429) after retries",
+            f"{what}: still rate limited (429) after waiting {budget.throttled:.0f} s in all,"
+            f" the most --rate-limit-wait allows ({budget.policy.rate_limit_wait:g} s)",
             status_code=429,
-            hint="Lower --max-rps or --concurrency, or try again later.",
+            hint=RATE_LIMITED_HINT,
         ) from None
     if exc.status is not None:
         raise ServerError(

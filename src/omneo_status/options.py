@@ -24,8 +24,11 @@ CONCURRENCY = 32
 this ceiling (it grows while latency holds, and is cut on 429, 5xx or rising latency)."""
 CONCURRENCY_MAX = 64
 MAX_RETRIES = 5
-"""Retries of one failed request."""
+"""Retries of one failed request (a 5xx, a timeout, a lost connection; not a 429)."""
 MAX_RETRIES_MAX = 20
+RATE_LIMIT_WAIT = 600.0
+"""Seconds one request may wait out 429s in all: a 429 says when to come back (the limit may
+be used by another client of the tenant), so it is waited out, not counted as a retry."""
 MAX_REMOVE = "10%"
 """What a sync may take the status from: a count, or a share of the current holders."""
 

@@ -21,6 +21,7 @@ import platformdirs
 from pydantic import SecretStr
 
 from omneo_status.errors import ConfigError
+from omneo_status.options import RATE_LIMIT_WAIT
 
 APP_NAME = "omneo-status"
 SANDBOX_BASE_URL = "http://sandbox.invalid/api"
@@ -167,6 +168,29 @@ def resolve_state_dir(flag: Path | None, env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     value, source = _pick(flag, env, "OMNEO_STATE_DIR")
     return (Path(value).expanduser(), source) if value else (default_state_dir(), "default")
+
+
+def resolve_rate_limit_wait(flag: float | None, env: Mapping[str, str] | None = None) -> float:
+    """How long one request may wait out 429s, in seconds: the flag, else
+    ``OMNEO_RATE_LIMIT_WAIT``, else ``RATE_LIMIT_WAIT``; ``ConfigError`` when the variable is
+    not a number of seconds (0 or more)."""
+    if flag is not None:
+        return flag
+    env = os.environ if env is None else env
+    text = env.get("OMNEO_RATE_LIMIT_WAIT", "").strip()
+    if not text:
+        return RATE_LIMIT_WAIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(
+            f"OMNEO_RATE_LIMIT_WAIT={text!r} is not a number of seconds",
+            hint="Give seconds, 0 or more (OMNEO_RATE_LIMIT_WAIT=1800), or unset it for the"
+            f" default ({RATE_LIMIT_WAIT:g}).",
+        )
+    return seconds
 
 
 def sandbox_settings(state_dir: Path | None = None) -> Settings:
