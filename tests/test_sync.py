@@ -4,17 +4,20 @@ the removal guard, dry runs, a tenant that ignores the status filter, undo, kill
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from omneo_status import sync
+from omneo_status import cli, sync
 from omneo_status.options import RemovalLimit
-from omneo_status.sandbox import SandboxConfig, Tenant, generate_tenant
+from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 
 from .conftest import POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv
+from .test_planner import delete_first, shifting
 from .test_resilience import Served, count, kill_then_rerun, served
 
 __all__ = ["served"]  # the fixture, imported for the kill -9 test
@@ -72,14 +75,16 @@ def test_sync_leaves_exactly_the_listed_profiles_holding_the_status(
     assert (counts["assigned"], counts["already_had"], counts["removed"]) == (2, 5, 2)
     assert counts["not_found"] == 1 and counts["failed"] == 0
     assert doc["rows"] == 10
+    assert doc["lookup"]["mode"] == "scan"  # the demo tenant is one page
     assert doc["sync"] == {
         "holders": 7,
         "would_remove": 2,
         "max_remove": "2",
         "allowed": True,
-        "holders_found_by": "filter",
-        "holder_requests": 1,
+        "holders_found_by": "tenant_scan",  # the lookups' scan saw them
+        "holder_requests": 0,
     }
+    assert not [r for r in sandbox.tenant.requests if "filter[statuses.handle]" in str(r.query)]
     assert holders(sandbox.tenant) == set(KEEP + ADD)
     # Every other status on every profile is as it was.
     assert without(snapshot(sandbox.tenant), "vip") == without(before, "vip")
@@ -158,12 +163,24 @@ def test_a_dry_run_writes_nothing_and_shows_both_sides_and_the_verdict(
     assert sandbox.writes() == []
 
 
+def test_holders_are_found_with_the_status_filter_when_the_lookups_did_not_scan(
+    sandbox: Sandbox, listed: Path
+) -> None:
+    args = ("sync", "vip", str(listed), "--max-remove", "2", "--lookup", "bulk", "--json")
+    result = sandbox.run(*args)
+    assert result.exit_code == 0, result.stderr
+    plan = summary_of(result)["sync"]
+    assert (plan["holders_found_by"], plan["holder_requests"]) == ("filter", 1)
+    assert holders(sandbox.tenant) == set(KEEP + ADD)
+
+
 def test_a_tenant_ignoring_the_status_filter_is_synced_from_a_full_read(
     sandbox: Sandbox, listed: Path
 ) -> None:
     sandbox.config.status_filter = False
     before = snapshot(sandbox.tenant)
-    result = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--json")
+    args = ("sync", "vip", str(listed), "--max-remove", "2", "--lookup", "bulk", "--json")
+    result = sandbox.run(*args)
     assert result.exit_code == 0, result.stderr
     plan = summary_of(result)["sync"]
     assert plan["holders"] == 7 and plan["holders_found_by"] == "tenant_scan"
@@ -173,14 +190,197 @@ def test_a_tenant_ignoring_the_status_filter_is_synced_from_a_full_read(
     assert without(snapshot(sandbox.tenant), "vip") == without(before, "vip")
 
 
+# -- a tenant ignoring the status filter is read once (a 2,000-profile tenant, 20 pages) ------
+
+
+def tenant_reads(sandbox: Sandbox) -> list[Any]:
+    """The requests that listed the tenant's profiles: without a filter, or with the ignored
+    status filter."""
+    return [
+        r
+        for r in sandbox.tenant.requests
+        if r.method == "GET"
+        and r.path == "/api/v3/profiles"
+        and not any(name in ("filter[email][in]", "filter[email]") for name, _ in r.query)
+    ]
+
+
+def pages_read(requests: list[Any], *, status_filter: bool) -> list[int]:
+    """The page numbers of these requests, with the status filter or without it."""
+    return [
+        int(dict(r.query)["page[number]"])
+        for r in requests
+        if ("filter[statuses.handle]" in dict(r.query)) is status_filter
+    ]
+
+
+@pytest.fixture
+def big_ignoring(sandbox: Sandbox, tmp_path: Path) -> Path:
+    """A 2,000-profile tenant that ignores filter[statuses.handle], and a file of every one of
+    its addresses (and a few again): enough for the lookups to scan the tenant."""
+    sandbox.tenant = generate_tenant(2000, seed=4)
+    sandbox.config.status_filter = False
+    emails = [p.email for p in sandbox.tenant.profiles.values()]
+    return write_csv(tmp_path / "dups.csv", emails + emails[:50])
+
+
+def test_a_sync_whose_lookups_scanned_the_tenant_takes_the_holders_from_that_scan(
+    sandbox: Sandbox, big_ignoring: Path
+) -> None:
+    vips = holders(sandbox.tenant)
+    result = sandbox.run(
+        "sync", "vip", str(big_ignoring), "--dry-run", "--max-remove", "100%", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = summary_of(result)
+    assert doc["lookup"]["mode"] == "scan"
+    assert doc["sync"]["holders"] == len(vips) > 150
+    assert (doc["sync"]["holders_found_by"], doc["sync"]["holder_requests"]) == ("tenant_scan", 0)
+    reads = tenant_reads(sandbox)
+    assert sorted(pages_read(reads, status_filter=False)) == list(range(1, 21))  # each once
+    assert pages_read(reads, status_filter=True) == []
+    assert len(sandbox.tenant.requests) == 21  # GET /statuses, then the 20 pages
+    assert doc["counts"]["already_had"] == len(vips) and doc["counts"]["duplicate"] == 50
+
+
+def test_the_ignored_status_filter_is_read_for_one_page_then_the_tenant_once(
+    sandbox: Sandbox, big_ignoring: Path
+) -> None:
+    vips = holders(sandbox.tenant)
+    result = sandbox.run(
+        "sync",
+        "vip",
+        str(big_ignoring),
+        "--dry-run",
+        "--max-remove",
+        "100%",
+        "--lookup",
+        "bulk",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    plan = summary_of(result)["sync"]
+    assert (plan["holders"], plan["holders_found_by"]) == (len(vips), "tenant_scan")
+    assert plan["holder_requests"] == 21  # one page of the ignored filter, then 20 pages
+    reads = tenant_reads(sandbox)
+    assert pages_read(reads, status_filter=True) == [1]  # page 1 proved it ignored
+    assert sorted(pages_read(reads, status_filter=False)) == list(range(1, 21))
+    said = re.search(r"ignores filter\[statuses\.handle\]: it listed (\d+) profile", result.stderr)
+    assert said is not None and 0 < int(said[1]) <= 100  # strangers of that one page
+
+
+@pytest.mark.parametrize("lookup", ["auto", "bulk"])
+def test_a_resumed_sync_does_not_read_the_tenant_again_for_its_holders(
+    sandbox: Sandbox, big_ignoring: Path, lookup: str
+) -> None:
+    emails = [p.email for p in sandbox.tenant.profiles.values()]
+    vips = holders(sandbox.tenant)
+    gone = {email for email in vips if email in emails[1950:]}
+    csv = write_csv(big_ignoring, emails[:1950])
+    stopped = sandbox.run(
+        "sync", "vip", str(csv), "--max-remove", "1", "--lookup", lookup, "--json"
+    )
+    assert stopped.exit_code == 3  # the guard: more than one removal
+    assert summary_of(stopped)["guard"]["would_remove"] == len(gone) > 1
+    asked = len(sandbox.tenant.requests)
+    run_id = summary_of(stopped)["run_id"]
+    resumed = sandbox.run("resume", run_id, "--max-remove", "100%", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert summary_of(resumed)["counts"]["removed"] == len(gone)
+    again = sandbox.tenant.requests[asked:]
+    assert not [r for r in again if r.path == "/api/v3/profiles"]  # the journal had them
+    assert holders(sandbox.tenant) == set(emails[:1950])
+
+
+@pytest.mark.parametrize("honoured", [True, False])
+def test_holders_are_not_taken_from_a_lookup_scan_that_saw_the_list_move(
+    sandbox: Sandbox, tmp_path: Path, honoured: bool
+) -> None:
+    sandbox.tenant = generate_tenant(300, seed=7)
+    sandbox.config.status_filter = honoured
+    csv = write_csv(tmp_path / "in.csv", [p.email for p in sandbox.tenant.profiles.values()])
+    shifting(sandbox, delete_first)  # right after the scan's page 1
+    args = ("sync", "vip", str(csv), "--lookup", "scan", "--dry-run", "--max-remove", "100%")
+    result = sandbox.run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "changed during the scan" in result.stderr
+    plan = summary_of(result)["sync"]
+    assert plan["holders"] == len(holders(sandbox.tenant))
+    found = ("filter", 1) if honoured else ("tenant_scan", 1 + 3)  # read again, 3 pages
+    assert (plan["holders_found_by"], plan["holder_requests"]) == found
+
+
+def test_a_holder_scan_stopped_by_an_error_resumes_without_reading_a_page_twice(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.tenant = generate_tenant(2000, seed=8)
+    sandbox.config.status_filter = False
+    vips = holders(sandbox.tenant)
+    inner = create_app(sandbox.tenant, sandbox.config)
+    served: list[str] = []
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"").decode()
+        if scope.get("path") == "/api/v3/profiles" and "filter" not in query:
+            served.append(query)
+            if len(served) == 8:  # the 8th page of the holder scan is refused: the run stops
+                scope = {**scope, "headers": []}
+        await inner(scope, receive, send)
+
+    cli.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=failing)
+    emails = [p.email for p in sandbox.tenant.profiles.values()][:40]
+    csv = write_csv(tmp_path / "in.csv", emails)
+    args = ("sync", "vip", str(csv), "--lookup", "bulk", "--max-remove", "100%", "--json")
+    stopped = sandbox.run(*args, "--concurrency", "1")
+    assert stopped.exit_code == 1, stopped.stderr  # refused (401): the run stops, saved
+    assert sorted(pages_read(tenant_reads(sandbox), status_filter=False)) == list(range(1, 9))
+    assert sandbox.writes() == []
+
+    sandbox.tenant.requests.clear()
+    resumed = sandbox.run(*args)
+    assert resumed.exit_code == 0, resumed.stderr
+    reads = tenant_reads(sandbox)
+    assert pages_read(reads, status_filter=True) == []  # proven ignored the first time
+    assert sorted(pages_read(reads, status_filter=False)) == list(range(8, 21))
+    assert summary_of(resumed)["counts"]["removed"] == len(vips - set(emails))
+    assert holders(sandbox.tenant) == set(emails)
+
+
 def test_a_tenant_too_big_to_read_whole_stops_with_exit_2_and_no_write(
     sandbox: Sandbox, listed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox.config.status_filter = False
     monkeypatch.setattr(sync, "TENANT_SCAN_MAX", 10)
-    result = sandbox.run("sync", "vip", str(listed), "--max-remove", "100%")
+    result = sandbox.run("sync", "vip", str(listed), "--max-remove", "100%", "--lookup", "bulk")
     assert result.exit_code == 2
     assert "cannot list the holders of a status" in result.stderr
+    assert sandbox.writes() == []
+
+
+class WithoutTotal(httpx.AsyncBaseTransport):
+    """The sandbox, its profile lists answered without ``meta.total``."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.inner = sandbox.transport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path != "/api/v3/profiles":
+            return response
+        body = json.loads(await response.aread())
+        del body["meta"]["total"]
+        return httpx.Response(response.status_code, json=body)
+
+
+def test_a_tenant_that_does_not_say_its_size_stops_with_exit_2_and_no_write(
+    sandbox: Sandbox, listed: Path
+) -> None:
+    sandbox.config.status_filter = False
+    cli.runtime().sandbox_transport = lambda: WithoutTotal(sandbox)
+    result = sandbox.run("sync", "vip", str(listed), "--max-remove", "100%", "--lookup", "bulk")
+    assert result.exit_code == 2
+    assert "cannot list the holders of a status" in result.stderr
+    assert "does not say how many profiles it has (meta.total)" in result.stderr
     assert sandbox.writes() == []
 
 
@@ -361,7 +561,8 @@ def test_a_holder_whose_address_is_in_the_file_keeps_the_status_even_if_ambiguou
 def test_a_sync_sent_without_waiting_is_followed_later_without_finding_holders_again(
     sandbox: Sandbox, listed: Path
 ) -> None:
-    sent = sandbox.run("sync", "vip", str(listed), "--max-remove", "2", "--no-wait", "--json")
+    args = ("sync", "vip", str(listed), "--max-remove", "2", "--lookup", "bulk")
+    sent = sandbox.run(*args, "--no-wait", "--json")
     assert sent.exit_code == 0, sent.stderr
     assert summary_of(sent)["counts"]["sent"] == 4
     asked = len(sandbox.tenant.requests)

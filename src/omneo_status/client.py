@@ -304,8 +304,8 @@ class OmneoClient:
 
     async def list_statuses(self) -> list[StatusDefinition]:
         """Every status definition of the tenant, each once, over all its pages."""
-        rows, _, _ = await self._walk("/statuses", {})
-        return _parse_list(StatusDefinition, rows, "status")
+        definitions, _, _ = await self._walk("/statuses", {}, _parser(StatusDefinition, "status"))
+        return definitions
 
     async def profiles_page(self, filters: Mapping[str, str], page: int = 1) -> ProfilePage:
         """One page of profiles matching ``filters``, in the client's pagination dialect.
@@ -327,14 +327,22 @@ class OmneoClient:
         return TenantPage(profiles, page.total, page.current_page, page.per_page)
 
     async def find_profiles(
-        self, filters: Mapping[str, str], *, max_profiles: int | None = None
+        self,
+        filters: Mapping[str, str],
+        *,
+        max_profiles: int | None = None,
+        stop_at: Callable[[list[Profile]], bool] | None = None,
     ) -> ProfileList:
         """Every profile matching ``filters``, each once, over every page (or until more than
-        ``max_profiles`` were seen). Pages the tenant did not really give (it ignored the
-        pagination dialect and answered page 1 again) are never trusted: the client switches
-        to the other dialect, or raises ``BadResponse`` when neither works."""
-        rows, total, complete = await self._walk("/profiles", filters, limit=max_profiles)
-        return ProfileList(_parse_list(Profile, rows, "profile"), total, complete)
+        ``max_profiles`` were seen, or up to the first page for which ``stop_at`` is true: a
+        page that proves the tenant ignored the filter, after which reading on would be in
+        vain). Pages the tenant did not really give (it ignored the pagination dialect and
+        answered page 1 again) are never trusted: the client switches to the other dialect, or
+        raises ``BadResponse`` when neither works."""
+        profiles, total, complete = await self._walk(
+            "/profiles", filters, _parser(Profile, "profile"), max_profiles, stop_at
+        )
+        return ProfileList(profiles, total, complete)
 
     async def get_profile(
         self, profile_id: str, params: Mapping[str, str] | None = None
@@ -392,12 +400,18 @@ class OmneoClient:
     # -- pagination ------------------------------------------------------------------------
 
     async def _walk(
-        self, path: str, filters: Mapping[str, str], *, limit: int | None = None
-    ) -> tuple[list[Any], int | None, bool]:
-        """Every row of a paginated list, each once: ``(rows, total, complete)``."""
+        self,
+        path: str,
+        filters: Mapping[str, str],
+        parse: Callable[[Any], M],
+        limit: int | None = None,
+        stop_at: Callable[[list[M]], bool] | None = None,
+    ) -> tuple[list[M], int | None, bool]:
+        """Every row of a paginated list, each once and parsed: ``(items, total, complete)``;
+        ``complete`` is False when ``limit`` or ``stop_at`` ended the reading early."""
         style = self.page_style
         try:
-            return await self._walk_in(style, path, filters, limit)
+            return await self._walk_in(style, path, filters, parse, limit, stop_at)
         except _PageMismatch:
             pass
         # The tenant ignored this dialect: switch for good, unless a concurrent walk already
@@ -405,7 +419,7 @@ class OmneoClient:
         if self.page_style is style:
             self.page_style = style.other
         try:
-            return await self._walk_in(self.page_style, path, filters, limit)
+            return await self._walk_in(self.page_style, path, filters, parse, limit, stop_at)
         except _PageMismatch as mismatch:
             raise BadResponse(
                 f"GET /v3{path} answered page {mismatch.given or 1} when asked for page "
@@ -415,9 +429,15 @@ class OmneoClient:
             ) from None
 
     async def _walk_in(
-        self, style: PageStyle, path: str, filters: Mapping[str, str], limit: int | None
-    ) -> tuple[list[Any], int | None, bool]:
-        seen: dict[str, Any] = {}
+        self,
+        style: PageStyle,
+        path: str,
+        filters: Mapping[str, str],
+        parse: Callable[[Any], M],
+        limit: int | None,
+        stop_at: Callable[[list[M]], bool] | None,
+    ) -> tuple[list[M], int | None, bool]:
+        seen: dict[str, M] = {}
         total: int | None = None
         number = 1
         while True:
@@ -426,9 +446,12 @@ class OmneoClient:
             if number > 1 and _repeats(page, number, keys, seen):
                 raise _PageMismatch(number, page.current_page)
             total = page.total if total is None else total
-            for key, row in zip(keys, page.rows, strict=True):
-                seen.setdefault(key, row)
+            items = [parse(row) for row in page.rows]
+            for key, item in zip(keys, items, strict=True):
+                seen.setdefault(key, item)
             if limit is not None and len(seen) > limit and page.has_next:
+                return list(seen.values()), total, False
+            if stop_at is not None and page.has_next and stop_at(items):
                 return list(seen.values()), total, False
             if not page.has_next or not page.rows or number >= _MAX_PAGES:
                 return list(seen.values()), total, True
@@ -889,6 +912,11 @@ def _repeats(page: ListPage, number: int, keys: list[str], seen: Mapping[str, An
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _parser(model: type[M], what: str) -> Callable[[Any], M]:
+    """Parses one row of a list into ``model`` (``BadResponse`` when it cannot)."""
+    return lambda row: _parse_one(model, row, what)
 
 
 def _parse_list(model: type[M], rows: list[Any], what: str) -> list[M]:

@@ -357,7 +357,12 @@ async def _drive(
         definitions=definitions,
         confirm=ctx.confirm,
         planner=SyncPlanner(
-            ctx.client, spec.handles, options.max_remove, ctx.reporter, dry_run=options.dry_run
+            ctx.client,
+            spec.handles,
+            options.max_remove,
+            ctx.reporter,
+            dry_run=options.dry_run,
+            concurrency=options.concurrency,
         )
         if spec.sync
         else None,

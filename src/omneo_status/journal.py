@@ -400,7 +400,10 @@ class Journal:
         ]
 
         def forget(db: sqlite3.Connection) -> None:
-            for table in ("rows", "chunks", "scans", "scan_pages", "scan_matches", "runs"):
+            for table in (
+                *("rows", "chunks", "scans", "scan_pages", "scan_matches", "scan_holders"),
+                "runs",
+            ):
                 db.executemany(f"DELETE FROM {table} WHERE run_id=?", [(i,) for i in ids])  # noqa: S608
 
         if ids:

@@ -122,12 +122,28 @@ def _run_match_key(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN match TEXT NOT NULL DEFAULT 'email'")
 
 
+def _scan_holders(db: sqlite3.Connection) -> None:
+    """Migration 6: a sync run's tenant scan keeps the profiles holding its status, so the
+    holders come from the scan that looked the rows up; ``scans.holders_of`` names that status
+    (NULL: the scan kept no holders, as every scan before it)."""
+    db.execute("ALTER TABLE scans ADD COLUMN holders_of TEXT")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS scan_holders (
+            run_id      TEXT NOT NULL,
+            profile_id  TEXT NOT NULL,
+            profile     TEXT NOT NULL,
+            PRIMARY KEY (run_id, profile_id)
+        ) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _row_address,
     _sync_columns,
     _tenant_scan,
     _run_match_key,
+    _scan_holders,
 )
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 

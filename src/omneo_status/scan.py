@@ -6,11 +6,15 @@ indexed query on their keys, and only the profiles some row asks for are kept, i
 A page's matches and the fact that it was read are committed together, so after a crash the
 pages already read are not read again.
 
+A sync run's scan also keeps every profile holding the sync's status, committed with its
+page: a scan that read the whole tenant has seen every holder, so the sync takes its holders
+from it instead of reading the tenant again, and a resumed run finds them in the journal.
+
 A tenant whose list changes while it is scanned may shift a page boundary: a profile then shows
 on two pages (kept once: matches are keyed by profile id) or on none. A page that reports
 another total than page 1 did, or that comes back short before the last page, marks the scan
 *moved*; a row such a scan found no profile for is not trusted as ``not_found`` and is left for
-a lookup by filter instead.
+a lookup by filter instead, and its holders are not trusted as all of them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ class ScanState:
     moved: bool
     read: int
     """Pages read so far."""
+    holders_of: str | None = None
+    """The status whose holders the scan keeps (a sync's), or None."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every page was read."""
+        return self.read >= self.pages
 
 
 class ScanStore:
@@ -52,35 +63,41 @@ class ScanStore:
     def __init__(self, run: RunJournal) -> None:
         self.run = run
         self.journal = run.journal
+        info = run.info()
+        self.holders_of = info.handles[0] if info.sync is not None else None
+        """The status whose holders this run's scan keeps: a sync's one handle."""
 
     def state(self) -> ScanState | None:
         """The run's scan, or None when none was started."""
         found = self.journal.read(
             "SELECT style, page_size, pages, total, moved,"
-            " (SELECT COUNT(*) FROM scan_pages p WHERE p.run_id = s.run_id)"
+            " (SELECT COUNT(*) FROM scan_pages p WHERE p.run_id = s.run_id), holders_of"
             " FROM scans s WHERE run_id=?",
             (self.run.run_id,),
         ).fetchone()
         if found is None:
             return None
-        style, size, pages, total, moved, read = found
-        return ScanState(PageStyle(style), size, pages, total, bool(moved), read)
+        style, size, pages, total, moved, read, holders_of = found
+        return ScanState(PageStyle(style), size, pages, total, bool(moved), read, holders_of)
 
     def start(self, style: PageStyle, page_size: int, total: int) -> ScanState:
-        """Record a new scan (forgetting the pages of an earlier start) and return it."""
+        """Record a new scan (forgetting the pages and holders of an earlier start) and
+        return it."""
         pages = max(1, math.ceil(total / page_size))
         run_id = self.run.run_id
 
         def begin(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM scan_pages WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM scan_holders WHERE run_id=?", (run_id,))
             db.execute(
-                "INSERT OR REPLACE INTO scans (run_id, style, page_size, pages, total, moved)"
-                " VALUES (?,?,?,?,?,0)",
-                (run_id, style.value, page_size, pages, total),
+                "INSERT OR REPLACE INTO scans"
+                " (run_id, style, page_size, pages, total, moved, holders_of)"
+                " VALUES (?,?,?,?,?,0,?)",
+                (run_id, style.value, page_size, pages, total, self.holders_of),
             )
 
         self.journal.write(begin)
-        return ScanState(style, page_size, pages, total, False, 0)
+        return ScanState(style, page_size, pages, total, False, 0, self.holders_of)
 
     def pages_read(self) -> set[int]:
         """The numbers of the pages already read."""
@@ -88,12 +105,15 @@ class ScanStore:
         return {number for (number,) in cur.fetchall()}
 
     def record_page(self, number: int, profiles: Sequence[Profile], *, moved: bool) -> None:
-        """Keep the page's profiles that some row of the run asks for, and mark it read, in one
-        transaction (``moved``: the page shows the list changed since the scan began)."""
+        """Keep the page's profiles that some row of the run asks for, and those holding the
+        status whose holders the scan keeps, and mark the page read, in one transaction
+        (``moved``: the page shows the list changed since the scan began)."""
         by_key: dict[str, list[Profile]] = {}
         for profile in profiles:
             if profile.email:
                 by_key.setdefault(email_key(profile.email), []).append(profile)
+        handle = self.holders_of
+        holders = [p for p in profiles if handle is not None and handle in p.statuses]
         run_id = self.run.run_id
 
         def record(db: sqlite3.Connection) -> None:
@@ -107,11 +127,23 @@ class ScanStore:
                     for profile in by_key[key]
                 ],
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO scan_holders (run_id, profile_id, profile) VALUES (?,?,?)",
+                [(run_id, profile.id, profile.model_dump_json()) for profile in holders],
+            )
             db.execute("INSERT OR IGNORE INTO scan_pages VALUES (?,?)", (run_id, number))
             if moved:
                 db.execute("UPDATE scans SET moved=1 WHERE run_id=?", (run_id,))
 
         self.journal.write(record)
+
+    def holders(self) -> list[Profile]:
+        """The profiles the scan saw holding its status (each once), in profile id order."""
+        cur = self.journal.read(
+            "SELECT profile FROM scan_holders WHERE run_id=? ORDER BY profile_id",
+            (self.run.run_id,),
+        )
+        return [Profile.model_validate_json(text) for (text,) in cur.fetchall()]
 
     def matches_of(self, keys: Sequence[str]) -> dict[str, list[Profile]]:
         """The profiles the scan found for each of these keys (each profile once)."""
@@ -176,9 +208,10 @@ class TenantScan:
         self.requests += 1
         return await self.client.tenant_page(1, MAX_PAGE_SIZE)
 
-    async def read(self, first: TenantPage | None = None) -> ScanState:
-        """Read every page not read yet (``first``: page 1, already fetched); returns the scan."""
-        state = self.store.state()
+    async def read(self, first: TenantPage | None = None, *, fresh: bool = False) -> ScanState:
+        """Read every page not read yet (``first``: page 1, already fetched; ``fresh``: start
+        over even if an earlier scan of the run was begun); returns the scan."""
+        state = None if fresh else self.store.state()
         if state is None:
             state = self._begin(first or await self.first_page())
         else:

@@ -4,10 +4,14 @@ The engine resolves and assigns the input as ``assign`` does; this module adds t
 once every row is decided: it finds the status's current holders, plans its removal from the
 holders the input does not list, and applies the removal guard before anything is written.
 
-Holders are found with ``filter[statuses.handle]``, which the docs only imply, so the answer is
+When the run's lookups scanned the whole tenant, that scan saw every profile's statuses and kept
+the holders in the journal (``scan``): they are taken from there, without a request. Otherwise
+they are found with ``filter[statuses.handle]``, which the docs only imply, so the answer is
 proven: every profile listed must hold the status. A tenant that ignores the filter lists
-profiles without it; that answer is never used, and the holders are found by reading the whole
-tenant instead (at most ``TENANT_SCAN_MAX`` profiles, else exit 2 before any write).
+profiles without it: the first page that does so ends the reading, that answer is never used,
+and the holders are found by a tenant scan instead (journaled page by page like the lookups',
+so a resumed run reads no page twice; at most ``TENANT_SCAN_MAX`` profiles, else exit 2 before
+any write).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from omneo_status.events import Reporter
 from omneo_status.inputs import email_key, normalize_email
 from omneo_status.journal import HolderRow, RunJournal, add_holder_rows, listed_profiles
 from omneo_status.models import Action, Profile
-from omneo_status.options import RemovalLimit
+from omneo_status.options import CONCURRENCY, RemovalLimit
+from omneo_status.scan import TenantScan
 
 TENANT_SCAN_MAX = 250_000
 """Profiles read at most to find the holders on a tenant that ignores the status filter."""
@@ -53,37 +58,79 @@ class Holders:
 
     profiles: tuple[Profile, ...]
     found_by: str
-    """``filter`` (the tenant honoured ``filter[statuses.handle]``) or ``tenant_scan``."""
+    """``filter`` (the tenant honoured ``filter[statuses.handle]``) or ``tenant_scan`` (a
+    scan of the whole tenant saw them: the lookups' own, or one made for the holders)."""
     requests: int
-    """GET requests it took."""
+    """GET requests it took this time (0 when the lookups' scan had seen them)."""
 
 
-async def find_holders(client: OmneoClient, handle: str, reporter: Reporter) -> Holders:
-    """Every profile holding ``handle``, proven: from the status filter when every profile it
-    lists holds the handle, else from reading the whole tenant (``UsageError`` when the tenant
-    has more than ``TENANT_SCAN_MAX`` profiles)."""
+async def find_holders(
+    client: OmneoClient, run: RunJournal, handle: str, reporter: Reporter, *, concurrency: int
+) -> Holders:
+    """Every profile holding ``handle``, proven: from the run's tenant scan when it read every
+    page unmoved, else from the status filter when every profile it lists holds the handle,
+    else from a scan of the whole tenant (``UsageError`` when the tenant has more than
+    ``TENANT_SCAN_MAX`` profiles or does not say how many)."""
     before = client.governor.stats.requests
-    listed = await client.find_profiles({"filter[statuses.handle]": handle})
-    if all(handle in profile.statuses for profile in listed.profiles):
+    scan = TenantScan(client, run, concurrency=concurrency)
+    state = scan.started()
+    if state is not None and state.holders_of == handle and not state.moved:
+        if state.complete:
+            holders = tuple(scan.store.holders())
+            reporter.info(
+                f"{handle}: {len(holders)} holder(s), seen by the tenant scan of this run"
+                " (no request of their own)"
+            )
+            return Holders(holders, "tenant_scan", 0)
+        # A scan for the holders that an earlier attempt began (the filter proved ignored).
+        return await _scanned(client, scan, handle, reporter, before, fresh=False)
+    listed = await client.find_profiles(
+        {"filter[statuses.handle]": handle},
+        stop_at=lambda page: any(handle not in profile.statuses for profile in page),
+    )
+    strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
+    if not strangers:
         spent = client.governor.stats.requests - before
         return Holders(tuple(listed.profiles), "filter", spent)
-    strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
     reporter.warn(
         f"The tenant ignores filter[statuses.handle]: it listed {strangers} profile(s) without"
         f" {handle}; reading the whole tenant to find its holders"
     )
-    everyone = await client.find_profiles({}, max_profiles=TENANT_SCAN_MAX)
-    if not everyone.complete or len(everyone.profiles) > TENANT_SCAN_MAX:
+    return await _scanned(client, scan, handle, reporter, before, fresh=True)
+
+
+async def _scanned(
+    client: OmneoClient,
+    scan: TenantScan,
+    handle: str,
+    reporter: Reporter,
+    before: int,
+    *,
+    fresh: bool,
+) -> Holders:
+    """The holders seen by a scan of the whole tenant (``fresh``: a new one; else the one an
+    earlier attempt began, continued)."""
+    first = await scan.first_page() if fresh else None
+    if first is not None and (first.total is None or first.total > TENANT_SCAN_MAX):
+        if first.total is None:
+            why = "its profile list does not say how many profiles it has (meta.total)"
+        else:
+            why = f"it has more than {TENANT_SCAN_MAX} profiles to read"
         raise UsageError(
             "This tenant cannot list the holders of a status: it ignores"
-            f" filter[statuses.handle] and has more than {TENANT_SCAN_MAX} profiles to read;"
-            " nothing was written",
+            f" filter[statuses.handle] and {why}; nothing was written",
             hint="Use assign and remove with files of your own instead of sync on this tenant.",
         )
+    state = await scan.read(first, fresh=fresh)
+    if state.moved:
+        reporter.warn(
+            "The tenant's profile list changed while it was read: a holder may have been missed"
+            f" (it keeps {handle} until the next sync)"
+        )
     spent = client.governor.stats.requests - before
-    holders = tuple(profile for profile in everyone.profiles if handle in profile.statuses)
+    holders = tuple(scan.store.holders())
     reporter.info(
-        f"Read the whole tenant ({len(everyone.profiles)} profiles, {spent} request(s)):"
+        f"Read the whole tenant ({state.total} profiles, {spent} request(s)):"
         f" {len(holders)} hold {handle}"
     )
     return Holders(holders, "tenant_scan", spent)
@@ -130,6 +177,7 @@ class SyncPlanner:
         reporter: Reporter,
         *,
         dry_run: bool,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         if len(handles) != 1:
             raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
@@ -138,6 +186,7 @@ class SyncPlanner:
         self.limit = limit
         self.reporter = reporter
         self.dry_run = dry_run
+        self.concurrency = concurrency
 
     async def plan(self, run: RunJournal) -> None:
         """Journal the holders to remove, or raise ``RemovalGuardError`` before any write
@@ -145,7 +194,9 @@ class SyncPlanner:
         info = run.info()
         if (info.sync or {}).get("planned"):
             return
-        holders = await find_holders(self.client, self.handle, self.reporter)
+        holders = await find_holders(
+            self.client, run, self.handle, self.reporter, concurrency=self.concurrency
+        )
         keys = [(p.id, email_key(p.email or "") or None) for p in holders.profiles]
         listed = listed_profiles(run, keys)
         unlisted = [p for p in holders.profiles if p.id not in listed]
