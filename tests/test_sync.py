@@ -310,6 +310,20 @@ def test_holders_are_not_taken_from_a_lookup_scan_that_saw_the_list_move(
     assert (plan["holders_found_by"], plan["holder_requests"]) == found
 
 
+def test_a_holder_scan_that_saw_the_list_move_says_a_holder_may_have_been_missed(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.tenant = generate_tenant(300, seed=7)
+    sandbox.config.status_filter = False
+    csv = write_csv(tmp_path / "in.csv", [p.email for p in sandbox.tenant.profiles.values()])
+    shifting(sandbox, delete_first)  # right after the holder scan's page 1
+    args = ("sync", "vip", str(csv), "--lookup", "bulk", "--dry-run", "--max-remove", "100%")
+    result = sandbox.run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "changed while it was read: a holder may have been missed" in result.stderr
+    assert summary_of(result)["sync"]["holders_found_by"] == "tenant_scan"
+
+
 def test_a_holder_scan_stopped_by_an_error_resumes_without_reading_a_page_twice(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
