@@ -17,6 +17,7 @@ from omneo_status.client import (
     OmneoClient,
     PageStyle,
     ProbeAnswer,
+    TransportInUse,
     lenient_int,
 )
 from omneo_status.errors import ApiError, AuthError, ExitCode
@@ -46,6 +47,8 @@ class DoctorReport:
     base_url: str
     checks: list[Check] = field(default_factory=list)
     capabilities: dict[str, Any] = field(default_factory=dict)
+    transport: TransportInUse | None = None
+    """The transport the probe went through."""
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,7 @@ class DoctorReport:
         """The ``doctor --json`` document."""
         return {
             "base_url": self.base_url,
+            "transport": self.transport.to_json() if self.transport is not None else None,
             "ok": self.ok,
             "checks": [
                 {"name": c.name, "result": c.result, "detail": c.detail} for c in self.checks
@@ -88,7 +92,9 @@ async def run_doctor(client: OmneoClient, base_url: str) -> DoctorReport:
     """Probe the tenant without writing anything: every check and capability, or, when the
     token or the base URL does not work, a failed check that says why (never an exception
     for an API error)."""
-    report = DoctorReport(base_url, capabilities=unknown_capabilities())
+    report = DoctorReport(
+        base_url, capabilities=unknown_capabilities(), transport=client.transport_in_use
+    )
     doctor = _Doctor(client, report)
     if not await doctor.check_access():
         return report
