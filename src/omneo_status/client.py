@@ -14,7 +14,7 @@ import json as jsonlib
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -601,12 +601,8 @@ def _name_of(transport: httpx.AsyncBaseTransport) -> str:
 def _raise_if_untrusted(exc: httpx.TransportError, what: str, host: str) -> None:
     """``Unreachable`` at once when ``exc`` comes of a TLS certificate that cannot be
     verified: unlike a dropped connection, no retry mends that."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # httpx's own transport wraps it twice (httpcore, then httpx)
-        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if not isinstance(cause, ssl.SSLCertVerificationError):
+    cause = next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
+    if cause is None:
         return
     reason = cause.verify_message or cause.reason or str(cause)
     raise Unreachable(
@@ -765,6 +761,17 @@ async def _read_page(
     """Page ``number`` of a list endpoint, asked for in ``style``."""
     query = {**filters, **style.params(number)}
     return _envelope(await client._get_json(path, query), number)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it came of, each once (httpx's own transport wraps an error of the
+    socket twice: in httpcore's, then in httpx's)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:
