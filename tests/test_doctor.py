@@ -58,8 +58,9 @@ async def test_the_default_sandbox_is_fit_for_a_run() -> None:
     assert (report.ok, int(report.exit_code)) == (True, 0)
     assert {r.method for r in tenant.requests} == {"GET"}
     document = report.to_json()
-    assert set(document) == {"base_url", "ok", "checks", "capabilities", "exit_code"}
+    assert set(document) == {"base_url", "transport", "ok", "checks", "capabilities", "exit_code"}
     assert document["base_url"] == BASE_URL
+    assert document["transport"] == {"name": "ASGITransport", "proxy": None}
     assert all(set(c) == {"name", "result", "detail"} for c in document["checks"])
 
 

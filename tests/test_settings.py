@@ -199,6 +199,7 @@ def views_of(**kwargs: object) -> dict[str, SettingView]:
         "base_url",
         "token",
         "state_dir",
+        "transport",
     ]
     return {view.key: view for view in views}
 

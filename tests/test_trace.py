@@ -22,7 +22,11 @@ SECRET = "tr4ce-s3cret-t0ken-0123456789"
 
 
 def records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The exchanges of a trace, after the record that starts it naming the transport."""
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert set(lines[0]) == {"ts", "transport"}
+    assert set(lines[0]["transport"]) == {"name", "proxy"}
+    return lines[1:]
 
 
 def assert_no_secret(path: Path, secret: str) -> None:
@@ -104,6 +108,10 @@ def test_an_unreachable_api_is_traced_without_the_token(
         return
     assert result.exit_code == 1, result.stderr
     [failed] = records(trace)
+    assert json.loads(trace.read_text().splitlines()[0])["transport"] == {
+        "name": "builtin",
+        "proxy": None,
+    }
     assert failed["status"] == 0 and failed["error"]
     assert failed["response_body"] is None
     assert_no_secret(trace, SECRET)

@@ -191,7 +191,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Examples:\n\n  omneo-status assign vip examples/emails.csv --sandbox\n\n"
     "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status assign vip customers.csv --dry-run\n\n"
-    + EXIT_CODES_HELP,
+    "Network: HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE are read as httpx reads them;"
+    " OMNEO_TRANSPORT=httpx sends every request through httpx's own transport (a way round a"
+    " bug in the tool's own; docs/network.md).\n\n" + EXIT_CODES_HELP,
 )
 
 
@@ -683,10 +685,11 @@ class _Session:
     def client(self, concurrency: int = CONCURRENCY) -> OmneoClient:
         """A client for the settings, on the runtime's clock, reporting retries and requests."""
         rt = self.rt
-        return OmneoClient(
+        client = OmneoClient(
             self.settings.base_url,
             self.settings.token,
             transport=rt.sandbox_transport() if self.conn.sandbox else None,
+            transport_mode=self.settings.transport,
             governor=RateGovernor(
                 concurrency=concurrency, max_rps=self.conn.max_rps, clock=rt.clock, sleep=rt.sleep
             ),
@@ -700,6 +703,9 @@ class _Session:
             else None,
             page_style=(self.learned and self.learned.page_style) or PageStyle.PAGE_ARRAY,
         )
+        if self.trace is not None:
+            self.trace.transport(client.transport_in_use.to_json())
+        return client
 
     async def call(self, work: Callable[[OmneoClient], Awaitable[T]]) -> T:
         """``work(client)`` with a fresh client, closed afterwards."""

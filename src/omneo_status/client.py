@@ -2,8 +2,9 @@
 
 The transport and the sleep function are injected, so tests reach the sandbox in-process
 (``httpx.ASGITransport``) and retry tests record their waits instead of sleeping. Without an
-injected transport the client goes over the network through aiohttp's
-(:mod:`omneo_status.transport`), still with httpx's API.
+injected transport the client goes over the network through the tool's own HTTP/1.1 transport
+(:mod:`omneo_status.transport`), or through httpx's own when a proxy applies or
+``OMNEO_TRANSPORT=httpx`` asks for it: either way with httpx's API and exceptions.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import random
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -37,8 +39,9 @@ from omneo_status.errors import (
 )
 from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
-from omneo_status.options import MAX_RETRIES, RATE_LIMIT_WAIT
+from omneo_status.options import MAX_RETRIES, RATE_LIMIT_WAIT, TRANSPORT, TransportMode
 from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
+from omneo_status.transport import ACCEPTED_CODINGS, NetworkTransport, env_proxy
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -125,6 +128,22 @@ class RetryBudget:
 def _failure(state: RetryCallState) -> _Retryable | None:
     exc = state.outcome.exception() if state.outcome else None
     return exc if isinstance(exc, _Retryable) else None
+
+
+@dataclass(frozen=True)
+class TransportInUse:
+    """Which transport carries a client's requests: what ``--trace`` and ``doctor --json``
+    name, so a bug report says which one met the bug."""
+
+    name: str
+    """``builtin`` (the tool's own, :mod:`omneo_status.transport`), ``httpx`` (httpx's own),
+    or the class of a transport given to the client (``ASGITransport`` for ``--sandbox``)."""
+    proxy: str | None = None
+    """The proxy the requests go through (without any credentials), if one applies."""
+
+    def to_json(self) -> dict[str, str | None]:
+        """The ``transport`` object of ``--trace`` and ``doctor --json``."""
+        return {"name": self.name, "proxy": self.proxy}
 
 
 @dataclass(frozen=True)
@@ -245,6 +264,7 @@ class OmneoClient:
         on_exchange: ExchangeHook | None = None,
         rng: random.Random | None = None,
         page_style: PageStyle = PageStyle.PAGE_ARRAY,
+        transport_mode: TransportMode = TRANSPORT,
     ) -> None:
         self.governor = governor or RateGovernor()
         self.page_style = page_style
@@ -256,39 +276,36 @@ class OmneoClient:
         self._on_retry = on_retry
         self._on_exchange = on_exchange
         self._rng = rng or random.Random()
-        if transport is None:
-            transport = _network_transport(base_url, self.governor.max_concurrency)
         # Encoded once (IDNA host, percent-escapes): each request's URL is this plus a path
         # and a query that the client itself escapes, so it is never parsed again.
         try:
-            self._base = str(httpx.URL(base_url.rstrip("/") + "/v3"))
+            base = httpx.URL(base_url.rstrip("/") + "/v3")
         except httpx.InvalidURL as exc:
             raise ConfigError(f"Invalid base URL {base_url!r}: {exc}") from None
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            headers={
-                "Authorization": f"Bearer {token.get_secret_value()}",
-                "Accept": "application/json",
-                "User-Agent": f"omneo-status/{__version__}",
-            },
-            follow_redirects=False,
-        )
-        # Requests go to the transport directly with the AsyncClient's defaults: through its
-        # ``fetch`` when it has one (NetworkTransport, which sends the Accept-Encoding of the
-        # codings it decodes itself), else as an httpx.Request (_Through).
+        self._base = str(base)
+        self._host = base.host
+        proxy = None
+        if transport is None:
+            transport, proxy = _network_transport(
+                base_url, self.governor.max_concurrency, transport_mode
+            )
+        self.transport_in_use = TransportInUse(_name_of(transport), proxy)
+        # Requests go to the transport directly: through its ``fetch`` when it has one
+        # (NetworkTransport, which writes the Accept-Encoding of the codings it decodes
+        # itself), else as an httpx.Request (_Through).
         self._transport = transport
         self._send: Fetch = (
             transport.fetch if isinstance(transport, DirectTransport) else _Through(transport)
         )
-        direct = not isinstance(self._send, _Through)
         self._headers = {
-            name: value
-            for name, value in self._http.headers.multi_items()
-            if not (direct and name.lower() == "accept-encoding")
+            "Accept": "application/json",
+            "User-Agent": f"omneo-status/{__version__}",
+            "Authorization": f"Bearer {token.get_secret_value()}",
         }
+        if isinstance(self._send, _Through):
+            self._headers["Accept-Encoding"] = ACCEPTED_CODINGS  # httpx decodes them too
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
-        self._timeouts = self._http.timeout.as_dict()
+        self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()
 
     async def __aenter__(self) -> OmneoClient:
         return self
@@ -298,7 +315,7 @@ class OmneoClient:
 
     async def aclose(self) -> None:
         """Close the transport and its connections."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -537,6 +554,7 @@ class OmneoClient:
                 reason = _transport_reason(exc)
                 self.governor.observe(ticket, 0, {})
                 self._observe(method, path, params, json, None, started, reason)
+                _raise_if_untrusted(exc, f"{method} /v3{path}", self._host)
                 raise _Retryable(reason) from None
             self._observe(method, path, params, json, response, started, None)
             wait = self.governor.observe(ticket, response.status_code, response.headers)
@@ -605,16 +623,68 @@ _NOT_JSON_HINT = (
 )
 
 
-def _network_transport(base_url: str, connections: int) -> httpx.AsyncBaseTransport:
-    """The transport of real network runs: the tool's own (``NetworkTransport``), or httpx's
-    when the environment names a proxy for ``base_url``, which httpx speaks and it does not."""
-    from omneo_status.transport import NetworkTransport, env_proxy
+_CA_HINT = (
+    "If a proxy or security software on this network inspects TLS, point SSL_CERT_FILE at a "
+    "CA bundle (PEM) that holds its certificate authority (the tool trusts the certifi bundle "
+    "otherwise); else check the base URL and the computer's clock."
+)
+_PROXY_HINT = (
+    "Name an HTTP proxy (HTTPS_PROXY=http://HOST:PORT, or just HOST:PORT), or add the tenant's "
+    "host to NO_PROXY to reach it directly."
+)
 
-    proxy = env_proxy(base_url)
-    if proxy is None:
-        return NetworkTransport(connections)
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+
+def _network_transport(
+    base_url: str, connections: int, mode: TransportMode
+) -> tuple[httpx.AsyncBaseTransport, str | None]:
+    """The transport of real network runs, and the proxy it goes through (shown without
+    credentials): the tool's own (``NetworkTransport``), or httpx's when the environment names
+    a proxy for ``base_url`` (httpx speaks HTTP proxies, the tool's own does not) or ``mode``
+    asks for it. A proxy that is not an HTTP one (SOCKS), or proxy settings httpx cannot
+    read, raise ``Unreachable`` saying so."""
+    try:
+        proxy = env_proxy(base_url)
+        url = httpx.URL(proxy.url) if proxy is not None else None
+    except (ValueError, httpx.InvalidURL) as exc:  # NO_PROXY or a proxy httpx cannot read
+        raise Unreachable(f"The proxy settings cannot be read: {exc}", hint=_PROXY_HINT) from None
+    if proxy is None or url is None:
+        if mode is TransportMode.AUTO:
+            return NetworkTransport(connections), None
+        return httpx.AsyncHTTPTransport(limits=_limits(connections)), None
+    shown = str(url.copy_with(username=None, password=None))
+    if url.scheme not in ("http", "https"):
+        raise Unreachable(
+            f"The proxy {shown} in {proxy.variable} is a {url.scheme} proxy, which the tool "
+            "does not speak",
+            hint=_PROXY_HINT,
+        )
+    return httpx.AsyncHTTPTransport(proxy=proxy.url, limits=_limits(connections)), shown
+
+
+def _limits(connections: int) -> httpx.Limits:
+    """httpx's pool sized as the tool's own: ``connections`` at most, all kept alive."""
+    return httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+
+def _name_of(transport: httpx.AsyncBaseTransport) -> str:
+    """The transport's name in ``TransportInUse``."""
+    if isinstance(transport, NetworkTransport):
+        return "builtin"
+    if isinstance(transport, httpx.AsyncHTTPTransport):
+        return "httpx"
+    return type(transport).__name__
+
+
+def _raise_if_untrusted(exc: httpx.TransportError, what: str, host: str) -> None:
+    """``Unreachable`` at once when ``exc`` comes of a TLS certificate that cannot be
+    verified: unlike a dropped connection, no retry mends that."""
+    cause = next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
+    if cause is None:
+        return
+    reason = cause.verify_message or cause.reason or str(cause)
+    raise Unreachable(
+        f"{what}: the TLS certificate of {host} cannot be verified ({reason})", hint=_CA_HINT
+    ) from None
 
 
 class Answer(Protocol):
@@ -769,6 +839,17 @@ async def _read_page(
     """Page ``number`` of a list endpoint, asked for in ``style``."""
     query = {**filters, **style.params(number)}
     return _envelope(await client._get_json(path, query), number)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it came of, each once (httpx's own transport wraps an error of the
+    socket twice: in httpcore's, then in httpx's)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:

@@ -513,6 +513,8 @@ def render_doctor(report: DoctorReport) -> None:
     out.print(table)
     for name, value in report.capabilities.items():
         out.print(f"  {escape(name)}: {escape(json.dumps(value))}")
+    via = f" (proxy {report.transport.proxy})" if report.transport.proxy else ""
+    out.print(f"  transport: {escape(report.transport.name + via)}")
     out.print(
         "[green]A run can work on this tenant.[/]"
         if report.ok

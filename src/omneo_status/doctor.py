@@ -17,6 +17,7 @@ from omneo_status.client import (
     OmneoClient,
     PageStyle,
     ProbeAnswer,
+    TransportInUse,
     lenient_int,
 )
 from omneo_status.errors import ApiError, AuthError, ExitCode
@@ -44,6 +45,8 @@ class DoctorReport:
     """What doctor found: the checks, and the capabilities a run can rely on."""
 
     base_url: str
+    transport: TransportInUse
+    """The transport the probe went through."""
     checks: list[Check] = field(default_factory=list)
     capabilities: dict[str, Any] = field(default_factory=dict)
 
@@ -61,6 +64,7 @@ class DoctorReport:
         """The ``doctor --json`` document."""
         return {
             "base_url": self.base_url,
+            "transport": self.transport.to_json(),
             "ok": self.ok,
             "checks": [
                 {"name": c.name, "result": c.result, "detail": c.detail} for c in self.checks
@@ -88,7 +92,7 @@ async def run_doctor(client: OmneoClient, base_url: str) -> DoctorReport:
     """Probe the tenant without writing anything: every check and capability, or, when the
     token or the base URL does not work, a failed check that says why (never an exception
     for an API error)."""
-    report = DoctorReport(base_url, capabilities=unknown_capabilities())
+    report = DoctorReport(base_url, client.transport_in_use, capabilities=unknown_capabilities())
     doctor = _Doctor(client, report)
     if not await doctor.check_access():
         return report

@@ -128,7 +128,8 @@ class ServerError(ApiError):
 
 
 class Unreachable(ApiError):
-    """The API could not be reached (connection refused, DNS, TLS, timeouts) after retries."""
+    """The API could not be reached: connection refused, DNS, timeouts (after retries), or at
+    once a TLS certificate that cannot be verified or a proxy the tool cannot use."""
 
 
 class BadResponse(ApiError):

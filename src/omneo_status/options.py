@@ -33,6 +33,19 @@ MAX_REMOVE = "10%"
 """What a sync may take the status from: a count, or a share of the current holders."""
 
 
+class TransportMode(StrEnum):
+    """Which HTTP transport carries a network run's requests (``OMNEO_TRANSPORT``)."""
+
+    AUTO = "auto"
+    """The tool's own (``transport.py``), or httpx's when a proxy applies to the tenant."""
+    HTTPX = "httpx"
+    """httpx's own transport for every request: the way round a bug in the tool's own."""
+
+
+TRANSPORT = TransportMode.AUTO
+"""The transport mode unless ``OMNEO_TRANSPORT`` or the config file names another."""
+
+
 class LookupMode(StrEnum):
     """How input keys are resolved to profiles."""
 

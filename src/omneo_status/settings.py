@@ -21,7 +21,7 @@ import platformdirs
 from pydantic import SecretStr
 
 from omneo_status.errors import ConfigError
-from omneo_status.options import RATE_LIMIT_WAIT
+from omneo_status.options import RATE_LIMIT_WAIT, TRANSPORT, TransportMode
 
 APP_NAME = "omneo-status"
 SANDBOX_BASE_URL = "http://sandbox.invalid/api"
@@ -43,6 +43,9 @@ class Settings:
     state_dir: Path
     sources: Mapping[str, str] = field(default_factory=dict)
     """Where each value came from (``flag``, ``env OMNEO_TENANT``, ``default``...)."""
+    transport: TransportMode = TRANSPORT
+    """Which HTTP transport a network run uses (``OMNEO_TRANSPORT``, or the config file's
+    ``transport``)."""
 
 
 def default_state_dir() -> Path:
@@ -298,7 +301,14 @@ def resolve_settings(
     if token is None:
         raise ConfigError("No API token given", hint=_AUTH_HINT)
     (url_value, sources["base_url"]), (token_value, sources["token"]) = url, token
-    return Settings(base_url=url_value, token=token_value, state_dir=state, sources=sources)
+    transport, sources["transport"] = _transport(env, context)
+    return Settings(
+        base_url=url_value,
+        token=token_value,
+        state_dir=state,
+        sources=sources,
+        transport=transport,
+    )
 
 
 _AUTH_HINT = "Set OMNEO_TOKEN, or pass --token-file PATH (a token with update-profiles)."
@@ -358,6 +368,26 @@ def _base_url(
     if table.get("tenant"):
         return tenant_base_url(str(table["tenant"])), context.where
     return None
+
+
+def _transport(env: Mapping[str, str], context: _Context) -> tuple[TransportMode, str]:
+    """The transport mode and its source: ``OMNEO_TRANSPORT`` > the config file's top-level
+    ``transport`` > ``auto``; ``ConfigError`` naming where a value that is not a mode came
+    from."""
+    value, source = _pick(None, env, "OMNEO_TRANSPORT")
+    where = "OMNEO_TRANSPORT"
+    if value is None and "transport" in context.conf.data:
+        value, source = str(context.conf.data["transport"]), str(context.conf.path)
+        where = f"transport in {context.conf.path}"
+    if value is None:
+        return TRANSPORT, "default"
+    try:
+        return TransportMode(value.strip().lower()), source
+    except ValueError:
+        raise ConfigError(
+            f"{where} is {value!r}, which is not a transport",
+            hint="Use auto (the default: the tool's own, httpx's through a proxy) or httpx.",
+        ) from None
 
 
 def _token(
@@ -449,8 +479,8 @@ def describe_settings(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[SettingView]:
-    """What ``config show`` lists: ``config_file``, ``profile``, ``base_url``, ``token`` (masked)
-    and ``state_dir``, each with its source.
+    """What ``config show`` lists: ``config_file``, ``profile``, ``base_url``, ``token`` (masked),
+    ``state_dir`` and ``transport``, each with its source.
 
     It does not stop at a missing or unusable tenant or token: that setting comes back with
     ``missing=True`` and a value saying what is wrong or what to set (a token is never shown
@@ -485,6 +515,12 @@ def describe_settings(
             else SettingView("token", f"not set: {_AUTH_HINT}", "", missing=True)
         )
     views.append(SettingView("state_dir", str(state), state_source))
+    try:
+        mode, mode_source = _transport(env, context)
+    except ConfigError as exc:
+        views.append(SettingView("transport", f"unusable: {exc.message}", "", missing=True))
+    else:
+        views.append(SettingView("transport", mode.value, mode_source))
     return views
 
 

@@ -8,6 +8,7 @@ blanks the token out of every text it keeps (a proxy's error page may echo reque
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,26 @@ class Exchange:
 
 
 class TraceWriter:
-    """``--trace FILE``: one JSON line per exchange, in a private (0600) file."""
+    """``--trace FILE``: a line naming the transport, then one JSON line per exchange, in a
+    private (0600) file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._out = JsonLines(path, "trace file")
+        self._transport: Mapping[str, Any] | None = None
+        self._written: Mapping[str, Any] | None = None
+
+    def transport(self, described: Mapping[str, Any]) -> None:
+        """Name the transport the next exchanges go through (``{"name", "proxy"}``): written
+        before the first of them (a command that sends nothing leaves the file empty), and
+        again only if a later client of the same command uses another."""
+        self._transport = described
 
     def __call__(self, exchange: Exchange) -> None:
         """Append one exchange."""
+        if self._transport is not None and self._transport != self._written:
+            self._written = self._transport
+            self._out.write({"transport": dict(self._transport)})
         self._out.write(exchange.to_json())
 
     def close(self) -> None:

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 import httptools
 import httpx
@@ -252,9 +251,11 @@ class NetworkTransport(httpx.AsyncBaseTransport):
             ) from None
         except OSError as exc:  # refused, unreachable, unknown host, TLS refused
             reason = exc.strerror or str(exc) or type(exc).__name__
+            # The cause stays attached: the client tells a certificate it cannot verify
+            # (ssl.SSLCertVerificationError), which no retry mends, from the rest by it.
             raise httpx.ConnectError(
                 f"Cannot connect to host {origin.host}:{origin.port} ({reason})"
-            ) from None
+            ) from exc
         return connection
 
     def _split(self, url: str) -> tuple[_Origin, str]:
@@ -267,15 +268,34 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         return origin, target
 
 
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` for an https URL,
-    ``HTTP_PROXY`` for http, else ``ALL_PROXY``), or None when there is none or ``NO_PROXY``
-    covers its host."""
-    parts = urlsplit(url)
-    if proxy_bypass(parts.hostname or ""):
-        return None
-    proxies = getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all") or None
+class EnvProxy(NamedTuple):
+    """A proxy the environment names: its URL (a scheme always included) and its variable."""
+
+    url: str
+    variable: str
+    """``HTTPS_PROXY``, ``HTTP_PROXY`` or ``ALL_PROXY`` (named in upper case, whichever case
+    set it)."""
+
+
+_PROXY_VARIABLES = {"https": "HTTPS_PROXY", "http": "HTTP_PROXY", "": "ALL_PROXY"}
+"""The variable behind each of httpx's proxy patterns, by the pattern's scheme."""
+
+
+def env_proxy(url: str) -> EnvProxy | None:
+    """The proxy the environment names for ``url``, chosen as an ``httpx.AsyncClient`` chooses
+    it: ``HTTPS_PROXY`` for an https URL, ``HTTP_PROXY`` for http, else ``ALL_PROXY`` (either
+    case); a value without a scheme (``proxy.corp:3128``) means ``http://``; and None when
+    there is none or ``NO_PROXY`` covers the host, as httpx reads ``NO_PROXY``."""
+    # httpx's own reading of the environment and its own patterns, most specific first as
+    # its client sorts them, so a proxy is chosen here exactly as httpx would choose it.
+    from httpx._utils import URLPattern, get_environment_proxies
+
+    target = httpx.URL(url)
+    patterns = [(URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()]
+    for pattern, proxy in sorted(patterns, key=lambda item: item[0].priority):
+        if pattern.matches(target):
+            return None if proxy is None else EnvProxy(proxy, _PROXY_VARIABLES[pattern.scheme])
+    return None
 
 
 class _ClosedWhileIdle(Exception):
