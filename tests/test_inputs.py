@@ -552,8 +552,19 @@ def test_the_issue_example_before_any_request(sandbox: Sandbox, tmp_path: Path) 
             {6: 'Customer 5,customer5@example.com,"note', 7: 'Customer 6",customer6@example.com'},
             "line 6: a record over 2 lines with 4 cells, where the first record has 2",
         ),
+        (
+            {1: 'name,email,"note', 2: 'Customer 1",customer1@example.com'},
+            'line 1: the header runs over 2 lines: is a quote (") not closed?',
+        ),
     ],
-    ids=["closed-by-a-later-quote", "closed-at-a-cell-end", "two-lines", "email", "more-cells"],
+    ids=[
+        "closed-by-a-later-quote",
+        "closed-at-a-cell-end",
+        "two-lines",
+        "email",
+        "more-cells",
+        "header",
+    ],
 )
 def test_a_quote_that_swallows_rows_within_the_bound_is_an_error(
     changes: dict[int, str], says: str

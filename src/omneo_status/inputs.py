@@ -648,7 +648,12 @@ def _rows(
     index = layout.column_index
     width = len(first[1])
     if layout.has_header and len(first[2]) > 1:
-        _check_spread_row(*first, layout=layout, width=width, name=name, rule=rule)
+        # A header cell never holds a line break: the header's quote swallowed the rows after it.
+        raise InputError(
+            f'{name}, line {first[0]}: the header runs over {len(first[2])} lines: is a quote (")'
+            " not closed?",
+            hint=_QUOTE_HINT,
+        )
     rest = records if layout.has_header else itertools.chain([first], records)
     for line, cells, lines in rest:
         if len(lines) > 1:
