@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner, Result
 
 from omneo_status import cli
@@ -23,6 +24,11 @@ from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 T = TypeVar("T")
 POSIX_ONLY = pytest.mark.skipif(os.name == "nt", reason="POSIX signals and file modes")
+
+# CI explores the same examples every time (.ci/run sets HYPOTHESIS_PROFILE=ci), so a landing is
+# never decided by chance; a developer's runs explore new ones (and keep what they find).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
