@@ -13,6 +13,7 @@ import pytest
 
 from omneo_status import capabilities
 from omneo_status.client import PageStyle
+from omneo_status.planner import TenantFacts
 from omneo_status.sandbox import generate_tenant
 from omneo_status.settings import SANDBOX_BASE_URL
 
@@ -84,6 +85,30 @@ def test_both_styles_honoured_means_no_preference(tmp_path: Path) -> None:
     assert learned is not None
     assert learned.page_style is None
     assert learned.email_in_filter is True
+
+
+@pytest.mark.parametrize(
+    ("record", "in_filter", "case", "size"),
+    [
+        ({"email_filter": "case_sensitive", "page_size": 100}, None, True, 100),
+        ({"email_filter": "exact", "email_in_filter": False, "page_size": "50"}, False, False, 50),
+        ({"email_filter": "ignored", "page_size": 0}, None, None, None),
+        ({}, None, None, None),
+    ],
+)
+def test_the_record_becomes_facts_for_the_planner(
+    tmp_path: Path,
+    record: dict[str, Any],
+    in_filter: bool | None,
+    case: bool | None,
+    size: int | None,
+) -> None:
+    url = "https://api.acme.getomneo.com/api"
+    day = datetime(2026, 1, 31, tzinfo=UTC)
+    capabilities.remember(tmp_path, url, record, now=day)
+    learned = capabilities.recall(tmp_path, url, now=day)
+    assert learned is not None
+    assert learned.facts() == TenantFacts(in_filter, case, size, "doctor, 2026-01-31")
 
 
 # -- doctor's record gives the planner facts, never a plan (issue 18, point 3) ---------------

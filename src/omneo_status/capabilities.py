@@ -53,8 +53,6 @@ class Learned:
     @property
     def page_size(self) -> int | None:
         """The page size the tenant gave in its pagination style, when doctor found one."""
-        if self.capabilities.get("page_style") is None:
-            return None
         size = lenient_int(self.capabilities.get("page_size"))
         return size if size is not None and size > 0 else None
 
