@@ -185,16 +185,16 @@ class TenantScan:
         size = first.size or len(first.profiles)
         if size >= MAX_PAGE_SIZE or first.total is None or first.total <= size:
             return first
-        style = self.client.page_style
-        self.client.page_style = style.other
+        other_style = self.client.page_style.other
+        self.requests += 1
         try:
-            other = await self.first_page()
+            other = await self.client.tenant_page(1, MAX_PAGE_SIZE, style=other_style)
         except (ValidationFailed, BadResponse):  # a tenant that refuses the other dialect
-            other = first
-        if (other.size or len(other.profiles)) > size:
-            return other
-        self.client.page_style = style
-        return first
+            return first
+        if (other.size or len(other.profiles)) <= size:
+            return first
+        self.client.page_style = other_style
+        return other
 
     async def read(self, first: TenantPage | None = None) -> ScanState:
         """Read every page not read yet (``first``: page 1, already fetched); returns the scan."""
