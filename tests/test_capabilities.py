@@ -7,9 +7,14 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from omneo_status import capabilities
 from omneo_status.client import PageStyle
+from omneo_status.planner import TenantFacts
+from omneo_status.sandbox import generate_tenant
 from omneo_status.settings import SANDBOX_BASE_URL
 
 from .conftest import Sandbox, summary_of, write_csv
@@ -48,7 +53,9 @@ def test_without_a_record_the_run_finds_out_itself(sandbox: Sandbox, tmp_path: P
     run = sandbox.run("assign", "vip", str(write_csv(tmp_path / "in.csv", EMAILS)), "--json")
     assert run.exit_code == 0, run.output
     names = {name for r in sandbox.tenant.requests for name, _ in r.query}
-    assert "filter[email][in]" in names  # probed, found ignored, fell back
+    assert {"page[number]", "per_page"} <= names  # the ignored dialect tried, the other found
+    reason = summary_of(run)["lookup"]["reason"]
+    assert "31 profiles in 1 page of 100" in reason  # costed at the page size that works
     assert capabilities.recall(_state(tmp_path), SANDBOX_BASE_URL) is None
 
 
@@ -78,3 +85,102 @@ def test_both_styles_honoured_means_no_preference(tmp_path: Path) -> None:
     assert learned is not None
     assert learned.page_style is None
     assert learned.email_in_filter is True
+
+
+@pytest.mark.parametrize(
+    ("record", "in_filter", "case", "size"),
+    [
+        ({"email_filter": "case_sensitive", "page_size": 100}, None, True, 100),
+        ({"email_filter": "exact", "email_in_filter": False, "page_size": "50"}, False, False, 50),
+        ({"email_filter": "ignored", "page_size": 0}, None, None, None),
+        ({}, None, None, None),
+    ],
+)
+def test_the_record_becomes_facts_for_the_planner(
+    tmp_path: Path,
+    record: dict[str, Any],
+    in_filter: bool | None,
+    case: bool | None,
+    size: int | None,
+) -> None:
+    url = "https://api.acme.getomneo.com/api"
+    day = datetime(2026, 1, 31, tzinfo=UTC)
+    capabilities.remember(tmp_path, url, record, now=day)
+    learned = capabilities.recall(tmp_path, url, now=day)
+    assert learned is not None
+    assert learned.facts() == TenantFacts(in_filter, case, size, "doctor, 2026-01-31")
+
+
+# -- doctor's record gives the planner facts, never a plan (issue 18, point 3) ---------------
+
+
+def _lookup_requests(
+    sandbox: Sandbox, tmp_path: Path, emails: list[str]
+) -> tuple[int, dict[str, Any]]:
+    """The ``GET /v3/profiles`` requests of one dry run, and its plan."""
+    sandbox.tenant.requests.clear()
+    csv = write_csv(tmp_path / "in.csv", emails)
+    run = sandbox.run("assign", "vip", str(csv), "--dry-run", "--json", "-v")
+    assert run.exit_code == 0, run.output
+    reads = [r for r in sandbox.tenant.requests if r.path == "/api/v3/profiles"]
+    lookup = summary_of(run)["lookup"]
+    assert isinstance(lookup, dict)
+    return len(reads), lookup
+
+
+@pytest.mark.parametrize(
+    ("profiles", "addresses", "variant"),
+    [
+        (200, 84, {"email_in_filter": False}),
+        (1770, 300, {"email_in_filter": False, "page_style": "per_page"}),
+        (1770, 300, {"page_style": "per_page"}),
+        (3000, 40, {"email_in_filter": False}),
+    ],
+)
+def test_doctor_first_never_makes_a_run_dearer(
+    sandbox: Sandbox, tmp_path: Path, profiles: int, addresses: int, variant: dict[str, Any]
+) -> None:
+    sandbox.tenant = generate_tenant(profiles, seed=18)
+    sandbox.config = replace(sandbox.config, **variant)
+    # The file's last customers: a tenant ignoring the in filter shows strangers on page 1.
+    emails = [f"customer{n}@example.com" for n in range(profiles - addresses + 1, profiles + 1)]
+    without, plain = _lookup_requests(sandbox, tmp_path, emails)
+    assert plain["requests"] == without  # the plan costs what it said
+
+    assert sandbox.invoke("doctor", "--sandbox", "--json").exit_code == 0
+    after, informed = _lookup_requests(sandbox, tmp_path, emails)
+    assert after <= without
+    assert informed["requests"] == after
+    assert informed["mode"] == plain["mode"]
+    assert "--lookup" not in informed["reason"]  # names what was measured, not a flag
+    if variant.get("email_in_filter") is False:
+        assert "ignores filter[email][in] (doctor, " in informed["reason"]
+
+
+def test_a_per_page_tenant_is_scanned_at_the_page_size_that_works(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.tenant = generate_tenant(1770, seed=18)
+    sandbox.config = replace(sandbox.config, email_in_filter=False, page_style="per_page")
+    emails = [f"customer{n}@example.com" for n in range(1471, 1771)]
+    requests, lookup = _lookup_requests(sandbox, tmp_path, emails)
+    assert lookup["mode"] == "scan"
+    assert "1770 profiles in 18 pages of 100" in lookup["reason"]
+    # Page 1 in each dialect, the ignored in filter once, then pages 2 to 18.
+    assert requests == lookup["requests"] == 20
+
+
+def test_forced_bulk_on_a_tenant_known_to_ignore_the_in_filter_does_not_probe_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.config = replace(sandbox.config, email_in_filter=False)
+    assert sandbox.invoke("doctor", "--sandbox", "--json").exit_code == 0
+    sandbox.tenant.requests.clear()
+    csv = write_csv(tmp_path / "in.csv", EMAILS)
+    run = sandbox.run("assign", "vip", str(csv), "--dry-run", "--json", "--lookup", "bulk")
+    assert run.exit_code == 0, run.output
+    lookup = summary_of(run)["lookup"]
+    assert lookup["mode"] == "single"
+    assert lookup["warning"].startswith("the tenant does not honour filter[email][in] (doctor, ")
+    names = {name for r in sandbox.tenant.requests for name, _ in r.query}
+    assert "filter[email][in]" not in names

@@ -69,7 +69,12 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "state",
         "lookup",
     }
-    assert doc["state"] == "finished" and set(doc["lookup"]) == {"mode", "requests", "reason"}
+    assert doc["state"] == "finished" and set(doc["lookup"]) == {
+        "mode",
+        "requests",
+        "reason",
+        "warning",
+    }
     # Nine addresses and a 31-profile tenant: its one page is the cheapest plan.
     assert doc["lookup"]["mode"] == "scan" and doc["lookup"]["requests"] == 1
     assert doc["action"] == "assign" and doc["handles"] == ["vip"] and doc["dry_run"] is False

@@ -84,7 +84,7 @@ KEYS = {
         "Shopify ID",
         _identity_cell,
         "7299999999999",
-        ("a/b", "x" * 300, "tab\there"),
+        ("a/b", "x" * 300, "tab\there", ".", ".."),
     ),
 }
 
@@ -141,7 +141,7 @@ def test_malformed_keys_are_invalid_key_without_a_request(
     result = sandbox.run("assign", "vip", str(csv), "--match", key.match, "--json")
     assert result.exit_code == 0, result.stderr
     doc = summary_of(result)
-    assert {k: v for k, v in doc["counts"].items() if v} == {"invalid_key": 4}
+    assert {k: v for k, v in doc["counts"].items() if v} == {"invalid_key": len(cells)}
     assert profile_requests(sandbox) == []
     assert sandbox.writes() == []
     details = [r["detail"] for r in report_rows(Path(doc["report"]))]
@@ -232,6 +232,26 @@ def test_identity_is_unambiguous_where_the_email_is_shared(
     result = sandbox.run("assign", "vip", str(csv), "--match", "identity:shopify", "--json")
     assert summary_of(result)["counts"]["assigned"] == 2
     assert all("vip" in p.statuses for p in shared)
+
+
+def test_an_identity_handle_that_finds_no_row_is_named_in_a_warning(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    csv = write_csv(tmp_path / "in.csv", ["7210000000001", "7210000000002", ""], header="shopfiy")
+    args = ("assign", "vip", str(csv), "--match", "identity:shopfiy")
+    result = sandbox.run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    warning = "no profile was found by the identity `shopfiy`; check the handle"
+    assert warning in result.stderr
+    assert summary_of(result)["counts"]["not_found"] == 2
+    guarded = sandbox.run(*args, "--max-unmatched", "50", "--fresh")
+    assert guarded.exit_code == 3
+    assert warning in guarded.stderr and "over the limit of 50%" in guarded.stderr
+    assert sandbox.writes() == []
+    # One row found is enough to show that the handle exists: no warning.
+    csv = write_csv(tmp_path / "in.csv", ["7210000000001", "7299999999999"], header="shopify")
+    found = sandbox.run("assign", "vip", str(csv), "--match", "identity:shopify", "--dry-run")
+    assert found.exit_code == 0 and "no profile was found by the identity" not in found.stderr
 
 
 def test_an_identity_column_needs_its_name_unless_a_header_names_the_handle(
@@ -350,6 +370,9 @@ def test_the_id_and_identifier_policies() -> None:
     rule = MatchKey.parse("identity:shopify").rule
     assert rule.normalize(" Abc-1 ") == "Abc-1" and rule.key("Abc-1") != rule.key("abc-1")
     assert is_valid_identifier("Abc 1") and not is_valid_identifier("a/b")
+    # A dot segment would be resolved away in the URL path (/profiles/.. is /).
+    assert not any(is_valid_identifier(dots) for dots in (".", ".."))
+    assert is_valid_identifier("...") and is_valid_identifier(".5")
     assert [rule.is_header(h) for h in ("Shopify", "shopify_id", "Shopify Customer ID", "id")] == [
         True,
         True,

@@ -73,6 +73,7 @@ def test_a_file_covering_much_of_a_small_tenant_scans_it(sandbox: Sandbox, tmp_p
         "requests": 3,
         "reason": "251 addresses, reading the tenant's 300 profiles in 3 pages of 100:"
         " fewer requests than 3 bulk lookups",
+        "warning": None,
     }
     assert sorted(scan_pages(sandbox.tenant)) == [1, 2, 3]
     assert not any(any(k.startswith("filter") for k in q) for q in lookups(sandbox.tenant))
@@ -127,6 +128,7 @@ def test_forced_modes_are_obeyed(sandbox: Sandbox, tmp_path: Path) -> None:
         "mode": "single",
         "requests": 3,
         "reason": "--lookup single: one request per address",
+        "warning": None,
     }
 
 

@@ -1,8 +1,9 @@
 """What ``doctor`` learned about a tenant, kept per base URL in the state directory so that the
 runs after it start from what the tenant really does instead of finding it out again.
 
-A run without a fresh record decides the same things itself (the client switches page style on
-a mismatch; the engine probes the ``in`` filter), so the record only saves requests and surprises.
+A run without a fresh record finds the same things out itself (the client switches page style
+on a mismatch; the planner probes the ``in`` filter and the page size), so the record only saves
+requests and surprises: it gives the lookup planner facts for its sums (``facts``), never a plan.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from omneo_status.client import PageStyle
+from omneo_status.client import PageStyle, lenient_int
+from omneo_status.planner import TenantFacts
 
 FRESH_FOR = timedelta(days=7)
 """How long a record is trusted: a tenant's configuration rarely changes within a week."""
@@ -40,6 +42,28 @@ class Learned:
         """Whether ``filter[email][in]`` is honoured (None: not known)."""
         value = self.capabilities.get("email_in_filter")
         return value if isinstance(value, bool) else None
+
+    @property
+    def case_sensitive(self) -> bool | None:
+        """Whether ``filter[email]`` compares case-sensitively (None: not known)."""
+        return {"case_sensitive": True, "exact": False}.get(
+            str(self.capabilities.get("email_filter"))
+        )
+
+    @property
+    def page_size(self) -> int | None:
+        """The page size the tenant gave in its pagination style, when doctor found one."""
+        size = lenient_int(self.capabilities.get("page_size"))
+        return size if size is not None and size > 0 else None
+
+    def facts(self) -> TenantFacts:
+        """The record as facts for the lookup planner's sums."""
+        return TenantFacts(
+            email_in_filter=self.email_in_filter,
+            case_sensitive=self.case_sensitive,
+            page_size=self.page_size,
+            measured=f"doctor, {self.checked_at:%Y-%m-%d}",
+        )
 
 
 def record_path(state_dir: Path, base_url: str) -> Path:

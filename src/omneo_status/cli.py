@@ -54,6 +54,7 @@ from omneo_status.options import (
     RemovalLimit,
     RunOptions,
 )
+from omneo_status.planner import TenantFacts
 from omneo_status.report import check_report_target
 from omneo_status.settings import (
     SANDBOX_TOKEN,
@@ -670,17 +671,15 @@ class _Session:
         self.learned = capabilities.recall(self.settings.state_dir, self.settings.base_url)
         """What ``doctor`` found on this tenant lately, if it ran."""
 
-    def tuned(self, options: RunOptions) -> RunOptions:
-        """The run's options with what doctor learned applied: a tenant known to ignore
-        ``filter[email][in]`` is not probed for it again."""
+    def facts(self) -> TenantFacts | None:
+        """What doctor found on this tenant lately, as facts for the lookup planner (None when
+        it did not run); says that the run uses them."""
         if self.learned is None:
-            return options
+            return None
         self.reporter.info(
             f"Using what doctor found on this tenant on {self.learned.checked_at:%Y-%m-%d}"
         )
-        if options.lookup is LookupMode.AUTO and self.learned.email_in_filter is False:
-            return replace(options, lookup=LookupMode.SINGLE)
-        return options
+        return self.learned.facts()
 
     def client(self, concurrency: int = CONCURRENCY) -> OmneoClient:
         """A client for the settings, on the runtime's clock, reporting retries and requests."""
@@ -791,7 +790,6 @@ def _from_file(
                 match=spec.match,
             ) as source,
         ):
-            options = session.tuned(options)
             summary = _execute(
                 session,
                 options,
@@ -812,7 +810,6 @@ def _by_id(
     with _boundary(out.json):
         report = out.report_path(None)
         with _session(rt, conn, out) as session:
-            options = session.tuned(options)
             summary = _execute(
                 session,
                 options,
@@ -828,6 +825,7 @@ def _execute(
 ) -> RunSummary:
     """Drive one job with the session's client and display; log its end."""
     shown, rt = session.shown, session.rt
+    facts = session.facts()
 
     def confirm(preview: console.PlanPreview) -> bool:
         with shown.paused():
@@ -843,6 +841,7 @@ def _execute(
                 confirm=confirm if ask else None,
                 sleep=rt.sleep,
                 clock=rt.clock,
+                facts=facts,
             )
             ticker = asyncio.ensure_future(_tick(rt, shown)) if shown.ticks else None
             try:
@@ -1348,18 +1347,28 @@ def _reachable_url(url: str, host: str) -> str:
     return url.replace(f"//{shown}:", f"//{replacement}:", 1)
 
 
-def _sandbox_tenant(seed: Path | None, profiles: int | None) -> Tenant:
-    """The tenant ``sandbox`` serves: loaded from ``--seed``, generated, or the demo one."""
-    from omneo_status.sandbox import SeedError, demo_tenant, generate_tenant, load_seed
+def _sandbox_tenant(seed: Path | None, profiles: int | None, case_twins: int = 0) -> Tenant:
+    """The tenant ``sandbox`` serves: loaded from ``--seed``, generated, or the demo one, with
+    ``case_twins`` pairs of case twins added."""
+    from omneo_status.sandbox import (
+        SeedError,
+        add_case_twins,
+        demo_tenant,
+        generate_tenant,
+        load_seed,
+    )
 
     if seed is not None and profiles is not None:
         raise UsageError("Give --seed or --profiles, not both")
     try:
         if seed is not None:
-            return load_seed(seed)
-        return generate_tenant(profiles) if profiles is not None else demo_tenant()
+            tenant = load_seed(seed)
+        else:
+            tenant = generate_tenant(profiles) if profiles is not None else demo_tenant()
     except SeedError as exc:
         raise UsageError(str(exc)) from None
+    add_case_twins(tenant, case_twins)
+    return tenant
 
 
 # -- sandbox: its options, then the command ------------------------------------------------
@@ -1381,6 +1390,15 @@ SandboxProfilesOpt = Annotated[
         help="Generate a deterministic tenant of N profiles instead.",
         min=0,
         show_default=False,
+    ),
+]
+SandboxCaseTwinsOpt = Annotated[
+    int,
+    _value(
+        "--case-twins",
+        help="Add N pairs of profiles whose addresses differ only in case"
+        " (Twin0@Example.com and twin0@example.com, ...).",
+        min=0,
     ),
 ]
 SandboxTokenOpt = Annotated[str, _value("--token", help="Bearer token the sandbox accepts.")]
@@ -1488,13 +1506,15 @@ SandboxGroupRuleOpt = Annotated[
 
 @app.command(
     epilog="Examples:\n\n  omneo-status sandbox --port 8765 --profiles 1000\n\n"
-    "  omneo-status sandbox --rate-limit 100 --rate-window 1 --fail-rate 0.2 --batch-delay 2"
+    "  omneo-status sandbox --rate-limit 100 --rate-window 1 --fail-rate 0.2 --batch-delay 2\n\n"
+    "  omneo-status sandbox --profiles 3000 --case-twins 1 --email-match case_sensitive"
 )
 def sandbox(
     host: SandboxHostOpt = "127.0.0.1",
     port: SandboxPortOpt = 8765,
     seed: SandboxSeedOpt = None,
     profiles: SandboxProfilesOpt = None,
+    case_twins: SandboxCaseTwinsOpt = 0,
     token: SandboxTokenOpt = (SANDBOX_TOKEN),
     latency_ms: SandboxLatencyMsOpt = 0.0,
     rate_limit: SandboxRateLimitOpt = None,
@@ -1521,7 +1541,7 @@ def sandbox(
             from omneo_status.sandbox import SandboxConfig, create_app, serve
         except ImportError:
             raise _sandbox_missing() from None
-        tenant = _sandbox_tenant(seed, profiles)
+        tenant = _sandbox_tenant(seed, profiles, case_twins)
         try:
             config = SandboxConfig(
                 token=token,

@@ -334,11 +334,13 @@ class OmneoClient:
             _parse_list(Profile, answer.rows, "profile"), answer.has_next, answer.total
         )
 
-    async def tenant_page(self, number: int, size: int = MAX_PAGE_SIZE) -> TenantPage:
+    async def tenant_page(
+        self, number: int, size: int = MAX_PAGE_SIZE, style: PageStyle | None = None
+    ) -> TenantPage:
         """Page ``number`` of every profile (no filter), ``size`` asked for, in the client's
-        pagination dialect. The tenant may give fewer, or another page when it ignores the
-        dialect: the caller compares ``number`` with the page it asked for."""
-        body = await self._get_json("/profiles", self.page_style.params(number, size))
+        pagination dialect (or ``style``). The tenant may give fewer, or another page when it
+        ignores the dialect: the caller compares ``number`` with the page it asked for."""
+        body = await self._get_json("/profiles", (style or self.page_style).params(number, size))
         page = _envelope(body, number)
         profiles = _parse_list(Profile, page.rows, "profile")
         return TenantPage(profiles, page.total, page.current_page, page.per_page)

@@ -374,6 +374,8 @@ def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bo
             f"Lookup: {lookup['mode']} (about {lookup['requests']} requests):"
             f" {escape(str(lookup['reason']))}"
         )
+        if lookup.get("warning"):
+            out.print(f"  [yellow]warning:[/] {escape(str(lookup['warning']))}")
     verified: Mapping[str, Any] = document["verified"]
     if verified.get("checked"):
         problems: Sequence[str] = verified.get("problems", [])

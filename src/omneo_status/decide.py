@@ -19,6 +19,13 @@ class Match:
 
     profiles: tuple[Profile, ...] = ()
     error: str | None = None
+    case_changed: bool = False
+    """The profiles found hold the address in another case than the row's: a filter that
+    compares case-sensitively could have missed a profile holding it in yet another case."""
+    note: str | None = None
+    """A caveat the row's report detail carries (see ``planner.CASE_NOTE``)."""
+    deferred: bool = False
+    """Nothing to decide yet: the row stays in the lookup stage for a later plan (the scan)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class Send:
 
     profile: Profile
     handles: tuple[str, ...]
+    note: str | None = None
+    """The match's caveat, kept in the row's detail whatever its outcome."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,8 @@ def decide(
     """What to do with a row given what its lookup found.
 
     Exactly one profile is needed; the handles it lacks (assign) or holds (remove) are sent,
-    in ``handles`` order. A dry run settles what it would send as ``would_*``.
+    in ``handles`` order. A dry run settles what it would send as ``would_*``. The match's
+    ``note`` follows the one profile into the detail (or the ``Send``).
     """
     if match.error is not None:
         return Settle(Outcome.FAILED, f"lookup failed: {match.error}")
@@ -65,10 +75,18 @@ def decide(
     [profile] = match.profiles
     to_send = action.to_send(profile.statuses, handles)
     if not to_send:
-        return Settle(action.unneeded, "", profile)
+        return Settle(action.unneeded, _noted("", match.note), profile)
     if dry_run:
-        return Settle(action.would, f"would {action.value} {', '.join(to_send)}", profile)
-    return Send(profile, to_send)
+        would = f"would {action.value} {', '.join(to_send)}"
+        return Settle(action.would, _noted(would, match.note), profile)
+    return Send(profile, to_send, match.note)
+
+
+def _noted(detail: str, note: str | None) -> str:
+    """A detail with a caveat after it."""
+    if not note:
+        return detail
+    return f"{detail}; {note}" if detail else note
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,9 @@ class _Doctor:
         self.add(
             "email_filter",
             "warn",
-            "filter[email] matches case-sensitively: addresses "
-            "are looked up as written, then lower-cased",
+            "filter[email] matches case-sensitively: addresses are looked up as written and"
+            " lower-cased, and runs prefer reading every profile, which alone finds two"
+            " profiles holding one address in two cases",
         )
 
     async def check_eq_filter(self, known: Profile | None) -> None:

@@ -29,9 +29,10 @@ from omneo_status.journal import (
     Settled,
     Stage,
 )
+from omneo_status.keys import KeyKind
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
-from omneo_status.planner import LookupPlanner
+from omneo_status.planner import Chosen, LookupPlanner, TenantFacts
 from omneo_status.resolver import (
     ProfileIdResolver,
     Resolver,
@@ -141,11 +142,15 @@ class Engine:
         definitions: Mapping[str, StatusDefinition],
         confirm: Confirm | None = None,
         planner: Planner | None = None,
+        facts: TenantFacts | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
         self.run = run
         self.planner = planner
+        self.facts = facts
+        """What doctor measured on the tenant, for the lookup planner's sums."""
+        self._lookups: LookupPlanner | None = None
         self.action = spec.action
         self.handles = spec.handles
         self.match = spec.match
@@ -187,6 +192,7 @@ class Engine:
             await self._reconcile()
             self._resume_accepted()
             await self._resolve_all()
+            self._check_identity_handle()
             check_unmatched(self.run, self.options.max_unmatched)
             if self.planner is not None:
                 await self.planner.plan(self.run)
@@ -245,21 +251,29 @@ class Engine:
                     f"--lookup {self.options.lookup.value} applies to emails only:"
                     f" each {self.match.rule.name} is looked up on its own"
                 )
-            queue: _Work = asyncio.Queue(maxsize=self.options.concurrency * 4)
-            workers = [self._lookup_worker(queue) for _ in range(self.options.concurrency)]
-            tasks = [asyncio.ensure_future(work) for work in workers]
-            flusher = asyncio.ensure_future(self._flush_while_waiting())
-            try:
-                await self._feed(queue, by_key)
-                for _ in tasks:
-                    await queue.put(None)
-                await asyncio.gather(*tasks)
-            finally:
-                for task in [*tasks, flusher]:
-                    task.cancel()
-            self._crew.check()
+            await self._lookup_pass(by_key)
+            rest = self._lookups.rest() if self._lookups is not None else None
+            if rest is not None:  # the lookups left their rows to a scan
+                self.run.flush()
+                await self._lookup_pass(await self._scanned(rest))
         self.run.flush()
         self.reporter.finish(Step.RESOLVE)
+
+    async def _lookup_pass(self, by_key: Resolver) -> None:
+        """Look up every row left in the lookup stage, ``concurrency`` at a time."""
+        queue: _Work = asyncio.Queue(maxsize=self.options.concurrency * 4)
+        workers = [self._lookup_worker(queue) for _ in range(self.options.concurrency)]
+        tasks = [asyncio.ensure_future(work) for work in workers]
+        flusher = asyncio.ensure_future(self._flush_while_waiting())
+        try:
+            await self._feed(queue, by_key)
+            for _ in tasks:
+                await queue.put(None)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in [*tasks, flusher]:
+                task.cancel()
+        self._crew.check()
 
     async def _feed(self, queue: _Work, by_key: Resolver) -> None:
         group: list[RowRecord] = []
@@ -303,19 +317,33 @@ class Engine:
     async def _email_resolver(self) -> Resolver:
         """The resolver for the emails left to look up, once the planner has chosen (and, for
         a scan, once the scan has read the tenant and settled the rows it can)."""
-        planner = LookupPlanner(
-            self.client, self.run, mode=self.options.lookup, concurrency=self.options.concurrency
+        planner = self._lookups = LookupPlanner(
+            self.client,
+            self.run,
+            mode=self.options.lookup,
+            concurrency=self.options.concurrency,
+            facts=self.facts,
+            on_change=self._show_plan,
         )
         chosen = await planner.choose()
-        plan = self.result.lookup = chosen.plan
-        if chosen.warning is not None:
-            self.reporter.warn(chosen.warning)
-        elif plan is not None:
+        if chosen.plan is not None:
+            self._show_plan(chosen.plan)
+        for row, match in chosen.settled:
+            self._decide(row, match)
+        return await self._scanned(chosen)
+
+    def _show_plan(self, plan: LookupPlan) -> None:
+        """Keep the lookup plan for the summary and say it (a warning, when it has one)."""
+        self.result.lookup = plan
+        if plan.warning is not None:
+            self.reporter.warn(plan.warning)
+        else:
             self.reporter.info(
                 f"Lookup: {plan.mode.value}, about {plan.requests} requests: {plan.reason}"
             )
-        for row, match in chosen.settled:
-            self._decide(row, match)
+
+    async def _scanned(self, chosen: Chosen) -> Resolver:
+        """Read the chosen scan (if any) and settle the rows it can; the resolver of the rest."""
         if chosen.scan is not None:
             state = await chosen.scan.read(chosen.first)
             if state.moved:
@@ -327,7 +355,10 @@ class Engine:
         return chosen.resolver
 
     def _decide(self, row: RowRecord, match: Match, key_name: str = "email") -> None:
-        """Decide a looked-up row (an undo row sends what it knows) and record the decision."""
+        """Decide a looked-up row (an undo row sends what it knows) and record the decision;
+        a deferred match leaves the row in the lookup stage."""
+        if match.deferred:
+            return
         action, handles = self.action_of(row), row.send or self.handles
         dry_run = self.options.dry_run
         self._record(row, decide(match, action, handles, dry_run=dry_run, key_name=key_name))
@@ -335,7 +366,8 @@ class Engine:
     def _record(self, row: RowRecord, decision: Decision) -> None:
         if isinstance(decision, Send):
             target = decision.profile
-            self.run.plan(Planned(row.line, target.id, target.statuses, decision.handles))
+            note = decision.note or ""
+            self.run.plan(Planned(row.line, target.id, target.statuses, decision.handles, note))
             self._ready += 1
             if self.pipelined and self._ready >= self.options.chunk_size:
                 self._launch_chunks(full_only=True)
@@ -353,6 +385,19 @@ class Engine:
             if decision.outcome is Outcome.FAILED:
                 self.reporter.row_failed(row.line, row.email, decision.detail)
         self.reporter.advance(Step.RESOLVE)
+
+    def _check_identity_handle(self) -> None:
+        """Warn when an identity run found no profile for any row it looked up: the handle is
+        most likely not one the tenant has (a typo), not every customer missing."""
+        if self.match.kind is not KeyKind.IDENTITY:
+            return
+        counts = self.run.counts()
+        skipped = counts.get(Outcome.INVALID_KEY, 0) + counts.get(Outcome.DUPLICATE, 0)
+        looked_up = sum(tally.count for tally in self.run.tally()) - skipped
+        if looked_up and counts.get(Outcome.NOT_FOUND, 0) == looked_up:
+            self.reporter.warn(
+                f"no profile was found by the identity `{self.match.handle}`; check the handle"
+            )
 
     # -- send and watch --------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
+from omneo_status.planner import TenantFacts
 from omneo_status.source import PreparedInput, journal_rows
 from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
 from omneo_status.sync import SYNC_ONE, SyncPlanner
@@ -57,6 +58,8 @@ class JobContext:
     confirm: Confirm | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
+    facts: TenantFacts | None = None
+    """What doctor measured on the tenant (its saved record), for the lookup planner."""
 
 
 def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
@@ -366,6 +369,7 @@ async def _drive(
         )
         if spec.sync
         else None,
+        facts=ctx.facts,
         sleep=ctx.sleep,
         clock=ctx.clock,
     )

@@ -209,6 +209,9 @@ class Planned:
     profile_id: str
     held: tuple[str, ...]
     send: tuple[str, ...]
+    note: str = ""
+    """A caveat of the match, kept in the row's detail through to its outcome (empty: the
+    row's detail is left as it is)."""
 
 
 @dataclass(frozen=True)
@@ -889,22 +892,28 @@ def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Sett
     settled = [record for record in records if not isinstance(record, Planned)]
     db.executemany(
         "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
-        " batch_id=NULL WHERE run_id=? AND line=?",
+        " batch_id=NULL, detail=CASE WHEN ?='' THEN detail ELSE ? END"
+        " WHERE run_id=? AND line=?",
         [
             (
                 Stage.PLANNED.value,
                 record.profile_id,
                 _handles_text(record.held),
                 _handles_text(record.send),
+                record.note,
+                record.note,
                 run_id,
                 record.line,
             )
             for record in planned
         ],
     )
+    # A planned row's note (its detail until then) follows its first outcome's detail.
     db.executemany(
         "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
-        " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id), detail=?"
+        " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id),"
+        " detail=CASE WHEN stage=? OR detail='' THEN ? WHEN ?='' THEN detail"
+        " ELSE ? || '; ' || detail END"
         " WHERE run_id=? AND line=?",
         [
             (
@@ -913,6 +922,9 @@ def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Sett
                 record.profile_id,
                 _handles_text(record.held) if record.held is not None else None,
                 record.batch_id,
+                Stage.DONE.value,
+                record.detail,
+                record.detail,
                 record.detail,
                 run_id,
                 record.line,

@@ -65,12 +65,18 @@ def is_profile_id(text: str) -> bool:
     return _UUID.fullmatch(text) is not None
 
 
+_DOT_SEGMENTS = frozenset({".", ".."})
+"""Path segments a URL resolves away (``/profiles/..`` is ``/``), even percent-encoded."""
+
+
 def is_valid_identifier(identifier: str) -> bool:
     """Whether a trimmed identity identifier can be looked up: 1 to ``MAX_IDENTIFIER``
-    characters, no control characters, and no ``/`` (it travels as a URL path segment)."""
+    characters, no control characters, no ``/``, and not ``.`` or ``..`` (it travels as a URL
+    path segment, which must name the identifier and nothing else)."""
     return (
         0 < len(identifier) <= MAX_IDENTIFIER
         and "/" not in identifier
+        and identifier not in _DOT_SEGMENTS
         and _CONTROL.search(identifier) is None
     )
 
@@ -230,7 +236,10 @@ class MatchKey:
             KeyKind.EMAIL: "not a valid email address",
             KeyKind.MOBILE: "not a phone number (6 to 15 digits, an optional leading +)",
             KeyKind.ID: "not shaped like an Omneo profile id (a UUID)",
-        }.get(self.kind, "not a usable identifier (too long, or holds / or a control character)")
+        }.get(
+            self.kind,
+            "not a usable identifier (too long, . or .., or holds / or a control character)",
+        )
 
 
 EMAIL = MatchKey()

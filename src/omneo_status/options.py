@@ -63,10 +63,17 @@ class LookupPlan:
     requests: int
     """Lookup requests the plan was expected to cost when it was chosen (probes included)."""
     reason: str
+    warning: str | None = None
+    """What the plan cannot promise on this tenant (said before anything is written)."""
 
     def to_json(self) -> dict[str, object]:
         """The summary's ``lookup`` object."""
-        return {"mode": self.mode.value, "requests": self.requests, "reason": self.reason}
+        return {
+            "mode": self.mode.value,
+            "requests": self.requests,
+            "reason": self.reason,
+            "warning": self.warning,
+        }
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,24 @@ and identities (``GET /v3/profiles/{identifier}?identity[handle]=H``).
 Matching is exact under the key's policy (``inputs.email_key``, ``keys.normalize_mobile``, an
 identity's exact identifier): a profile the API returns whose key differs never counts. An answer
 that lists such strangers shows that the tenant ignored the filter; nothing is guessed from it.
+
+An email filter that compares case-sensitively lists only the profiles holding an address in the
+case asked for, so a profile holding it in another case goes unseen. The email resolvers learn
+how the tenant compares from their answers (``EmailCase``) and mark a match found through a
+change of case (``Match.case_changed``); the planner decides what that costs the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
 from omneo_status.client import MAX_PAGE_SIZE, OmneoClient
 from omneo_status.decide import Match
 from omneo_status.errors import BadResponse, NotFoundError, ValidationFailed
-from omneo_status.inputs import email_key, lookup_forms
+from omneo_status.inputs import email_key, lookup_forms, normalize_email
 from omneo_status.keys import KeyKind, MatchKey, normalize_mobile
 from omneo_status.models import Profile
 
@@ -57,14 +62,35 @@ class FilterIgnored(Exception):
     """The tenant's answer lists profiles the filter should have excluded."""
 
 
+class EmailCase:
+    """How the tenant's ``filter[email]`` compares case, as far as the run knows: shared by the
+    planner and the email resolvers, which learn it from their answers."""
+
+    def __init__(self, sensitive: bool | None = None, shown_by: str = "") -> None:
+        self.sensitive = sensitive
+        """True: case-sensitively; False: ignoring case; None: not known yet."""
+        self.shown_by = shown_by
+        """What showed it, as a warning names it ("doctor, 2026-01-31")."""
+
+    def learn(self, sensitive: bool, shown_by: str) -> None:
+        """Keep what an answer proved (the first proof stands)."""
+        if self.sensitive is None:
+            self.sensitive, self.shown_by = sensitive, shown_by
+
+
 class SingleEmailResolver:
-    """One ``GET /v3/profiles?filter[email]=...`` per address (and per form of it)."""
+    """One ``GET /v3/profiles?filter[email]=...`` per address (and per form of it).
+
+    The address is looked up as written, then in lower case if nothing was found; on a tenant
+    known to compare case-sensitively, in both forms always (a profile may hold each).
+    """
 
     key_name = "email"
     group_size = 1
 
-    def __init__(self, client: OmneoClient) -> None:
+    def __init__(self, client: OmneoClient, case: EmailCase | None = None) -> None:
         self.client = client
+        self.case = case or EmailCase()
 
     async def resolve(self, keys: Sequence[str]) -> list[Match]:
         """Each address's exact matches; a lookup the tenant answered wrongly is an error."""
@@ -72,14 +98,18 @@ class SingleEmailResolver:
 
     async def _one(self, address: str) -> Match:
         key = email_key(address)
+        forms = lookup_forms(address)
+        found: dict[str, Profile] = {}
         try:
-            for form in lookup_forms(address):
+            for form in forms:
                 listed = await self.client.find_profiles(
                     {"filter[email]": form}, max_profiles=SINGLE_MAX_PROFILES
                 )
-                matches = _exact(listed.profiles, {key})
-                if matches:
-                    return Match(tuple(matches[key]))
+                profiles = _exact(listed.profiles, {key}).get(key, [])
+                self._learn(form, forms[0], profiles, found_before=bool(found))
+                found.update((p.id, p) for p in profiles if p.id not in found)
+                if found and self.case.sensitive is not True:
+                    break
         except FilterIgnored:
             return Match(
                 error="the API answered filter[email] with profiles of other addresses,"
@@ -87,7 +117,35 @@ class SingleEmailResolver:
             )
         except ROW_LEVEL_ERRORS as exc:
             return Match(error=exc.message)
-        return Match()
+        return _match(found.values(), forms[0])
+
+    def _learn(
+        self, form: str, written: str, profiles: Sequence[Profile], *, found_before: bool
+    ) -> None:
+        """What an answer for ``form`` proves about the tenant's case rule, if anything."""
+        other = next((p for p in profiles if _exact_form(p) != form), None)
+        if other is not None:
+            self.case.learn(False, f"filter[email]={form} listed {other.email}")
+        elif profiles and form != written and not found_before:
+            self.case.learn(True, f"{written} was found only as {form}")
+
+    async def learn_case(self, address: str) -> None:
+        """After a lookup found the profile of ``address`` only in another case: one lookup of
+        the address exactly as written tells how the tenant compares (found again: ignoring
+        case; not found: case-sensitively). An answer that tells nothing leaves it unknown."""
+        written = normalize_email(address)
+        key = email_key(address)
+        try:
+            listed = await self.client.find_profiles(
+                {"filter[email]": written}, max_profiles=SINGLE_MAX_PROFILES
+            )
+            profiles = _exact(listed.profiles, {key}).get(key, [])
+        except (FilterIgnored, *ROW_LEVEL_ERRORS):
+            return
+        if profiles:
+            self._learn(written, written, profiles, found_before=True)
+        else:
+            self.case.learn(True, f"{written} was found only in another case")
 
 
 class BulkEmailResolver:
@@ -100,10 +158,13 @@ class BulkEmailResolver:
 
     key_name = "email"
 
-    def __init__(self, client: OmneoClient, group_size: int = BULK_GROUP) -> None:
+    def __init__(
+        self, client: OmneoClient, group_size: int = BULK_GROUP, case: EmailCase | None = None
+    ) -> None:
         self.client = client
         self.group_size = max(1, group_size)
-        self.single = SingleEmailResolver(client)
+        self.single = SingleEmailResolver(client, case)
+        self.case = self.single.case
 
     async def resolve(self, keys: Sequence[str]) -> list[Match]:
         """Each address's exact matches, from one request per group when the tenant honours
@@ -152,7 +213,16 @@ class BulkEmailResolver:
                 matches = _exact(listed.profiles, wanted)
         except (FilterIgnored, *ROW_LEVEL_ERRORS):
             return None
-        return [Match(tuple(matches.get(email_key(address), ()))) for address in keys]
+        sent = set(forms)
+        other = next(
+            (p for found in matches.values() for p in found if _exact_form(p) not in sent), None
+        )
+        if other is not None:  # listed though no form asked for it as written: case was ignored
+            self.case.learn(False, f"filter[email][in] listed {other.email}")
+        return [
+            _match(matches.get(email_key(address), ()), normalize_email(address))
+            for address in keys
+        ]
 
 
 class ProfileIdResolver:
@@ -255,6 +325,17 @@ def key_resolver(match: MatchKey, client: OmneoClient) -> Resolver | None:
 async def read_profiles(client: OmneoClient, ids: Sequence[str]) -> list[Profile | None]:
     """Each profile as it is now (None when gone), read concurrently (the governor paces)."""
     return list(await asyncio.gather(*(client.get_profile(i) for i in ids)))
+
+
+def _exact_form(profile: Profile) -> str:
+    """The profile's address as a case-sensitive filter compares it (normalised, case kept)."""
+    return normalize_email(profile.email or "")
+
+
+def _match(profiles: Iterable[Profile], written: str) -> Match:
+    """The match of the profiles found for an address written as ``written``."""
+    found = tuple(profiles)
+    return Match(found, case_changed=any(_exact_form(p) != written for p in found))
 
 
 def _exact(profiles: Sequence[Profile], wanted: set[str]) -> dict[str, list[Profile]]:

@@ -28,7 +28,7 @@ from itertools import islice
 
 from omneo_status.client import MAX_PAGE_SIZE, OmneoClient, PageStyle, TenantPage
 from omneo_status.decide import Match
-from omneo_status.errors import BadResponse, UsageError
+from omneo_status.errors import BadResponse, UsageError, ValidationFailed
 from omneo_status.inputs import email_key
 from omneo_status.journal import RowRecord, RunJournal, Stage
 from omneo_status.models import Profile
@@ -207,6 +207,26 @@ class TenantScan:
         """Page 1 of the tenant, the largest the tenant gives (its ``meta`` tells the plan)."""
         self.requests += 1
         return await self.client.tenant_page(1, MAX_PAGE_SIZE)
+
+    async def widest_first_page(self) -> TenantPage:
+        """Page 1 as :meth:`first_page` reads it or, when it holds fewer profiles than asked
+        while the tenant has more, page 1 in the other pagination dialect if that one is larger
+        (the client then keeps that dialect): a tenant that ignores a dialect answers with its
+        default size, which is not the size a scan would read at."""
+        first = await self.first_page()
+        size = first.size or len(first.profiles)
+        if size >= MAX_PAGE_SIZE or first.total is None or first.total <= size:
+            return first
+        other_style = self.client.page_style.other
+        self.requests += 1
+        try:
+            other = await self.client.tenant_page(1, MAX_PAGE_SIZE, style=other_style)
+        except (ValidationFailed, BadResponse):  # a tenant that refuses the other dialect
+            return first
+        if (other.size or len(other.profiles)) <= size:
+            return first
+        self.client.page_style = other_style
+        return other
 
     async def read(self, first: TenantPage | None = None, *, fresh: bool = False) -> ScanState:
         """Read every page not read yet (``first``: page 1, already fetched; ``fresh``: start

@@ -115,7 +115,7 @@ class RunSummary:
             "lookup": (
                 self.lookup.to_json()
                 if self.lookup is not None
-                else {"mode": None, "requests": 0, "reason": None}
+                else {"mode": None, "requests": 0, "reason": None, "warning": None}
             ),
             "report": str(self.report),
             "exit_code": int(self.exit_code),

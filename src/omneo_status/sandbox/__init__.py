@@ -8,6 +8,7 @@ with :func:`serve` / :class:`ServerThread`.
 from omneo_status.sandbox.app import SandboxConfig, create_app
 from omneo_status.sandbox.seed import (
     SeedError,
+    add_case_twins,
     demo_tenant,
     generate_tenant,
     load_seed,
@@ -24,6 +25,7 @@ __all__ = [
     "ServerThread",
     "StatusDefinition",
     "Tenant",
+    "add_case_twins",
     "create_app",
     "demo_tenant",
     "generate_tenant",

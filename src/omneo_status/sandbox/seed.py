@@ -226,6 +226,19 @@ def _generate_profiles(tenant: Tenant, n: int, rng: random.Random) -> None:
         index[email] = [profile_id]
 
 
+def add_case_twins(tenant: Tenant, pairs: int) -> list[tuple[SandboxProfile, SandboxProfile]]:
+    """Add ``pairs`` case twins to ``tenant``: two profiles holding one address in two cases,
+    ``Twin{i}@Example.com`` and ``twin{i}@example.com`` for i from 0. A tenant that compares
+    emails ignoring case lists both for either; a case-sensitive one lists only the one asked
+    for. Returns the pairs added."""
+    if pairs < 0:
+        raise ValueError("pairs must not be negative")
+    return [
+        (tenant.add_profile(f"Twin{i}@Example.com"), tenant.add_profile(f"twin{i}@example.com"))
+        for i in range(pairs)
+    ]
+
+
 def demo_tenant() -> Tenant:
     """The packaged demo tenant (``demo_tenant.json``) the ``--sandbox`` quick start uses."""
     text = resources.files("omneo_status.sandbox").joinpath("demo_tenant.json").read_text("utf-8")
