@@ -1209,8 +1209,8 @@ def batch(
     conn = _pick(Connection, params)
     out = Output.of(params)
     with _boundary(json_out), _session(rt, conn, out) as s:
-        found: Batch | None = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
-        if found is None:
+        found = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
+        if not isinstance(found, Batch):
             raise UsageError(
                 f"No batch {batch_id!r} on this tenant",
                 hint="The tenant may not offer the batch endpoint; check the profiles.",

@@ -122,12 +122,21 @@ def _run_match_key(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN match TEXT NOT NULL DEFAULT 'email'")
 
 
+def _resends(db: sqlite3.Connection) -> None:
+    """Migration 6: rows sent again because their batch was lost or stood still. A chunk
+    counts its rows that went out again in a later chunk (``chunks.resent``); a row says
+    whether it was sent again (``rows.resent``): it never is a second time."""
+    db.execute("ALTER TABLE chunks ADD COLUMN resent INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE rows ADD COLUMN resent INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _row_address,
     _sync_columns,
     _tenant_scan,
     _run_match_key,
+    _resends,
 )
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 
