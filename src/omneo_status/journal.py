@@ -575,50 +575,6 @@ class RunJournal:
             )
         )
 
-    def resend_chunk(
-        self,
-        chunk: int,
-        *,
-        batch_status: str,
-        settled: Iterable[Settled],
-        again: Sequence[int],
-        detail: str,
-    ) -> int | None:
-        """Settle rows of a chunk whose batch was lost or stood still, and move the lines
-        ``again`` (marked as sent again, with ``detail``) into a new ``queued`` chunk, in one
-        transaction that also counts them on the old chunk, done once none of its rows is
-        pending. Returns the new chunk (None when nothing is sent again)."""
-        records = list(settled)
-        numbers: list[int] = []
-
-        def move(db: sqlite3.Connection) -> None:
-            _apply(db, self.run_id, records)
-            if again:
-                numbers.append(_insert_chunk(db, self.run_id, again))
-                db.executemany(
-                    "UPDATE rows SET resent=1, batch_id=NULL, detail=? WHERE run_id=? AND line=?",
-                    [(detail, self.run_id, line) for line in again],
-                )
-            db.execute(
-                "UPDATE chunks SET resent=resent+?, batch_status=?, state=CASE WHEN EXISTS"
-                " (SELECT 1 FROM rows WHERE run_id=? AND chunk=? AND stage<>?) THEN state"
-                " ELSE ? END WHERE run_id=? AND chunk=?",
-                (
-                    len(again),
-                    batch_status,
-                    self.run_id,
-                    chunk,
-                    Stage.DONE.value,
-                    ChunkState.DONE.value,
-                    self.run_id,
-                    chunk,
-                ),
-            )
-
-        self.flush()
-        self.journal.write(move)
-        return numbers[-1] if numbers else None
-
     def accept_chunk(self, chunk: int, batch_id: str) -> None:
         """Record the batch id the API gave a chunk, and commit."""
 
@@ -883,6 +839,50 @@ def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, 
         )
 
     run.journal.write(add)
+
+
+def resend_chunk(
+    run: RunJournal,
+    chunk: int,
+    *,
+    batch_status: str,
+    settled: Iterable[Settled],
+    again: Sequence[int],
+    detail: str,
+) -> int | None:
+    """Settle rows of a chunk whose batch was lost or stood still, and move the lines ``again``
+    (marked as sent again, with ``detail``) into a new ``queued`` chunk, in one transaction
+    that also counts them on the old chunk, done once none of its rows is pending. Returns the
+    new chunk (None when nothing is sent again)."""
+    records = list(settled)
+    numbers: list[int] = []
+    run_id = run.run_id
+
+    def move(db: sqlite3.Connection) -> None:
+        _apply(db, run_id, records)
+        if again:
+            numbers.append(_insert_chunk(db, run_id, again))
+            db.executemany(
+                "UPDATE rows SET resent=1, batch_id=NULL, detail=? WHERE run_id=? AND line=?",
+                [(detail, run_id, line) for line in again],
+            )
+        db.execute(
+            "UPDATE chunks SET resent=resent+:moved, batch_status=:status, state=CASE WHEN"
+            " EXISTS (SELECT 1 FROM rows WHERE run_id=:run AND chunk=:chunk AND stage<>:done)"
+            " THEN state ELSE :finished END WHERE run_id=:run AND chunk=:chunk",
+            {
+                "moved": len(again),
+                "status": batch_status,
+                "run": run_id,
+                "chunk": chunk,
+                "done": Stage.DONE.value,
+                "finished": ChunkState.DONE.value,
+            },
+        )
+
+    run.flush()
+    run.journal.write(move)
+    return numbers[-1] if numbers else None
 
 
 def mark_duplicates(run: RunJournal, what: str = "address") -> None:

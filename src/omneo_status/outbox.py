@@ -17,7 +17,15 @@ from typing import Any, Protocol
 from omneo_status.client import OmneoClient
 from omneo_status.errors import ValidationFailed
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import ChunkState, Planned, RowRecord, RunJournal, Settled, Stage
+from omneo_status.journal import (
+    ChunkState,
+    Planned,
+    RowRecord,
+    RunJournal,
+    Settled,
+    Stage,
+    resend_chunk,
+)
 from omneo_status.models import Action, Outcome
 from omneo_status.options import RunOptions
 from omneo_status.readback import ProfileReader
@@ -203,7 +211,8 @@ class Outbox:
             self.reporter.warn(
                 f"{why}: its {len(again)} row(s) lacking the change are sent again, once"
             )
-        new = self.run.resend_chunk(
+        new = resend_chunk(
+            self.run,
             chunk,
             batch_status="lost" if lost else "stalled",
             settled=settled,

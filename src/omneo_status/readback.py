@@ -82,7 +82,8 @@ class ProfileReader:
 
     async def _scan(self, wanted: set[str]) -> dict[str, Profile]:
         """The wanted profiles found on the tenant's pages, when its pages are fewer than the
-        profiles to read (page 1 tells); reading stops at a page the tenant did not give."""
+        profiles to read (page 1 tells); none past page 1 when page 2 is not the one asked
+        for."""
         first = await self.client.tenant_page(1, MAX_PAGE_SIZE)
         found = {p.id: p for p in first.profiles if p.id in wanted}
         size = first.size or len(first.profiles) or MAX_PAGE_SIZE
@@ -92,10 +93,12 @@ class ProfileReader:
         self.pages = max(1, math.ceil(first.total / size))
         if self.pages - 1 >= len(wanted) - len(found):
             return found  # the rest read by id cost no more than the other pages
-        numbers = range(2, self.pages + 1)
-        pages = await asyncio.gather(*(self.client.tenant_page(n, size) for n in numbers))
-        for number, page in zip(numbers, pages, strict=True):
-            if page.number is not None and page.number != number:
-                break  # the tenant ignores this pagination dialect: the rest are read by id
+        second = await self.client.tenant_page(2, size)
+        if second.number is not None and second.number != 2:
+            return found  # the tenant ignores this pagination dialect: the rest are read by id
+        rest = await asyncio.gather(
+            *(self.client.tenant_page(n, size) for n in range(3, self.pages + 1))
+        )
+        for page in (second, *rest):
             found.update((p.id, p) for p in page.profiles if p.id in wanted)
         return found
