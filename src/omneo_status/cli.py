@@ -310,7 +310,8 @@ StallTimeoutOpt = Annotated[
     float,
     _value(
         "--stall-timeout",
-        help="Give up on a batch whose counts have not moved for this many seconds.",
+        help="Give up on a batch whose counts have not moved for this many seconds"
+        " (without a batches endpoint: whose profiles have not changed; sent again once first).",
         panel=_RUN,
         min=0,
     ),

@@ -36,7 +36,7 @@ RECONCILING = (
     " profiles back"
 )
 LOST = "the tenant no longer knows batch {batch} (404)"
-STOOD_STILL = "the profiles of batch {batch} showed no change ({why})"
+STOOD_STILL = "the profiles of batch {batch} showed no change for {stall:g}s (the stall timeout)"
 LOST_AGAIN = (
     "{why}, and this row was sent again already: it is not sent a third time (re-run with"
     " --fresh to look it up and send it anew)"
@@ -195,7 +195,7 @@ class Outbox:
         why = (
             LOST.format(batch=batch_id)
             if lost
-            else STOOD_STILL.format(batch=batch_id, why=watched.gave_up)
+            else STOOD_STILL.format(batch=batch_id, stall=self.options.stall_timeout)
         )
         again = [row for row in watched.unsent if not row.resent]
         twice = [row for row in watched.unsent if row.resent]
