@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from omneo_status import cli
+from omneo_status.backoff import Backoff
 from omneo_status.client import OmneoClient
 from omneo_status.journal import (
     ChunkState,
@@ -29,10 +30,12 @@ from omneo_status.journal import (
 from omneo_status.models import Action, Outcome, Profile
 from omneo_status.readback import ProfileReader
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
+from omneo_status.watcher import BatchWatcher
 
 from .conftest import EXAMPLES, Sandbox, VirtualClock, report_rows, summary_of, write_csv
 
 EMAILS = str(EXAMPLES / "emails.csv")
+BASE = "http://sandbox.test/api"
 SENT_TO = (
     "ava.nguyen@example.com",
     "ben.carter@example.com",
@@ -425,3 +428,55 @@ def test_the_journal_tells_chunks_never_sent_from_chunks_in_doubt_and_moves_rows
             is None
         )
         assert run.chunks()[0].state is ChunkState.DONE and run.chunks()[0].resent == 1
+
+
+# -- the watcher: telling a lost batch from a missing endpoint ----------------------------------
+
+
+class VagueBatch404(httpx.AsyncBaseTransport):
+    """The sandbox, whose 404 for a batch says nothing about the endpoint."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if response.status_code == 404 and request.url.path.startswith("/api/v3/batches/"):
+            return httpx.Response(404, json={"message": "Gone fishing"})
+        return response
+
+
+@pytest.mark.anyio
+async def test_a_vague_404_is_a_lost_batch_only_once_another_batch_answered_in_the_run() -> None:
+    tenant = generate_tenant(20, seed=4)
+    clock = VirtualClock()
+    config = SandboxConfig(batch_delay=100_000.0, clock=clock.monotonic)
+    transport = VagueBatch404(httpx.ASGITransport(app=create_app(tenant, config)))
+    rows = [r for r in rows_of(tenant, 20) if r.profile_id][:3]
+    gone = rows[2]._replace(profile_id="no-such-profile")
+    async with OmneoClient(BASE, SecretStr(config.token), transport=transport) as client:
+        watcher = BatchWatcher(
+            client, Action.ASSIGN, lambda: Backoff(clock.monotonic, clock.sleep, 1800.0, 30.0)
+        )
+        batch_id = await client.send_batch(
+            Action.ASSIGN, [(r.profile_id or "", ["vip"]) for r in rows]
+        )
+        tenant.forget_batches()
+        # Nothing tells yet whether the endpoint exists: the profiles are followed, and stand
+        # still for the stall timeout.
+        started = clock.now
+        first = await watcher.watch(batch_id, [rows[0], rows[1], gone])
+        assert first.gave_up is not None and clock.now - started >= 30.0
+        assert [r.line for r in first.unsent] == [rows[0].line, rows[1].line]
+        assert [(s.line, s.outcome, s.detail) for s in first.settled] == [
+            (gone.line, Outcome.FAILED, "profile not found")
+        ]
+        # A batch that answers shows the endpoint exists: the same 404 is now a lost batch.
+        other = await client.send_batch(Action.ASSIGN, [(rows[0].profile_id or "", ["vip"])])
+        assert (await watcher.watch(other, rows[:1])).gave_up is not None  # pending, not lost
+        assert watcher.endpoint is True
+        tenant.forget_batches()
+        started = clock.now
+        lost = await watcher.watch(batch_id, rows[:2])
+        assert lost.gave_up is None and clock.now == started  # at once
+        assert [r.line for r in lost.unsent] == [rows[0].line, rows[1].line]

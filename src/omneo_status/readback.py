@@ -66,7 +66,11 @@ class ProfileReader:
         together)."""
         wanted = {row.profile_id for row in rows}
         bulk = BulkEmailResolver(self.client)
-        groups = bulk.fit(list(dict.fromkeys(row.address for row in rows)))
+        groups = bulk.fit(
+            [address for address in dict.fromkeys(r.address for r in rows) if address]
+        )
+        if not groups:
+            return {}
         first = await bulk.try_group(groups[0])
         self.in_filter = first is not None
         if first is None:
