@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, PageStyle, RetryPolicy, query_string
+from omneo_status.client import MissingBatch, OmneoClient, PageStyle, RetryPolicy, query_string
 from omneo_status.errors import (
     AuthError,
     BadResponse,
@@ -27,7 +27,7 @@ from omneo_status.errors import (
     ValidationFailed,
 )
 from omneo_status.governor import RateGovernor
-from omneo_status.models import Action
+from omneo_status.models import Action, Batch
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant, generate_tenant
 from omneo_status.trace import Exchange
 
@@ -176,7 +176,7 @@ async def test_404_on_a_profile_is_none_not_an_error() -> None:
     client, _, _ = make_client([httpx.Response(404, json={"message": "No query results"})])
     async with client:
         assert await client.get_profile("missing") is None
-        assert await client.get_batch("missing") is None
+        assert await client.get_batch("missing") == MissingBatch(endpoint=True)
 
 
 async def test_connection_errors_give_up_after_max_retries() -> None:
@@ -331,7 +331,7 @@ async def test_lenient_parsing_of_numbers_statuses_and_counts() -> None:
     )
     async with client:
         batch = await client.get_batch("42")
-    assert batch is not None
+    assert isinstance(batch, Batch)
     assert batch.id == "42" and batch.total_count == 3 and batch.success_count is None
     client, _, _ = make_client(
         [
@@ -500,7 +500,7 @@ async def test_string_counts_and_missing_entity_ids_are_read() -> None:
     async with sandbox_client(tenant, config) as client:
         batch_id = await client.send_batch(Action.ASSIGN, [(ava.id, ["vip"]), ("ghost", ["vip"])])
         batch = await client.get_batch(batch_id)
-    assert batch is not None
+    assert isinstance(batch, Batch)
     assert (batch.success_count, batch.failed_count, batch.processed_count) == (1, 1, 2)
     assert [item.entity_id for item in batch.items] == [None, None]
     assert [item.external_id for item in batch.items] == [ava.id, "ghost"]

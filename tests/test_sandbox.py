@@ -691,6 +691,24 @@ def test_process_due_batches_directly() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_tenant_that_forgets_its_batches_never_applies_them_and_answers_404() -> None:
+    tenant = demo_tenant()
+    ava = only(tenant, "ava.nguyen@example.com")
+    clock = FakeClock()
+    async with sandbox(tenant, SandboxConfig(batch_delay=5.0, clock=clock)) as client:
+        response = await send_batch(client, "POST", [entry(ava.id, "vip")])
+        batch_url = f"/batches/{response.json()['data']['batch_id']}"
+        assert (await client.get(batch_url)).status_code == 200
+        assert tenant.forget_batches() == 1
+        clock.advance(10.0)
+        gone = await client.get(batch_url)
+    assert gone.status_code == 404
+    assert gone.json() == {"message": "No query results for model [Batch]."}
+    assert tenant.statuses_of(ava.id) == []
+    assert tenant.process_due_batches(float("inf")) == 0
+
+
+@pytest.mark.anyio
 async def test_batches_endpoint_can_be_switched_off() -> None:
     tenant = demo_tenant()
     ava = only(tenant, "ava.nguyen@example.com")

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from omneo_status.client import OmneoClient, RetryPolicy
 from omneo_status.errors import Unreachable
 from omneo_status.governor import RateGovernor
-from omneo_status.models import Action, BatchState
+from omneo_status.models import Action, Batch, BatchState
 from omneo_status.sandbox import ServerThread, create_app, demo_tenant
 from omneo_status.trace import Exchange
 from omneo_status.transport import AnswerHeaders, NetworkTransport, WholeAnswer, env_proxy
@@ -159,7 +159,7 @@ async def test_the_client_goes_over_the_network_transport_without_one_injected()
             profile_id = found.profiles[0].id
             batch_id = await client.send_batch(Action.ASSIGN, [(profile_id, ["vip"])])
             batch = await client.get_batch(batch_id)
-    assert batch is not None and batch.state is BatchState.DONE
+    assert isinstance(batch, Batch) and batch.state is BatchState.DONE
     assert tenant.statuses_of(profile_id) == ["vip"]
     assert [(e.method, e.status) for e in seen] == [("GET", 200), ("POST", 202), ("GET", 200)]
     assert [r.status for r in tenant.requests] == [200, 202, 200]

@@ -46,6 +46,15 @@ class Backoff:
             return f"no progress for {self.stall_timeout:g}s (the stall timeout)"
         return None
 
+    @property
+    def stalled(self) -> bool:
+        """Whether the wait is over because nothing moved for the stall timeout (and not
+        because its whole time ran out)."""
+        now = self.clock()
+        return (
+            now - self.last_change >= self.stall_timeout and now - self.started < self.poll_timeout
+        )
+
     async def pause(self) -> None:
         """Sleep the current delay, then let the next one grow (up to ``MAX_DELAY``)."""
         await self.sleep(self.delay)

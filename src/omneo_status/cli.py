@@ -315,7 +315,8 @@ StallTimeoutOpt = Annotated[
     float,
     _value(
         "--stall-timeout",
-        help="Give up on a batch whose counts have not moved for this many seconds.",
+        help="Give up on a batch whose counts have not moved for this many seconds"
+        " (without a batches endpoint: whose profiles have not changed; sent again once first).",
         panel=_RUN,
         min=0,
     ),
@@ -1242,8 +1243,8 @@ def batch(
     conn = _pick(Connection, params)
     out = Output.of(params)
     with _boundary(json_out), _session(rt, conn, out) as s:
-        found: Batch | None = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
-        if found is None:
+        found = _run(rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
+        if not isinstance(found, Batch):
             raise UsageError(
                 f"No batch {batch_id!r} on this tenant",
                 hint="The tenant may not offer the batch endpoint; check the profiles.",

@@ -180,6 +180,29 @@ class TenantPage:
     """``meta.per_page``: the page size the tenant really used."""
 
 
+@dataclass(frozen=True)
+class MissingBatch:
+    """``GET /v3/batches/{id}`` answered 404."""
+
+    endpoint: bool | None
+    """Whether the answer shows that the batches endpoint exists (the batch does not), shows
+    that it does not, or cannot tell (None): see ``batches_endpoint_shown``."""
+
+
+def batches_endpoint_shown(message: object) -> bool | None:
+    """What the ``message`` of a 404 to ``GET /v3/batches/{id}`` says of the endpoint: a
+    missing record ("No query results for model [Batch].") shows that it exists, a bare "Not
+    Found" or a routing error that it does not; any other answer cannot tell (None)."""
+    if not isinstance(message, str):
+        return None
+    text = message.strip().lower()
+    if "no query results" in text or "batch" in text:
+        return True
+    if text.rstrip(".") == "not found" or "route" in text:
+        return False
+    return None
+
+
 class PageStyle(StrEnum):
     """How a list endpoint is asked for a page: Omneo's two SDKs use different dialects, and a
     tenant may honour only one of them."""
@@ -397,12 +420,18 @@ class OmneoClient:
             )
         return batch_id
 
-    async def get_batch(self, batch_id: str) -> Batch | None:
-        """The batch's state, or None when the tenant answers 404 (no batch endpoint)."""
+    async def get_batch(self, batch_id: str) -> Batch | MissingBatch:
+        """The batch's state, or ``MissingBatch`` when the tenant answers 404 (saying whether
+        the answer shows the batches endpoint exists)."""
         path = f"/batches/{_path_id(batch_id)}"
         response = await self._request("GET", path, allow_404=True)
         if response.status_code == 404:
-            return None
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            message = body.get("message") if isinstance(body, dict) else None
+            return MissingBatch(batches_endpoint_shown(message))
         return _parse_one(Batch, _data(_json(response, f"GET /v3{path}")), "batch")
 
     async def probe(self, path: str, params: Mapping[str, str] | None = None) -> ProbeAnswer:

@@ -368,6 +368,14 @@ def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bo
         ids = ", ".join(str(b["batch_id"]) for b in batches[:3])
         more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
         out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
+        resent = [b for b in batches if b.get("resent")]
+        if resent:
+            rows = sum(int(b["resent"]) for b in resent)
+            which = ", ".join(f"{b['batch_id']} ({b['status']})" for b in resent[:3])
+            out.print(
+                f"Sent again: {rows} rows, once, from {len(resent)} batch(es) the tenant lost"
+                f" or that stood still: {escape(which)}"
+            )
     lookup: Mapping[str, Any] = document.get("lookup") or {}
     if lookup.get("mode"):
         out.print(

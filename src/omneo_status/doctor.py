@@ -18,6 +18,7 @@ from omneo_status.client import (
     PageStyle,
     ProbeAnswer,
     TransportInUse,
+    batches_endpoint_shown,
     lenient_int,
 )
 from omneo_status.errors import ApiError, AuthError, ExitCode
@@ -313,15 +314,11 @@ def _batches_endpoint(answer: ProbeAnswer) -> bool | None:
     a "no such batch" 404 says yes, a "no such route" 404 says no, anything else: unknown."""
     if answer.status < 300:
         return True
-    message = answer.body.get("message") if isinstance(answer.body, dict) else None
-    if answer.status != 404 or not isinstance(message, str):
+    if answer.status != 404:
         return None
-    text = message.strip().lower()
-    if "no query results" in text or "batch" in text:
-        return True
-    if text.rstrip(".") == "not found" or "route" in text:
-        return False
-    return None
+    return batches_endpoint_shown(
+        answer.body.get("message") if isinstance(answer.body, dict) else None
+    )
 
 
 def _describe_statuses(statuses: list[StatusDefinition]) -> str:

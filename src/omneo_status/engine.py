@@ -1,9 +1,10 @@
 """The pipeline of one run, orchestrated: reconcile, resolve, decide, send, watch, verify.
 
 The engine works from and into the run's journal, so the same code starts a run, resumes one
-that died, and finishes one that gave up waiting. The journal is also the outbox: a decided row
-is planned there, and chunks are cut from the planned rows, one way whether they go out while
-lookups go on (pipelined) or after every row is decided (a dry run, a guardrail, a prompt).
+that died, and finishes one that gave up waiting. A decided row is planned in the journal, and
+the ``Outbox`` cuts chunks from the planned rows, sends them and follows their batches, one way
+whether they go out while lookups go on (pipelined) or after every row is decided (a dry run, a
+guardrail, a prompt).
 Lookups run ``concurrency`` at a time; the governor in the client paces every request.
 """
 
@@ -11,28 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omneo_status.backoff import Backoff, Clock, Sleep
 from omneo_status.client import OmneoClient
 from omneo_status.decide import Decision, Match, Send, decide
-from omneo_status.errors import Cancelled, GuardrailError, ValidationFailed
+from omneo_status.errors import Cancelled, GuardrailError
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import (
-    FLUSH_SECONDS,
-    ChunkState,
-    Planned,
-    RowRecord,
-    RunJournal,
-    Settled,
-    Stage,
-)
+from omneo_status.journal import FLUSH_SECONDS, Planned, RowRecord, RunJournal, Settled, Stage
 from omneo_status.keys import KeyKind
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
+from omneo_status.outbox import Outbox
 from omneo_status.planner import Chosen, LookupPlanner, TenantFacts
+from omneo_status.readback import ProfileReader
 from omneo_status.resolver import (
     ProfileIdResolver,
     Resolver,
@@ -40,19 +35,12 @@ from omneo_status.resolver import (
 )
 from omneo_status.summary import Verification
 from omneo_status.verify import verify_sample
-from omneo_status.watcher import BatchWatcher, reconcile
+from omneo_status.watcher import BatchWatcher
 
-RECONCILING = (
-    "{chunks} chunk(s) may or may not have been sent before the last run stopped: reading their"
-    " profiles back"
-)
 SCAN_MOVED = (
     "The tenant's profile list changed during the scan: addresses it did not find are looked"
     " up by filter instead"
 )
-
-SENDS_AT_ONCE = 2
-"""Batch requests in flight at once: enough to overlap, few enough to leave room for lookups."""
 
 
 @dataclass(frozen=True)
@@ -160,16 +148,31 @@ class Engine:
         self.definitions = definitions
         self.confirm = confirm
         self._sleep = sleep
-        self.watcher = BatchWatcher(
+        # Read-backs go by email in bulk unless the run matches by another key, or was told
+        # to look emails up one by one.
+        reader = ProfileReader(
             client,
-            spec.action,
-            lambda: Backoff(clock, sleep, options.poll_timeout, options.stall_timeout),
+            by_email=spec.match.kind is KeyKind.EMAIL,
+            in_filter=False if options.lookup is LookupMode.SINGLE else None,
         )
         self.by_id = ProfileIdResolver(client)
         self.result = EngineResult()
         self._crew = _Crew()
-        self._send_slots = asyncio.Semaphore(SENDS_AT_ONCE)
-        self._ready = 0
+        self.outbox = Outbox(
+            run=run,
+            options=options,
+            client=client,
+            reporter=reporter,
+            crew=self._crew,
+            watcher=BatchWatcher(
+                client,
+                spec.action,
+                lambda: Backoff(clock, sleep, options.poll_timeout, options.stall_timeout),
+                reader,
+            ),
+            reader=reader,
+            action_of=self.action_of,
+        )
 
     @property
     def pipelined(self) -> bool:
@@ -189,8 +192,8 @@ class Engine:
     async def execute(self) -> EngineResult:
         """Take the run from wherever the journal says it is to its end."""
         try:
-            await self._reconcile()
-            self._resume_accepted()
+            await self.outbox.reconcile()
+            self.outbox.resume()
             await self._resolve_all()
             self._check_identity_handle()
             check_unmatched(self.run, self.options.max_unmatched)
@@ -198,8 +201,9 @@ class Engine:
                 await self.planner.plan(self.run)
             if not self.options.dry_run:
                 ask_to_proceed(self.run, self.confirm)
-                self._launch_chunks(full_only=False)
+                self.outbox.launch(full_only=False)
             await self._crew.drain()
+            self.result.gave_up = self.outbox.gave_up
             self.reporter.finish(Step.SEND)
             self.reporter.finish(Step.WAIT)
             if not (self.result.gave_up or self.options.dry_run or self.options.no_wait):
@@ -208,34 +212,6 @@ class Engine:
         finally:
             self._crew.cancel()
             self.run.flush()
-
-    # -- an earlier attempt's chunks -------------------------------------------------------
-
-    async def _reconcile(self) -> None:
-        """Settle chunks whose request may or may not have reached the API before a crash."""
-        posting = self.run.chunks(ChunkState.POSTING)
-        if not posting:
-            return
-        self.reporter.start(Step.RECONCILE, sum(chunk.profiles for chunk in posting))
-        self.reporter.info(RECONCILING.format(chunks=len(posting)))
-        for chunk in posting:
-            rows = self.run.rows_of_chunk(chunk.chunk)
-            if not rows:
-                continue
-            settled, again = await reconcile(self.client, self.action_of(rows[0]), rows)
-            for row in again:
-                self.run.plan(Planned(row.line, row.profile_id or "", row.held, row.send))
-            self.run.finish_chunk(chunk.chunk, state=ChunkState.RECONCILED, settled=settled)
-            self.reporter.advance(Step.RECONCILE, len(rows))
-        self.reporter.finish(Step.RECONCILE)
-
-    def _resume_accepted(self) -> None:
-        """Watch the batches an earlier attempt had sent but not seen to their end."""
-        if self.options.no_wait:
-            return
-        for chunk in self.run.chunks(ChunkState.ACCEPTED):
-            rows = self.run.rows_of_chunk(chunk.chunk)
-            self._crew.spawn(self._watch(chunk.chunk, chunk.batch_id or "", rows))
 
     # -- resolve and decide ----------------------------------------------------------------
 
@@ -368,9 +344,7 @@ class Engine:
             target = decision.profile
             note = decision.note or ""
             self.run.plan(Planned(row.line, target.id, target.statuses, decision.handles, note))
-            self._ready += 1
-            if self.pipelined and self._ready >= self.options.chunk_size:
-                self._launch_chunks(full_only=True)
+            self.outbox.planned(pipelined=self.pipelined)
         else:
             profile = decision.profile
             self.run.settle(
@@ -399,64 +373,6 @@ class Engine:
                 f"no profile was found by the identity `{self.match.handle}`; check the handle"
             )
 
-    # -- send and watch --------------------------------------------------------------------
-
-    def _launch_chunks(self, *, full_only: bool) -> None:
-        """Cut chunks from the planned rows (only full ones while lookups go on) and send each;
-        a chunk holds rows of one action (it is sent with that action's method)."""
-        size = self.options.chunk_size
-        while rows := list(self.run.rows_in_stage(Stage.PLANNED, limit=size)):
-            first = self.action_of(rows[0])
-            cut = next((n for n, r in enumerate(rows) if self.action_of(r) is not first), None)
-            rows = rows[:cut]
-            if full_only and len(rows) < size:
-                return
-            self._ready = max(0, self._ready - len(rows))
-            chunk = self.run.open_chunk([row.line for row in rows])
-            self.reporter.start(Step.SEND, None)
-            self.reporter.extend(Step.SEND, len(rows))
-            self._crew.spawn(self._send_chunk(chunk, rows))
-
-    async def _send_chunk(self, chunk: int, rows: list[RowRecord]) -> None:
-        items = [(row.profile_id or "", row.send) for row in rows]
-        async with self._send_slots:
-            try:
-                batch_id = await self.client.send_batch(self.action_of(rows[0]), items)
-            except ValidationFailed as exc:
-                _refuse(self.run, self.reporter, chunk, rows, f"batch refused: {exc.message}")
-                return
-        self.run.accept_chunk(chunk, batch_id)
-        self.reporter.advance(Step.SEND, len(rows))
-        self.reporter.info(f"chunk {chunk}: {len(rows)} profiles queued as batch {batch_id}")
-        if self.options.no_wait:
-            detail = "queued; the run did not wait for the batch"
-            self.run.settle_now(
-                Settled(r.line, Outcome.SENT, detail, batch_id=batch_id) for r in rows
-            )
-            return
-        await self._watch(chunk, batch_id, rows)  # the watcher reads line, profile and send
-
-    async def _watch(self, chunk: int, batch_id: str, rows: list[RowRecord]) -> None:
-        self.reporter.start(Step.WAIT, None)
-        self.reporter.extend(Step.WAIT, len(rows))
-        watched = await self.watcher.watch(batch_id, rows, self.action_of(rows[0]))
-        _report_failures(self.reporter, rows, watched.settled)
-        self.reporter.advance(Step.WAIT, len(watched.settled))
-        if watched.gave_up is not None:
-            self.result.gave_up = True
-            self.run.settle_now(watched.settled)
-            self.reporter.warn(f"batch {batch_id}: {watched.gave_up}")
-            return
-        batch = watched.batch
-        self.run.finish_chunk(
-            chunk,
-            state=ChunkState.DONE,
-            batch_status=batch.status if batch else "unknown",
-            success_count=batch.success_count if batch else None,
-            failed_count=batch.failed_count if batch else None,
-            settled=watched.settled,
-        )
-
     async def _verify(self) -> None:
         await verify_sample(
             self.run,
@@ -467,23 +383,6 @@ class Engine:
             reporter=self.reporter,
             into=self.result.verification,
         )
-
-
-def _refuse(
-    run: RunJournal, reporter: Reporter, chunk: int, rows: list[RowRecord], detail: str
-) -> None:
-    """Settle a chunk the API refused (422): every row failed, with the API's reason."""
-    settled = [Settled(row.line, Outcome.FAILED, detail) for row in rows]
-    run.finish_chunk(
-        chunk,
-        state=ChunkState.DONE,
-        batch_status="refused",
-        success_count=0,
-        failed_count=len(rows),
-        settled=settled,
-    )
-    _report_failures(reporter, rows, settled)
-    reporter.advance(Step.SEND, len(rows))
 
 
 def check_unmatched(run: RunJournal, limit: float | None) -> None:
@@ -511,12 +410,3 @@ def ask_to_proceed(run: RunJournal, confirm: Confirm | None) -> None:
     counts = {outcome.value: n for outcome, n in run.counts().items()}
     if not confirm(Preview(counts, to_send)):
         raise Cancelled("Cancelled at the prompt; nothing was written")
-
-
-def _report_failures(
-    reporter: Reporter, rows: Iterable[RowRecord], settled: Iterable[Settled]
-) -> None:
-    emails = {row.line: row.email for row in rows}
-    for record in settled:
-        if record.outcome is Outcome.FAILED:
-            reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)

@@ -58,6 +58,8 @@ class Stage(StrEnum):
 class ChunkState(StrEnum):
     """The life of a chunk (the ``chunks.state`` column)."""
 
+    QUEUED = "queued"
+    """Cut from the planned rows and waiting for its turn to be sent: none of it went out."""
     POSTING = "posting"
     """Written before its request; if a run dies here the request may or may not have landed."""
     ACCEPTED = "accepted"
@@ -144,6 +146,8 @@ class RowRecord(NamedTuple):
     """The row's own action when it is not the run's (a sync's holder rows, their undo)."""
     holder: bool = False
     """Found on the tenant as a holder of the status, not read from the input."""
+    resent: bool = False
+    """Sent again after its first batch was lost or stood still (it never is twice)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class ChunkRecord:
     profiles: int
     success_count: int | None
     failed_count: int | None
+    resent: int = 0
+    """Its rows that were sent again in a later chunk (its batch was lost or stood still)."""
 
 
 @dataclass(frozen=True)
@@ -560,26 +566,20 @@ class RunJournal:
             self.journal.write(lambda db: _apply(db, self.run_id, records))
 
     def open_chunk(self, lines: Sequence[int]) -> int:
-        """Record a chunk about to be sent, with its rows, and commit before the request."""
+        """Record a chunk cut from planned rows (``queued``: none of it sent yet), and commit."""
         self.flush()
         numbers: list[int] = []
-
-        def open_it(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks WHERE run_id=?", (self.run_id,)
-            )
-            numbers.append(int(cur.fetchone()[0]))
-            db.execute(
-                "INSERT INTO chunks (run_id, chunk, state, profiles) VALUES (?,?,?,?)",
-                (self.run_id, numbers[-1], ChunkState.POSTING.value, len(lines)),
-            )
-            db.executemany(
-                "UPDATE rows SET stage=?, chunk=? WHERE run_id=? AND line=?",
-                [(Stage.CHUNKED.value, numbers[-1], self.run_id, line) for line in lines],
-            )
-
-        self.journal.write(open_it)
+        self.journal.write(lambda db: numbers.append(_insert_chunk(db, self.run_id, lines)))
         return numbers[-1]
+
+    def post_chunk(self, chunk: int) -> None:
+        """Record that the chunk's request goes out now (``posting``), and commit before it."""
+        self.journal.write(
+            lambda db: db.execute(
+                "UPDATE chunks SET state=? WHERE run_id=? AND chunk=?",
+                (ChunkState.POSTING.value, self.run_id, chunk),
+            )
+        )
 
     def accept_chunk(self, chunk: int, batch_id: str) -> None:
         """Record the batch id the API gave a chunk, and commit."""
@@ -707,8 +707,8 @@ class RunJournal:
     def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
         """The run's chunks in order, optionally only those in one state."""
         sql = (
-            "SELECT chunk, state, batch_id, batch_status, profiles, success_count, failed_count"
-            " FROM chunks WHERE run_id=?"
+            "SELECT chunk, state, batch_id, batch_status, profiles, success_count, failed_count,"
+            " resent FROM chunks WHERE run_id=?"
         )
         params: list[Any] = [self.run_id]
         if state is not None:
@@ -716,8 +716,8 @@ class RunJournal:
             params.append(state.value)
         cur = self.journal.read(sql + " ORDER BY chunk", params)
         return [
-            ChunkRecord(chunk, ChunkState(st), batch_id, status, profiles, ok, failed)
-            for chunk, st, batch_id, status, profiles, ok, failed in cur.fetchall()
+            ChunkRecord(chunk, ChunkState(st), batch_id, status, profiles, ok, failed, resent)
+            for chunk, st, batch_id, status, profiles, ok, failed, resent in cur.fetchall()
         ]
 
 
@@ -847,6 +847,50 @@ def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, 
     run.journal.write(add)
 
 
+def resend_chunk(
+    run: RunJournal,
+    chunk: int,
+    *,
+    batch_status: str,
+    settled: Iterable[Settled],
+    again: Sequence[int],
+    detail: str,
+) -> int | None:
+    """Settle rows of a chunk whose batch was lost or stood still, and move the lines ``again``
+    (marked as sent again, with ``detail``) into a new ``queued`` chunk, in one transaction
+    that also counts them on the old chunk, done once none of its rows is pending. Returns the
+    new chunk (None when nothing is sent again)."""
+    records = list(settled)
+    numbers: list[int] = []
+    run_id = run.run_id
+
+    def move(db: sqlite3.Connection) -> None:
+        _apply(db, run_id, records)
+        if again:
+            numbers.append(_insert_chunk(db, run_id, again))
+            db.executemany(
+                "UPDATE rows SET resent=1, batch_id=NULL, detail=? WHERE run_id=? AND line=?",
+                [(detail, run_id, line) for line in again],
+            )
+        db.execute(
+            "UPDATE chunks SET resent=resent+:moved, batch_status=:status, state=CASE WHEN"
+            " EXISTS (SELECT 1 FROM rows WHERE run_id=:run AND chunk=:chunk AND stage<>:done)"
+            " THEN state ELSE :finished END WHERE run_id=:run AND chunk=:chunk",
+            {
+                "moved": len(again),
+                "status": batch_status,
+                "run": run_id,
+                "chunk": chunk,
+                "done": Stage.DONE.value,
+                "finished": ChunkState.DONE.value,
+            },
+        )
+
+    run.flush()
+    run.journal.write(move)
+    return numbers[-1] if numbers else None
+
+
 def mark_duplicates(run: RunJournal, what: str = "address") -> None:
     """Give ``duplicate`` to every pending row whose key an earlier row already has; the
     detail says "same ``what`` as line N"."""
@@ -881,8 +925,23 @@ def mark_duplicates(run: RunJournal, what: str = "address") -> None:
 
 _ROW_COLUMNS = (
     "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail,"
-    " action, holder"
+    " action, holder, resent"
 )
+
+
+def _insert_chunk(db: sqlite3.Connection, run_id: str, lines: Sequence[int]) -> int:
+    """Add the run's next chunk (``queued``) holding ``lines``; returns its number."""
+    cur = db.execute("SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks WHERE run_id=?", (run_id,))
+    number = int(cur.fetchone()[0])
+    db.execute(
+        "INSERT INTO chunks (run_id, chunk, state, profiles) VALUES (?,?,?,?)",
+        (run_id, number, ChunkState.QUEUED.value, len(lines)),
+    )
+    db.executemany(
+        "UPDATE rows SET stage=?, chunk=? WHERE run_id=? AND line=?",
+        [(Stage.CHUNKED.value, number, run_id, line) for line in lines],
+    )
+    return number
 
 
 def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Settled]) -> None:
@@ -977,7 +1036,7 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
 
 def _row_record(row: Sequence[Any]) -> RowRecord:
     line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row[:11]
-    action, holder = row[11:]
+    action, holder, resent = row[11:]
     return RowRecord(
         line,
         email,
@@ -992,6 +1051,7 @@ def _row_record(row: Sequence[Any]) -> RowRecord:
         detail,
         _ACTIONS[action] if action else None,
         bool(holder),
+        bool(resent),
     )
 
 

@@ -137,6 +137,14 @@ def _scan_holders(db: sqlite3.Connection) -> None:
     )
 
 
+def _resends(db: sqlite3.Connection) -> None:
+    """Migration 7: rows sent again because their batch was lost or stood still. A chunk
+    counts its rows that went out again in a later chunk (``chunks.resent``); a row says
+    whether it was sent again (``rows.resent``): it never is a second time."""
+    db.execute("ALTER TABLE chunks ADD COLUMN resent INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE rows ADD COLUMN resent INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _row_address,
@@ -144,6 +152,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _tenant_scan,
     _run_match_key,
     _scan_holders,
+    _resends,
 )
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 

@@ -58,6 +58,9 @@ class BatchSummary:
     profiles: int
     success_count: int
     failed_count: int
+    resent: int = 0
+    """Its rows sent again in a later batch: the tenant lost this one (``lost``), or its
+    profiles showed no change for the stall timeout (``stalled``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The batch's entry in the summary's ``batches``."""
@@ -248,6 +251,7 @@ def summarize(
             profiles=chunk.profiles,
             success_count=chunk.success_count or 0,
             failed_count=chunk.failed_count or 0,
+            resent=chunk.resent,
         )
         for chunk in run.chunks()
         if chunk.batch_id

@@ -1,9 +1,12 @@
 """Following one batch to its end and settling its rows.
 
 The batch's own state (``Batch.state``/``BatchItem.state``) says how each row ended. Rows it
-does not account for are settled by reading their profiles; a tenant without the batch
-endpoint (404) is followed through the profiles alone. The watcher writes nothing: it returns
-what it learned and the engine journals it.
+does not account for are settled by reading their profiles back. A 404 for the batch means one
+of two things, told apart by the answer (``MissingBatch.endpoint``) or by another batch that
+answered in this run: the tenant lost the batch (its rows whose profiles lack the change come
+back ``unsent``, at once), or the tenant has no batch endpoint (the profiles alone are followed;
+if they stand still for the stall timeout, the rows come back ``unsent`` too). The watcher
+writes nothing: it returns what it learned and the engine journals it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from omneo_status.backoff import Backoff
-from omneo_status.client import OmneoClient
+from omneo_status.client import MissingBatch, OmneoClient
 from omneo_status.journal import RowRecord, Settled
-from omneo_status.models import Action, Batch, BatchItem, BatchState, Outcome
-from omneo_status.resolver import read_profiles
+from omneo_status.models import Action, Batch, BatchItem, BatchState, Outcome, Profile
+from omneo_status.readback import ProfileReader
 
 NOT_APPLIED = "the batch finished but the change is not on the profile"
 
@@ -26,18 +29,31 @@ class Watched:
 
     settled: list[Settled] = field(default_factory=list)
     batch: Batch | None = None
-    """The batch's last state; None when the tenant has no batch endpoint."""
+    """The batch's last state; None when the tenant did not answer for it (404)."""
     gave_up: str | None = None
     """Why the wait ended before every row was settled (the rest stay pending)."""
+    unsent: list[RowRecord] = field(default_factory=list)
+    """Rows the tenant shows no sign of having received, which may be sent again (the
+    endpoint merges): their batch is lost (``gave_up`` is None) or, without a batch endpoint,
+    their profiles stood still for the stall timeout (``gave_up`` says so)."""
 
 
 class BatchWatcher:
     """Polls batches of one action with the run's back-off and deadlines."""
 
-    def __init__(self, client: OmneoClient, action: Action, backoff: Callable[[], Backoff]) -> None:
+    def __init__(
+        self,
+        client: OmneoClient,
+        action: Action,
+        backoff: Callable[[], Backoff],
+        reader: ProfileReader | None = None,
+    ) -> None:
         self.client = client
         self.action = action
         self.backoff = backoff
+        self.reader = reader or ProfileReader(client)
+        self.endpoint: bool | None = None
+        """Whether the tenant has the batches endpoint, as far as this run has seen."""
 
     async def watch(
         self, batch_id: str, rows: Sequence[RowRecord], action: Action | None = None
@@ -49,8 +65,13 @@ class BatchWatcher:
         seen: tuple[object, ...] | None = None
         while True:
             batch = await self.client.get_batch(batch_id)
-            if batch is None:
+            if isinstance(batch, MissingBatch):
+                if batch.endpoint is not None:
+                    self.endpoint = batch.endpoint
+                if self.endpoint:
+                    return await self._lost(action, batch_id, rows)
                 return await self._by_profiles(action, batch_id, rows, wait)
+            self.endpoint = True
             if _finished(batch):
                 return await self._settle(action, batch, rows)
             progress = (
@@ -83,15 +104,25 @@ class BatchWatcher:
                 detail = found.error or "the batch item failed"
                 watched.settled.append(Settled(row.line, Outcome.FAILED, detail, batch_id=batch.id))
             elif state is BatchState.DONE or (found is None and clean):
-                watched.settled.append(Settled(row.line, action.done, batch_id=batch.id))
+                watched.settled.append(_done(row, action, batch.id))
             else:
                 unsure.append(row)
         if unsure:  # the batch did not say: the profiles do
-            profiles = await read_profiles(self.client, [r.profile_id or "" for r in unsure])
+            profiles = await self.reader.read(unsure)
             for row, profile in zip(unsure, profiles, strict=True):
-                applied = profile is not None and action.applied(profile.statuses, row.send)
-                outcome, detail = (action.done, "") if applied else (Outcome.FAILED, NOT_APPLIED)
-                watched.settled.append(Settled(row.line, outcome, detail, batch_id=batch.id))
+                if profile is not None and action.applied(profile.statuses, row.send):
+                    watched.settled.append(_done(row, action, batch.id))
+                else:
+                    failed = Settled(row.line, Outcome.FAILED, NOT_APPLIED, batch_id=batch.id)
+                    watched.settled.append(failed)
+        return watched
+
+    async def _lost(self, action: Action, batch_id: str, rows: Sequence[RowRecord]) -> Watched:
+        """The tenant no longer knows the batch: one read of the profiles settles the rows
+        that have the change (or whose profile is gone); the others are unsent."""
+        watched = Watched()
+        profiles = await self.reader.read(rows)
+        watched.unsent = _sort(action, rows, profiles, batch_id, into=watched.settled)
         return watched
 
     async def _by_profiles(
@@ -101,23 +132,15 @@ class BatchWatcher:
         watched = Watched()
         waiting = list(rows)
         while waiting:
-            still: list[RowRecord] = []
-            profiles = await read_profiles(self.client, [r.profile_id or "" for r in waiting])
-            for row, profile in zip(waiting, profiles, strict=True):
-                if profile is None:
-                    settled = Settled(
-                        row.line, Outcome.FAILED, "profile not found", batch_id=batch_id
-                    )
-                    watched.settled.append(settled)
-                elif action.applied(profile.statuses, row.send):
-                    watched.settled.append(Settled(row.line, action.done, batch_id=batch_id))
-                else:
-                    still.append(row)
+            profiles = await self.reader.read(waiting)
+            still = _sort(action, waiting, profiles, batch_id, into=watched.settled)
             if len(still) < len(waiting):
                 wait.progressed()
             waiting = still
             if waiting and (reason := wait.expired()) is not None:
                 watched.gave_up = f"{len(waiting)} profile(s) still lack the change: {reason}"
+                if wait.stalled:
+                    watched.unsent = waiting
                 return watched
             if waiting:
                 await wait.pause()
@@ -125,15 +148,14 @@ class BatchWatcher:
 
 
 async def reconcile(
-    client: OmneoClient, action: Action, rows: Sequence[RowRecord]
+    reader: ProfileReader, action: Action, rows: Sequence[RowRecord]
 ) -> tuple[list[Settled], list[RowRecord]]:
     """Rows of a chunk that may or may not have been sent (a run died mid-request), settled
     from their profiles: applied, or gone; the rest are returned to be sent again (safe: the
     endpoint merges)."""
     settled: list[Settled] = []
     again: list[RowRecord] = []
-    profiles = await read_profiles(client, [row.profile_id or "" for row in rows])
-    for row, profile in zip(rows, profiles, strict=True):
+    for row, profile in zip(rows, await reader.read(rows), strict=True):
         if profile is None:
             settled.append(Settled(row.line, Outcome.FAILED, "profile no longer exists"))
         elif action.applied(profile.statuses, row.send):
@@ -141,6 +163,32 @@ async def reconcile(
         else:
             again.append(row)
     return settled, again
+
+
+def _sort(
+    action: Action,
+    rows: Sequence[RowRecord],
+    profiles: Sequence[Profile | None],
+    batch_id: str,
+    *,
+    into: list[Settled],
+) -> list[RowRecord]:
+    """Settle (``into``) the rows whose profile shows the change or is gone; returns the
+    rows whose profile still lacks it."""
+    lacking: list[RowRecord] = []
+    for row, profile in zip(rows, profiles, strict=True):
+        if profile is None:
+            into.append(Settled(row.line, Outcome.FAILED, "profile not found", batch_id=batch_id))
+        elif action.applied(profile.statuses, row.send):
+            into.append(_done(row, action, batch_id))
+        else:
+            lacking.append(row)
+    return lacking
+
+
+def _done(row: RowRecord, action: Action, batch_id: str) -> Settled:
+    """A row its batch applied; one sent again keeps the detail that says so."""
+    return Settled(row.line, action.done, row.detail if row.resent else "", batch_id=batch_id)
 
 
 def _finished(batch: Batch) -> bool:

@@ -472,6 +472,15 @@ class Tenant:
         self._pending.append(batch)
         return batch
 
+    def forget_batches(self) -> int:
+        """Forget every batch, pending or processed, as a tenant that restarted without its
+        queue does: a pending batch is never applied and ``GET /batches/{id}`` answers 404
+        for each of them. Returns how many were forgotten."""
+        forgotten = len(self.batches)
+        self.batches.clear()
+        self._pending.clear()
+        return forgotten
+
     def process_due_batches(
         self, now: float, wall_now: float | None = None, *, group_rule: bool = False
     ) -> int:
