@@ -56,7 +56,7 @@ SIZES = (0, 1, 137, 1024, 4096, 16_387, 65_537, 262_144)
 BIG = 1_048_576
 POST_PADS = (0, 100, 2_000, 70_000)
 TRANSPORTS = ("network", "httpx")
-LANES = 8
+LANES = 16
 """Connections idling side by side in the close race, one transport each, so that each lane's
 gap is exactly its connection's idle time."""
 GAPS = 48
@@ -229,6 +229,8 @@ class Tally:
     applied: dict[str, int] = field(default_factory=dict)
     """Each POSTed id's count, as the last answer to it said."""
     problems: list[str] = field(default_factory=list)
+    applied_twice: list[str] = field(default_factory=list)
+    """POSTs applied more times than they were sent (also among ``problems``)."""
 
     def follow(self, previous: int | None, peer: int) -> None:
         self.peers.add(peer)
@@ -289,7 +291,8 @@ async def post_echo(client: Sender, base: str, key: str, pad: int, tally: Tally)
         if got.status != 200 or echo["id"] != key or echo["length"] != len(body):
             tally.problems.append(f"POST {key}: {got.status} {echo}")
         if echo["count"] > attempt:
-            tally.problems.append(f"POST {key} applied {echo['count']} times, sent {attempt}")
+            tally.applied_twice.append(f"POST {key} applied {echo['count']} times, sent {attempt}")
+            tally.problems.append(tally.applied_twice[-1])
         return int(got.headers["x-peer"]) if attempt == 1 else None
     tally.problems.append(f"POST {key}: no answer in {POST_ATTEMPTS} tries")
     return None
@@ -370,22 +373,28 @@ async def test_kept_alive_answers_come_back_whole(served: Served, transport: str
     await check_counts(served.url, tally)
 
 
-def gaps(served: Served) -> list[float]:
-    """Idle gaps swept evenly across the server's close: +-40 ms around its keep-alive, or
-    waitress's whole cleanup window."""
+def schedule(served: Served) -> list[list[tuple[float, str]]]:
+    """Each lane's steps, ``(idle gap, method)``: first a gap of half the keep-alive (the
+    connection is still open), then gaps swept evenly across the server's close, GETs and POSTs
+    in turn: +-40 ms around its keep-alive, or waitress's whole cleanup window."""
     low, high = (
         (served.keep_alive - 0.1, served.keep_alive + 1.1)
         if served.name == "waitress"
         else (served.keep_alive - 0.04, served.keep_alive + 0.04)
     )
-    return [low + (high - low) * i / (GAPS - 1) for i in range(GAPS)]
+    sweep = [low + (high - low) * i / (GAPS - 1) for i in range(GAPS)]
+    return [
+        [(served.keep_alive / 2, "GET")]
+        + [(gap, ("GET", "POST")[(lane + i) % 2]) for i, gap in enumerate(sweep[lane::LANES])]
+        for lane in range(LANES)
+    ]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_connections_closed_while_idle_are_replaced(served: Served, transport: str) -> None:
     tally = Tally()
-    sweep = gaps(served)
+    lanes = schedule(served)
     # httpx's transport does not replace a connection closed under a request: it raises, and
     # the client's retry policy sends the GET again (after a retry's wait).
     tries = 1 if transport == "network" else POST_ATTEMPTS
@@ -394,13 +403,13 @@ async def test_connections_closed_while_idle_are_replaced(served: Served, transp
         client = sender(transport, 1)
         try:
             previous = await get_bytes(client, served.url, 64, tally, gzip=False, chunked=False)
-            for step, gap in enumerate(sweep[number::LANES]):
+            for step, (gap, method) in enumerate(lanes[number]):
                 await asyncio.sleep(gap)
-                if (number + step) % 2 == 0:
-                    size = SIZES[step % len(SIZES)]
-                    gzip, chunked = step % 3 == 1, step % 3 == 2
+                if method == "GET":
+                    # Never chunked here: waitress closes the connection after a chunked answer.
+                    size, gzip = SIZES[(number + step) % len(SIZES)], step % 2 == 1
                     peer = await get_bytes(
-                        client, served.url, size, tally, gzip=gzip, chunked=chunked, tries=tries
+                        client, served.url, size, tally, gzip=gzip, chunked=False, tries=tries
                     )
                 else:
                     key = f"{transport}-r{number}-{step}"
@@ -414,12 +423,55 @@ async def test_connections_closed_while_idle_are_replaced(served: Served, transp
     async with asyncio.timeout(120):
         await asyncio.gather(*(lane(number) for number in range(LANES)))
     summary = describe(served, transport, tally)
+    if tally.applied_twice == tally.problems != [] and await resends_posts_on_its_own(transport):
+        pytest.xfail(f"issue 19, defect 4 (a POST sent again by the transport): {summary}")
     assert tally.problems == [], summary
     assert tally.get_errors == [] or transport == "httpx", summary
-    assert (tally.gets, len(tally.applied)) == (LANES + GAPS // 2, GAPS // 2), summary
+    steps = [method for steps in lanes for _, method in steps]
+    assert tally.gets == LANES + steps.count("GET"), summary
+    assert len(tally.applied) == steps.count("POST"), summary
     # The gaps straddle the server's close: some connections were still open, some not.
-    assert tally.reused > 0 and tally.replaced > 0, summary
+    assert tally.reused >= LANES // 2 and tally.replaced > 0, summary
     await check_counts(served.url, tally)
+
+
+async def resends_posts_on_its_own(transport: str) -> bool:
+    """Whether ``transport`` sends a POST again by itself when the server reads it and closes
+    the kept-alive connection without an answer (defect 4 of issue 19, fixed on its own
+    branch): the close race above meets it only now and then, this every time."""
+    posts = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line[15:])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if head.startswith(b"POST"):
+                    posts += 1
+                    break  # applied, and gone without an answer
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/echo"
+    client = sender(transport, 1)
+    try:
+        await client.send("GET", url)
+        with contextlib.suppress(httpx.TransportError):
+            await client.send("POST", url, b"{}")
+    finally:
+        await client.aclose()
+        server.close()
+    return posts > 1
 
 
 # -- a real run ----------------------------------------------------------------------------------
