@@ -37,6 +37,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+SANDBOX_SEED = 19
+"""The seed of the tenant ``--sandbox`` serves (``generate_tenant``), for the tests to compare."""
 ASGI_SERVERS = ("uvicorn-h11", "uvicorn-httptools", "hypercorn")
 SERVERS = (*ASGI_SERVERS, "waitress", "aiohttp", "tornado")
 
@@ -60,7 +62,7 @@ def _parts(body: bytes, count: int = 4) -> list[bytes]:
 
 
 @dataclass
-class Answer:
+class Reply:
     """What every server sends back: ``chunked`` answers carry no ``Content-Length`` and go
     out in several writes; the others have one and go out whole."""
 
@@ -90,7 +92,7 @@ class Counts:
 COUNTS = Counts()
 
 
-def answer(method: str, path: str, query: str, accept: str, peer: int, body: bytes) -> Answer:
+def answer(method: str, path: str, query: str, accept: str, peer: int, body: bytes) -> Reply:
     """The answer of the echo app to one request, whichever server carries it."""
     options = {name: values[-1] for name, values in parse_qs(query).items()}
     headers = [("x-peer", str(peer))]
@@ -117,18 +119,16 @@ def answer(method: str, path: str, query: str, accept: str, peer: int, body: byt
     return _framed(404, headers, b"not found", chunked=False)
 
 
-def _json(headers: list[tuple[str, str]], document: object) -> Answer:
+def _json(headers: list[tuple[str, str]], document: object) -> Reply:
     headers.append(("content-type", "application/json"))
     return _framed(200, headers, json.dumps(document).encode(), chunked=False)
 
 
-def _framed(
-    status: int, headers: list[tuple[str, str]], content: bytes, *, chunked: bool
-) -> Answer:
+def _framed(status: int, headers: list[tuple[str, str]], content: bytes, *, chunked: bool) -> Reply:
     if chunked:
-        return Answer(status, headers, _parts(content), chunked=True)
+        return Reply(status, headers, _parts(content), chunked=True)
     headers.append(("content-length", str(len(content))))
-    return Answer(status, headers, [content], chunked=False)
+    return Reply(status, headers, [content], chunked=False)
 
 
 # -- the app, once per kind of server ----------------------------------------------------------
@@ -311,14 +311,18 @@ def _serve(name: str, app: ASGIApp, sock: socket.socket, keep_alive: float) -> N
 def _sandbox_app(profiles: int) -> ASGIApp:
     from omneo_status.sandbox import create_app, generate_tenant
 
-    app: ASGIApp = create_app(generate_tenant(profiles, seed=19))
+    app: ASGIApp = create_app(generate_tenant(profiles, seed=SANDBOX_SEED))
     return app
 
 
 def main(argv: list[str]) -> None:
     """``SERVER KEEP_ALIVE [--sandbox PROFILES]``: bind, print the port, serve until killed."""
     name, keep_alive = argv[0], float(argv[1])
-    app = _sandbox_app(int(argv[3])) if argv[2:3] == ["--sandbox"] else asgi_app
+    app: ASGIApp = asgi_app
+    if argv[2:3] == ["--sandbox"]:
+        if name not in ASGI_SERVERS:
+            raise SystemExit(f"the sandbox is an ASGI app: {name} cannot serve it")
+        app = _sandbox_app(int(argv[3]))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -4,13 +4,16 @@ Each server of ``_servers.SERVERS`` serves the echo app in a subprocess on a loo
 short keep-alive, and each cell of the matrix (server x transport: the tool's ``NetworkTransport``,
 and httpx's ``AsyncHTTPTransport``, which proxied runs and ``OMNEO_TRANSPORT=httpx`` take) checks:
 
-- kept-alive volume: hundreds of GETs, every body compared byte for byte, from empty to 1 MiB,
-  plain, gzip and chunked, with JSON POSTs in between, every POST applied exactly once;
+- kept-alive volume: hundreds of GETs over four connections, every body compared byte for
+  byte, from empty to 1 MiB, plain, gzip and chunked, with JSON POSTs in between;
 - the close race: requests sent after idle gaps swept across the server's keep-alive, so that
-  some go out on a connection the server is closing. A GET must still come back whole, with no
-  error. A POST may come back, or fail with a clean httpx ``TransportError``, which the client's
-  retry policy retries (RFC 9110 §9.2.2: a transport re-sends no POST of its own); it is never
-  applied more times than the client sent it.
+  some go out on a connection the server is closing. The tool's transport must bring every GET
+  back whole with no error (it replaces such a connection at once); httpx's raises instead, and
+  its GETs are sent again as the client's retry policy would (counted, allowed on that path).
+
+Everywhere, a POST may come back, or fail with a clean httpx ``TransportError`` that the client's
+retry policy retries (RFC 9110 §9.2.2: a transport re-sends no POST of its own); the echo app
+counts each POST's id, and no POST is ever applied more times than the test sent it.
 
 Then a real ``assign`` of a few hundred addresses through the sandbox app served by two of those
 servers, once per transport.
@@ -31,7 +34,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import httpx
 import pytest
@@ -40,7 +43,7 @@ import omneo_status
 from omneo_status.sandbox import generate_tenant
 from omneo_status.transport import NetworkTransport
 
-from ._servers import SERVERS, payload
+from ._servers import SANDBOX_SEED, SERVERS, payload
 from .conftest import write_csv
 
 pytestmark = pytest.mark.slow
@@ -115,7 +118,7 @@ def serving(name: str, keep_alive: float, *extra: str) -> Iterator[str]:
                 process.stdout.close()
 
 
-def _wait_until_it_answers(url: str, process: subprocess.Popen[str], log: object) -> None:
+def _wait_until_it_answers(url: str, process: subprocess.Popen[str], log: IO[bytes]) -> None:
     deadline = time.monotonic() + 30
     while True:
         assert process.poll() is None, f"the server stopped: {_tail(log)}"
@@ -126,11 +129,9 @@ def _wait_until_it_answers(url: str, process: subprocess.Popen[str], log: object
         time.sleep(0.05)
 
 
-def _tail(log: object) -> str:
-    assert hasattr(log, "seek") and hasattr(log, "read")
+def _tail(log: IO[bytes]) -> str:
     log.seek(0)
-    text: bytes = log.read()
-    return text.decode(errors="replace")[-2000:]
+    return log.read().decode(errors="replace")[-2000:]
 
 
 @pytest.fixture(scope="module", params=SERVERS)
@@ -488,7 +489,7 @@ def test_a_real_assign_run_through_a_third_party_server(
 ) -> None:
     """``assign`` in a subprocess, one lookup per address, against the sandbox app served by
     ``server`` (the same generated tenant on both sides, so the counts are known)."""
-    tenant = generate_tenant(PROFILES, seed=19)  # what _servers.py --sandbox serves
+    tenant = generate_tenant(PROFILES, seed=SANDBOX_SEED)  # what _servers.py --sandbox serves
     chosen = list(tenant.profiles.values())[:TARGETS]
     had = sum("vip" in p.statuses for p in chosen)
     vip_before = sum("vip" in p.statuses for p in tenant.profiles.values())
