@@ -59,10 +59,10 @@ SIZES = (0, 1, 137, 1024, 4096, 16_387, 65_537, 262_144)
 BIG = 1_048_576
 POST_PADS = (0, 100, 2_000, 70_000)
 TRANSPORTS = ("network", "httpx")
-LANES = 16
+LANES = 32
 """Connections idling side by side in the close race, one transport each, so that each lane's
 gap is exactly its connection's idle time."""
-GAPS = 48
+GAPS = 96
 POST_ATTEMPTS = 3
 
 
@@ -377,11 +377,11 @@ async def test_kept_alive_answers_come_back_whole(served: Served, transport: str
 def schedule(served: Served) -> list[list[tuple[float, str]]]:
     """Each lane's steps, ``(idle gap, method)``: first a gap of half the keep-alive (the
     connection is still open), then gaps swept evenly across the server's close, GETs and POSTs
-    in turn: +-40 ms around its keep-alive, or waitress's whole cleanup window."""
+    in turn: +-25 ms around its keep-alive, or waitress's whole cleanup window."""
     low, high = (
         (served.keep_alive - 0.1, served.keep_alive + 1.1)
         if served.name == "waitress"
-        else (served.keep_alive - 0.04, served.keep_alive + 0.04)
+        else (served.keep_alive - 0.025, served.keep_alive + 0.025)
     )
     sweep = [low + (high - low) * i / (GAPS - 1) for i in range(GAPS)]
     return [
