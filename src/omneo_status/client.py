@@ -53,7 +53,13 @@ Sleep = Callable[[float], Awaitable[None]]
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how long to retry: connection errors, timeouts, 408, 409, 425, 429, 500,
-    502, 503 and 504, honouring ``Retry-After`` when the answer gives one."""
+    502, 503 and 504, honouring ``Retry-After`` when the answer gives one.
+
+    This is the one place that sends a request again after it may have reached the tenant:
+    the network transport sends nothing but a GET, HEAD or OPTIONS again on its own. A batch
+    POST or DELETE that got no answer is retried here, although the tenant may have acted on
+    it: the batch endpoint merges handles, so a second copy changes nothing more.
+    """
 
     max_retries: int = 5
     """Retries after the first attempt; 0 disables retrying."""
