@@ -109,6 +109,11 @@ class AnswerHeaders(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._by_name[name.lower()]
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """The header's value, or ``default`` (without ``Mapping.get``'s ``KeyError`` on every
+        header an answer lacks: most lookups are for one it lacks)."""
+        return self._by_name.get(name.lower(), default)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._by_name
 
