@@ -59,6 +59,11 @@ class RetryPolicy:
     """When and how long to retry: connection errors, timeouts, 408, 409, 425, 429, 500,
     502, 503 and 504, honouring ``Retry-After`` when the answer gives one.
 
+    This is the one place that sends a request again after it may have reached the tenant:
+    the network transport sends nothing but a GET, HEAD or OPTIONS again on its own. A batch
+    POST or DELETE that got no answer is retried here, although the tenant may have acted on
+    it: the batch endpoint merges handles, so a second copy changes nothing more.
+
     A 429 is not a failure: the tenant's rate limit is in use (perhaps by another client of
     it) and the answer says when to come back. So a 429 is never counted as a retry: one
     request waits 429s out for up to ``rate_limit_wait`` seconds in all. Every other failure

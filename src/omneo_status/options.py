@@ -32,6 +32,20 @@ be used by another client of the tenant), so it is waited out, not counted as a 
 MAX_REMOVE = "10%"
 """What a sync may take the status from: a count, or a share of the current holders."""
 
+# What the network transport reads of one answer before it gives up on it with
+# httpx.RemoteProtocolError (docs/network.md): each bounds the memory and CPU a faulty or
+# hostile server can cost the run, far above anything the tenant sends.
+ANSWER_HEAD_MAX = 64 * 1024
+"""Bytes of an answer's status line and headers, any 1xx answers before it included (h11's
+limit)."""
+ANSWER_HEADER_LINES_MAX = 256
+"""Header lines of one answer (Python's ``http.client`` allows 100)."""
+ANSWER_BODY_MAX = 64 * 1024 * 1024
+"""Bytes of an answer's body, as it comes and once decoded (a page of 100 profiles is well
+under 1 MiB)."""
+ANSWER_CODINGS_MAX = 5
+"""``Content-Encoding`` codings stacked on one body (``gzip, gzip``), as urllib3 allows."""
+
 
 class TransportMode(StrEnum):
     """Which HTTP transport carries a network run's requests (``OMNEO_TRANSPORT``)."""

@@ -22,10 +22,18 @@ The promises the client's retry policy relies on hold as with httpx's own transp
 raises ``httpx.TimeoutException`` (``ConnectTimeout``, ``ReadTimeout``, ``PoolTimeout``), any
 other failure to get an answer an ``httpx.TransportError`` (a refused or failed connection
 ``ConnectError``, a connection cut mid-answer ``ReadError``, an answer that is not HTTP
-``RemoteProtocolError``). A kept-alive connection the server closed while it sat idle is
-replaced once, at once, without a retry's wait. TLS is verified as httpx verifies it (the same
+``RemoteProtocolError``, and so is one past a limit). A kept-alive connection the server
+closed as the request went out is replaced once, at once, and the request sent again on it
+without a retry's wait, if it is one that changes nothing (``RESENT_METHODS``); any other is
+left to the retry policy. TLS is verified as httpx verifies it (the same
 ``httpx.create_ssl_context``, made the first time an https URL is met). Answers may come
-compressed with gzip or deflate, which is what the requests say they accept.
+compressed with gzip or deflate (stacked, too), which is what the requests say they accept.
+
+An answer is held to the limits of ``options.py`` (``ANSWER_HEAD_MAX``,
+``ANSWER_HEADER_LINES_MAX``, ``ANSWER_BODY_MAX``, ``ANSWER_CODINGS_MAX``), refused as soon as it
+passes one, so that a hostile server costs a bounded amount of memory; 1xx answers before it
+are read past, trailers are dropped, and bytes after it close the connection
+(``docs/network.md``).
 
 Proxies are not spoken here: when the environment names one for the tenant's URL
 (``env_proxy``), the client goes through httpx's own transport instead, which speaks them all.
@@ -48,6 +56,13 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from omneo_status.options import (
+    ANSWER_BODY_MAX,
+    ANSWER_CODINGS_MAX,
+    ANSWER_HEAD_MAX,
+    ANSWER_HEADER_LINES_MAX,
+)
+
 Timeouts = Mapping[str, float | None]
 """httpx's timeout extension: ``connect``, ``read``, ``write`` and ``pool`` seconds."""
 
@@ -57,6 +72,16 @@ _SKIPPED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "accept-encoding", "connection"}
 )
 """Request headers the transport writes itself."""
+RESENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""The methods the transport sends again, on a new connection, when a kept-alive one closes
+before any byte of the answer: only requests that change nothing (RFC 9110 9.2.2; the batch
+endpoint's DELETE is a write too). Any other request ends there in ``httpx.ReadError``, for the
+client's retry policy to decide on."""
+_INFLATE_WBITS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
 
 
 class AnswerHeaders(Mapping[str, str]):
@@ -69,13 +94,24 @@ class AnswerHeaders(Mapping[str, str]):
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self._raw = raw
         by_name: dict[str, str] = {}
+        repeated: dict[str, list[str]] = {}
         for name, value in raw:
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
-            by_name[key] = f"{by_name[key]}, {text}" if key in by_name else text
+            if key in by_name:
+                repeated.setdefault(key, [by_name[key]]).append(text)
+            else:
+                by_name[key] = text
+        for key, values in repeated.items():  # joined once: a join per value is quadratic
+            by_name[key] = ", ".join(values)
         self._by_name = by_name
 
     def __getitem__(self, name: str) -> str:
         return self._by_name[name.lower()]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The header's value, or ``default`` (without ``Mapping.get``'s ``KeyError`` on every
+        header an answer lacks: most lookups are for one it lacks)."""
+        return self._by_name.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._by_name
@@ -160,7 +196,7 @@ class NetworkTransport(httpx.AsyncBaseTransport):
         else:
             await self._slots.acquire()
         try:
-            return await self._exchange(origin, head + (content or b""), timeouts)
+            return await self._exchange(origin, method, head + (content or b""), timeouts)
         finally:
             self._slots.release()
 
@@ -192,25 +228,41 @@ class NetworkTransport(httpx.AsyncBaseTransport):
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _exchange(self, origin: _Origin, request: bytes, timeouts: Timeouts) -> WholeAnswer:
+    async def _exchange(
+        self, origin: _Origin, method: str, request: bytes, timeouts: Timeouts
+    ) -> WholeAnswer:
         read_timeout = timeouts.get("read")
+        bodiless = method == "HEAD"
         connection = self._reusable(origin)
         if connection is not None:
             try:
-                return await self._answer(origin, connection, request, read_timeout)
+                return await self._answer(origin, connection, request, read_timeout, bodiless)
             except _ClosedWhileIdle:
-                pass  # the server closed it as the request went out: open a new one, once
+                # The server closed it as the request went out (it had timed it out): a
+                # request that changes nothing goes out again at once on a new connection; any
+                # other may have been acted on, so whether to send it again is the retry
+                # policy's decision, not the transport's.
+                if method not in RESENT_METHODS:
+                    raise httpx.ReadError(
+                        f"Server disconnected without sending an answer (a {method} is not"
+                        " sent again by the transport)"
+                    ) from None
         connection = await self._connect(origin, timeouts.get("connect"))
         try:
-            return await self._answer(origin, connection, request, read_timeout)
+            return await self._answer(origin, connection, request, read_timeout, bodiless)
         except _ClosedWhileIdle:
             raise httpx.ReadError("Server disconnected without sending an answer") from None
 
     async def _answer(
-        self, origin: _Origin, connection: _Connection, request: bytes, quiet: float | None
+        self,
+        origin: _Origin,
+        connection: _Connection,
+        request: bytes,
+        quiet: float | None,
+        bodiless: bool,
     ) -> WholeAnswer:
         try:
-            status, reason, raw, body, keep = await connection.exchange(request, quiet)
+            status, reason, raw, body, keep = await connection.exchange(request, quiet, bodiless)
         except BaseException:  # a failure, or the run cancelled: the connection is spent
             connection.close()
             raise
@@ -302,37 +354,47 @@ class _ClosedWhileIdle(Exception):
     """A kept-alive connection ended before any byte of the answer came back."""
 
 
+_Result = tuple[int, str, list[tuple[bytes, bytes]], bytes, bool]
+"""An exchange's answer: ``(status, reason, headers, body, keep_alive)``."""
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection, one exchange at a time (``httptools`` calls the ``on_*``
-    methods as it parses the answer)."""
+    methods as it parses the answer). Of an answer it reads at most ``ANSWER_HEAD_MAX`` bytes
+    of head, ``ANSWER_HEADER_LINES_MAX`` header lines and ``ANSWER_BODY_MAX`` bytes of body;
+    1xx answers before it are read past; trailers are not headers; a byte that comes after the
+    answer closes the connection."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[tuple[int, str, list[tuple[bytes, bytes]], bytes, bool]]
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
         self._waiter.set_result((0, "", [], b"", False))  # no exchange yet
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_left = ANSWER_HEAD_MAX
         self._received = False
         self._framed = False
-        self._headed = False
+        self._headed = False  # the final answer's head is in (a 1xx answer's does not count)
+        self._informational = False
+        self._bodiless = False
         self._last_data = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.open = True
         self.idle_since = 0.0
 
-    async def exchange(
-        self, request: bytes, quiet: float | None
-    ) -> tuple[int, str, list[tuple[bytes, bytes]], bytes, bool]:
-        """Write ``request`` and wait for its whole answer: ``(status, reason, headers, body,
-        keep_alive)``. No byte for ``quiet`` seconds is a ``ReadTimeout``."""
+    async def exchange(self, request: bytes, quiet: float | None, bodiless: bool) -> _Result:
+        """Write ``request`` and wait for its whole answer; ``bodiless`` for a HEAD, whose
+        answer ends with its head. No byte for ``quiet`` seconds is a ``ReadTimeout``."""
         assert self._transport is not None and self._waiter.done()
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         self._reason, self._headers, self._body = b"", [], []
+        self._body_size, self._head_left = 0, ANSWER_HEAD_MAX
         self._received = self._framed = self._headed = False
+        self._bodiless = bodiless
         self._transport.write(request)
         if quiet is not None:
             self._last_data = loop.time()
@@ -362,9 +424,32 @@ class _Connection(asyncio.Protocol):
         self._received = True
         self._last_data = self._waiter.get_loop().time()
         try:
-            self._parser.feed_data(data)
+            if self._headed:
+                self._parser.feed_data(data)
+            else:
+                self._feed_head(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"The answer is not valid HTTP: {exc}"))
+            refused = exc.__context__  # what a callback below raised: a limit, a 101
+            if not isinstance(refused, httpx.RemoteProtocolError):
+                refused = httpx.RemoteProtocolError(f"The answer is not valid HTTP: {exc}")
+            self._fail(refused)
+
+    def _feed_head(self, data: bytes) -> None:
+        """Parse ``data`` while the answer's head is incomplete, refusing a head of more than
+        ``ANSWER_HEAD_MAX`` bytes before the parser holds more of it than that."""
+        left = self._head_left
+        if len(data) <= left:
+            self._head_left = left - len(data)
+            self._parser.feed_data(data)
+        else:
+            self._head_left = 0
+            view = memoryview(data)
+            self._parser.feed_data(view[:left])
+            if self._headed:  # the rest comes after the head
+                self._parser.feed_data(view[left:])
+        if not (self._headed or self._head_left):
+            limit = _size(ANSWER_HEAD_MAX)
+            self._fail(httpx.RemoteProtocolError(f"The answer's head is over the {limit} limit"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -379,24 +464,53 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools ---------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._waiter.done():  # bytes after the answer, in the same read as its end
+            raise httpx.RemoteProtocolError("The server sent more than the answer")
+
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if self._headed:
+            return  # a trailer, after a chunked body: not one of the answer's headers
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > ANSWER_HEADER_LINES_MAX:
+            raise httpx.RemoteProtocolError(
+                f"The answer has over {ANSWER_HEADER_LINES_MAX} header lines (the limit)"
+            )
         if name.lower() in (b"content-length", b"transfer-encoding"):
             self._framed = True
 
     def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise httpx.RemoteProtocolError(
+                    "The server switched protocols (101), which no request asks for"
+                )
+            self._informational = True  # 100 Continue, 103 Early Hints: the answer follows
+            return
         self._headed = True
+        if self._bodiless:  # a HEAD's answer ends here, whatever its head announces
+            self._finish(keep=False)
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
+        self._body_size += len(body)
+        if self._body_size > ANSWER_BODY_MAX:
+            limit = _size(ANSWER_BODY_MAX)
+            raise httpx.RemoteProtocolError(f"The answer's body is over the {limit} limit")
 
     def on_message_complete(self) -> None:
-        if self._waiter.done():
-            return
-        keep = self.open and self._parser.should_keep_alive()
+        if self._informational:  # nothing of a 1xx answer is kept
+            self._informational = False
+            self._reason, self._headers = b"", []
+        elif not self._waiter.done():
+            self._finish(self.open and self._parser.should_keep_alive())
+
+    def _finish(self, keep: bool) -> None:
         status = self._parser.get_status_code()
         reason = self._reason.decode("latin-1")
         self._waiter.set_result((status, reason, self._headers, b"".join(self._body), keep))
@@ -416,6 +530,11 @@ class _Connection(asyncio.Protocol):
         if not self._waiter.done():
             self._waiter.set_exception(error)
         self.close()
+
+
+def _size(count: int) -> str:
+    """``count`` bytes in MiB or KiB, as the limits are written."""
+    return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count >> 10} KiB"
 
 
 def _origin(prefix: str) -> _Origin:
@@ -450,21 +569,50 @@ def _head(
 
 
 def _decoded(body: bytes, headers: Mapping[str, str]) -> bytes:
-    """The body with its ``Content-Encoding`` (gzip or deflate) undone."""
-    coding = headers.get("content-encoding", "").strip().lower()
-    if not coding or coding == "identity":
+    """The body with its ``Content-Encoding`` undone: gzip or deflate, up to
+    ``ANSWER_CODINGS_MAX`` of them stacked, never more than ``ANSWER_BODY_MAX`` bytes."""
+    named = headers.get("content-encoding")
+    if not named:
         return body
+    codings = [
+        c for c in (part.strip().lower() for part in named.split(",")) if c not in ("", "identity")
+    ]
+    if len(codings) > ANSWER_CODINGS_MAX:
+        raise httpx.RemoteProtocolError(
+            f"The answer's body is in {len(codings)} codings stacked (over the limit of"
+            f" {ANSWER_CODINGS_MAX}): {named}"
+        )
+    for coding in reversed(codings):  # the coding applied last is undone first
+        body = _undone(coding, body)
+    return body
+
+
+def _undone(coding: str, body: bytes) -> bytes:
+    wbits = _INFLATE_WBITS.get(coding)
+    if wbits is None:
+        raise httpx.RemoteProtocolError(f"The answer came in a coding never asked for: {coding}")
     try:
-        if coding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if coding == "deflate":
-            try:
-                return zlib.decompress(body)
-            except zlib.error:  # deflate without its zlib wrapper, as some servers send it
-                return zlib.decompress(body, -zlib.MAX_WBITS)
+        try:
+            return _inflated(body, wbits)
+        except zlib.error:
+            if coding != "deflate":
+                raise
+            return _inflated(body, -zlib.MAX_WBITS)  # deflate without its zlib wrapper
     except zlib.error as exc:
         raise httpx.RemoteProtocolError(f"The answer's {coding} body is corrupt: {exc}") from None
-    raise httpx.RemoteProtocolError(f"The answer came in a coding never asked for: {coding}")
+
+
+def _inflated(body: bytes, wbits: int) -> bytes:
+    """``body`` decompressed, refused as soon as it would pass ``ANSWER_BODY_MAX`` bytes (a
+    megabyte of gzip can hold a gigabyte)."""
+    decoder = zlib.decompressobj(wbits)
+    decoded = decoder.decompress(body, ANSWER_BODY_MAX + 1)
+    if len(decoded) > ANSWER_BODY_MAX:
+        limit = _size(ANSWER_BODY_MAX)
+        raise httpx.RemoteProtocolError(f"The answer's body decodes to over the {limit} limit")
+    if not decoder.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return decoded
 
 
 def _charset(content_type: str) -> str:
