@@ -501,7 +501,9 @@ def test_a_real_assign_run_through_a_third_party_server(
         env["OMNEO_TRANSPORT"] = "httpx"
     with serving(server, 1.0, "--sandbox", str(PROFILES)) as url:
         base_url = f"{url}/api"
+        trace = tmp_path / "trace.jsonl"
         args = ["assign", "vip", str(csv), "--base-url", base_url, "--yes", "--json"]
+        args += ["--trace", str(trace)]
         result = subprocess.run(
             [sys.executable, "-m", "omneo_status", *args, "--lookup", "single"],
             env=env,
@@ -524,3 +526,5 @@ def test_a_real_assign_run_through_a_third_party_server(
     assert doc["counts"]["already_had"] == had
     assert doc["counts"]["not_found"] == MISSING
     assert holders == vip_before + TARGETS - had
+    first = json.loads(trace.read_text(encoding="utf-8").splitlines()[0])
+    assert first["transport"]["name"] == ("httpx" if transport == "httpx" else "builtin")
