@@ -524,7 +524,7 @@ def render_doctor(report: DoctorReport) -> None:
         table.add_row(escape(check.name), f"[{style}]{check.result}[/]", escape(check.detail))
     out = stdout()
     out.print(table)
-    for name, value in report.capabilities.items():
+    for name, value in report.capabilities.to_json().items():
         out.print(f"  {escape(name)}: {escape(json.dumps(value))}")
     via = f" (proxy {report.transport.proxy})" if report.transport.proxy else ""
     out.print(f"  transport: {escape(report.transport.name + via)}")
