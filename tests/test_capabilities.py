@@ -78,6 +78,14 @@ def test_a_stale_or_broken_record_is_ignored(tmp_path: Path) -> None:
     assert capabilities.recall(tmp_path, url) is None
     path.write_text(json.dumps({"base_url": "https://other/api"}), encoding="utf-8")
     assert capabilities.recall(tmp_path, url) is None
+    fresh = datetime.now(UTC).isoformat()
+    broken: list[Any] = [[], {"base_url": url, "checked_at": fresh, "capabilities": ["x"]}]
+    for document in broken:
+        path.write_text(json.dumps(document), encoding="utf-8")
+        assert capabilities.recall(tmp_path, url) is None
+    empty = {"base_url": url, "checked_at": fresh, "capabilities": {}}
+    path.write_text(json.dumps(empty), encoding="utf-8")
+    assert capabilities.recall(tmp_path, url) is not None  # nothing known, but a record
 
 
 def test_both_styles_honoured_means_no_preference(tmp_path: Path) -> None:
