@@ -13,6 +13,7 @@ import pytest
 
 from omneo_status import capabilities
 from omneo_status.client import PageStyle
+from omneo_status.doctor import Capabilities, EmailFilter, RateLimit
 from omneo_status.planner import TenantFacts
 from omneo_status.sandbox import generate_tenant
 from omneo_status.settings import SANDBOX_BASE_URL
@@ -35,7 +36,7 @@ def test_doctor_keeps_what_it_found_and_a_run_starts_from_it(
     learned = capabilities.recall(_state(tmp_path), SANDBOX_BASE_URL)
     assert learned is not None
     assert learned.page_style is PageStyle.PER_PAGE
-    assert learned.email_in_filter is False
+    assert learned.capabilities.email_in_filter is False
 
     sandbox.tenant.requests.clear()
     run = sandbox.run("assign", "vip", str(write_csv(tmp_path / "in.csv", EMAILS)), "--json")
@@ -68,7 +69,8 @@ def test_a_failed_doctor_keeps_nothing(sandbox: Sandbox, tmp_path: Path) -> None
 def test_a_stale_or_broken_record_is_ignored(tmp_path: Path) -> None:
     url = "https://api.acme.getomneo.com/api"
     long_ago = datetime.now(UTC) - capabilities.FRESH_FOR - timedelta(hours=1)
-    path = capabilities.remember(tmp_path, url, {"page_style": "per_page"}, now=long_ago)
+    kept = Capabilities(page_style=PageStyle.PER_PAGE)
+    path = capabilities.remember(tmp_path, url, kept, now=long_ago)
     assert path.stat().st_mode & 0o777 == 0o600
     assert capabilities.recall(tmp_path, url) is None
     assert capabilities.recall(tmp_path, url, now=long_ago) is not None
@@ -76,15 +78,60 @@ def test_a_stale_or_broken_record_is_ignored(tmp_path: Path) -> None:
     assert capabilities.recall(tmp_path, url) is None
     path.write_text(json.dumps({"base_url": "https://other/api"}), encoding="utf-8")
     assert capabilities.recall(tmp_path, url) is None
+    fresh = datetime.now(UTC).isoformat()
+    broken: list[Any] = [[], {"base_url": url, "checked_at": fresh, "capabilities": ["x"]}]
+    for document in broken:
+        path.write_text(json.dumps(document), encoding="utf-8")
+        assert capabilities.recall(tmp_path, url) is None
+    empty = {"base_url": url, "checked_at": fresh, "capabilities": {}}
+    path.write_text(json.dumps(empty), encoding="utf-8")
+    assert capabilities.recall(tmp_path, url) is not None  # nothing known, but a record
 
 
 def test_both_styles_honoured_means_no_preference(tmp_path: Path) -> None:
     url = "https://api.acme.getomneo.com/api"
-    capabilities.remember(tmp_path, url, {"page_style": "both", "email_in_filter": True})
+    capabilities.remember(tmp_path, url, Capabilities(page_style="both", email_in_filter=True))
     learned = capabilities.recall(tmp_path, url)
     assert learned is not None
     assert learned.page_style is None
-    assert learned.email_in_filter is True
+    assert learned.capabilities.email_in_filter is True
+
+
+# A record as doctor kept it before its capabilities were typed (the file's text, byte for byte).
+KEPT = """{
+  "base_url": "https://api.acme.getomneo.com/api",
+  "checked_at": "2026-01-31T00:00:00+00:00",
+  "capabilities": {
+    "email_filter": "case_sensitive",
+    "email_in_filter": false,
+    "status_filter": true,
+    "page_style": "per_page",
+    "page_size": 100,
+    "profiles": 1770,
+    "rate_limit": {
+      "limit": 1000,
+      "remaining": 990
+    },
+    "batches_endpoint": null
+  }
+}"""
+
+
+def test_a_kept_record_reads_back_whole_and_is_kept_in_the_same_words(tmp_path: Path) -> None:
+    url = "https://api.acme.getomneo.com/api"
+    day = datetime(2026, 1, 31, tzinfo=UTC)
+    path = capabilities.record_path(tmp_path, url)
+    path.parent.mkdir(parents=True)
+    path.write_text(KEPT, encoding="utf-8")
+    learned = capabilities.recall(tmp_path, url, now=day)
+    assert learned is not None
+    kept = learned.capabilities
+    assert (kept.email_filter, kept.page_style) == (EmailFilter.CASE_SENSITIVE, PageStyle.PER_PAGE)
+    assert (kept.rate_limit, kept.batches_endpoint) == (RateLimit(1000, 990), None)
+    assert kept.to_json() == json.loads(KEPT)["capabilities"]
+    path.unlink()
+    assert capabilities.remember(tmp_path, url, learned.capabilities, now=day) == path
+    assert path.read_text(encoding="utf-8") == KEPT
 
 
 @pytest.mark.parametrize(
@@ -93,6 +140,9 @@ def test_both_styles_honoured_means_no_preference(tmp_path: Path) -> None:
         ({"email_filter": "case_sensitive", "page_size": 100}, None, True, 100),
         ({"email_filter": "exact", "email_in_filter": False, "page_size": "50"}, False, False, 50),
         ({"email_filter": "ignored", "page_size": 0}, None, None, None),
+        ({"email_filter": "fuzzy", "email_in_filter": "yes", "page_size": -5}, None, None, None),
+        ({"page_style": 2, "rate_limit": {"limit": "x"}, "unknown": 1}, None, None, None),
+        ({"page_style": ["both"], "email_filter": {"exact": 1}, "page_size": 50}, None, None, 50),
         ({}, None, None, None),
     ],
 )
@@ -105,10 +155,14 @@ def test_the_record_becomes_facts_for_the_planner(
 ) -> None:
     url = "https://api.acme.getomneo.com/api"
     day = datetime(2026, 1, 31, tzinfo=UTC)
-    capabilities.remember(tmp_path, url, record, now=day)
+    kept = {"base_url": url, "checked_at": day.isoformat(), "capabilities": record}
+    path = capabilities.record_path(tmp_path, url)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(kept), encoding="utf-8")  # as doctor kept it, or written by hand
     learned = capabilities.recall(tmp_path, url, now=day)
     assert learned is not None
     assert learned.facts() == TenantFacts(in_filter, case, size, "doctor, 2026-01-31")
+    assert learned.page_style is None  # none of these names one style the client could use
 
 
 # -- doctor's record gives the planner facts, never a plan (issue 18, point 3) ---------------

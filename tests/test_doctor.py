@@ -3,30 +3,32 @@ never a write, a few dozen requests at most, and exit 1 when a run could not wor
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
-from omneo_status.doctor import DoctorReport, run_doctor
+from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
+from omneo_status.doctor import Capabilities, DoctorReport, EmailFilter, RateLimit, run_doctor
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 
 pytestmark = pytest.mark.anyio
 TOKEN = "sandbox-token"
 BASE_URL = "http://sandbox.test/api"
 
-DEFAULT_CAPABILITIES = {
-    "email_filter": "exact",
-    "email_in_filter": True,
-    "status_filter": True,
-    "page_style": "page_array",
-    "page_size": 100,
-    "profiles": 31,
-    "rate_limit": None,
-    "batches_endpoint": True,
-}
+DEFAULT_CAPABILITIES = Capabilities(
+    email_filter=EmailFilter.EXACT,
+    email_in_filter=True,
+    status_filter=True,
+    page_style=PageStyle.PAGE_ARRAY,
+    page_size=100,
+    profiles=31,
+    rate_limit=None,
+    batches_endpoint=True,
+)
 
 
 async def doctor(
@@ -62,6 +64,18 @@ async def test_the_default_sandbox_is_fit_for_a_run() -> None:
     assert document["base_url"] == BASE_URL
     assert document["transport"] == {"name": "ASGITransport", "proxy": None}
     assert all(set(c) == {"name", "result", "detail"} for c in document["checks"])
+    assert json.dumps(document["capabilities"]) == json.dumps(
+        {
+            "email_filter": "exact",
+            "email_in_filter": True,
+            "status_filter": True,
+            "page_style": "page_array",
+            "page_size": 100,
+            "profiles": 31,
+            "rate_limit": None,
+            "batches_endpoint": True,
+        }
+    )
 
 
 async def test_statuses_are_listed_with_their_group_and_expiry() -> None:
@@ -75,10 +89,10 @@ async def test_statuses_are_listed_with_their_group_and_expiry() -> None:
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"email_match": "case_sensitive"}, {"email_filter": "case_sensitive"}),
+        ({"email_match": "case_sensitive"}, {"email_filter": EmailFilter.CASE_SENSITIVE}),
         ({"email_in_filter": False}, {"email_in_filter": False}),
         ({"status_filter": False}, {"status_filter": False}),
-        ({"page_style": "per_page"}, {"page_style": "per_page"}),
+        ({"page_style": "per_page"}, {"page_style": PageStyle.PER_PAGE}),
         ({"page_style": "both"}, {"page_style": "both"}),
         ({"batches_endpoint": False}, {"batches_endpoint": False}),
         ({"rate_limit": 1000, "rate_limit_headers": False}, {}),
@@ -90,20 +104,23 @@ async def test_each_variant_is_reported_as_it_plays(
     settings: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     report, _ = await doctor(SandboxConfig(**settings))
-    assert report.capabilities == {**DEFAULT_CAPABILITIES, **expected}
+    assert report.capabilities == replace(DEFAULT_CAPABILITIES, **expected)
     assert report.ok
 
 
 async def test_rate_limit_headers_are_reported() -> None:
     report, tenant = await doctor(SandboxConfig(rate_limit=1000, clock=lambda: 0.0))
-    limit = report.capabilities["rate_limit"]
-    assert limit == {"limit": 1000, "remaining": 1000 - len(tenant.requests)}
+    assert report.capabilities.rate_limit == RateLimit(1000, 1000 - len(tenant.requests))
+    assert report.to_json()["capabilities"]["rate_limit"] == {
+        "limit": 1000,
+        "remaining": 1000 - len(tenant.requests),
+    }
 
 
 async def test_an_ignored_email_filter_fails() -> None:
     report, _ = await doctor(SandboxConfig(email_match="ignored"))
-    assert report.capabilities["email_filter"] == "ignored"
-    assert report.capabilities["email_in_filter"] is False
+    assert report.capabilities.email_filter is EmailFilter.IGNORED
+    assert report.capabilities.email_in_filter is False
     assert result_of(report, "email_filter") == "fail"
     assert (report.ok, int(report.exit_code)) == (False, 1)
     assert report.to_json()["exit_code"] == 1
@@ -116,7 +133,8 @@ async def test_a_bad_token_fails_and_stops() -> None:
     assert "wrong" not in str(report.to_json())
     assert int(report.exit_code) == 1
     assert len(tenant.requests) == 1
-    assert all(value is None for value in report.capabilities.values())
+    assert report.capabilities == Capabilities()
+    assert all(value is None for value in report.to_json()["capabilities"].values())
 
 
 async def test_a_base_url_without_api_fails_with_the_hint() -> None:
@@ -160,7 +178,7 @@ async def test_an_empty_tenant_reports_what_it_cannot_tell() -> None:
     tenant = Tenant()
     tenant.add_status("vip", "VIP")
     report, _ = await doctor(tenant=tenant)
-    assert report.capabilities["profiles"] == 0
-    assert report.capabilities["email_filter"] is None
+    assert report.capabilities.profiles == 0
+    assert report.capabilities.email_filter is None
     assert result_of(report, "email_filter") == "warn"
     assert report.ok

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from omneo_status.client import PageStyle, lenient_int
+from omneo_status.client import PageStyle
+from omneo_status.doctor import Capabilities
 from omneo_status.planner import TenantFacts
 
 FRESH_FOR = timedelta(days=7)
@@ -29,41 +30,39 @@ class Learned:
 
     base_url: str
     checked_at: datetime
-    capabilities: dict[str, Any]
+    capabilities: Capabilities
 
     @property
     def page_style(self) -> PageStyle | None:
         """The one pagination style the tenant honours, when doctor found exactly one."""
-        value = self.capabilities.get("page_style")
-        return PageStyle(value) if value in {s.value for s in PageStyle} else None
-
-    @property
-    def email_in_filter(self) -> bool | None:
-        """Whether ``filter[email][in]`` is honoured (None: not known)."""
-        value = self.capabilities.get("email_in_filter")
-        return value if isinstance(value, bool) else None
-
-    @property
-    def case_sensitive(self) -> bool | None:
-        """Whether ``filter[email]`` compares case-sensitively (None: not known)."""
-        return {"case_sensitive": True, "exact": False}.get(
-            str(self.capabilities.get("email_filter"))
-        )
-
-    @property
-    def page_size(self) -> int | None:
-        """The page size the tenant gave in its pagination style, when doctor found one."""
-        size = lenient_int(self.capabilities.get("page_size"))
-        return size if size is not None and size > 0 else None
+        style = self.capabilities.page_style
+        return style if isinstance(style, PageStyle) else None
 
     def facts(self) -> TenantFacts:
         """The record as facts for the lookup planner's sums."""
         return TenantFacts(
-            email_in_filter=self.email_in_filter,
-            case_sensitive=self.case_sensitive,
-            page_size=self.page_size,
+            email_in_filter=self.capabilities.email_in_filter,
+            case_sensitive=self.capabilities.case_sensitive,
+            page_size=self.capabilities.page_size,
             measured=f"doctor, {self.checked_at:%Y-%m-%d}",
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the state dir keeps it."""
+        return {
+            "base_url": self.base_url,
+            "checked_at": self.checked_at.isoformat(timespec="seconds"),
+            "capabilities": self.capabilities.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, document: Any) -> Learned:
+        """A kept record (``KeyError``, ``TypeError`` or ``ValueError`` when it is none)."""
+        capabilities = document["capabilities"]
+        if not isinstance(capabilities, dict):
+            raise TypeError(f"capabilities is not an object: {capabilities!r}")
+        checked_at = datetime.fromisoformat(document["checked_at"])
+        return cls(document["base_url"], checked_at, Capabilities.from_json(capabilities))
 
 
 def record_path(state_dir: Path, base_url: str) -> Path:
@@ -73,17 +72,16 @@ def record_path(state_dir: Path, base_url: str) -> Path:
 
 
 def remember(
-    state_dir: Path, base_url: str, capabilities: dict[str, Any], *, now: datetime | None = None
+    state_dir: Path, base_url: str, capabilities: Capabilities, *, now: datetime | None = None
 ) -> Path:
     """Keep what doctor found (a private file, replaced atomically); returns its path."""
     path = record_path(state_dir, base_url)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-    document = {"base_url": base_url, "checked_at": stamp, "capabilities": capabilities}
+    learned = Learned(base_url, now or datetime.now(UTC), capabilities)
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(document, out, indent=2)
+        json.dump(learned.to_json(), out, indent=2)
     os.replace(temp, path)
     return path
 
@@ -93,13 +91,9 @@ def recall(state_dir: Path, base_url: str, *, now: datetime | None = None) -> Le
     missing, stale or unreadable record only means the run finds things out itself)."""
     path = record_path(state_dir, base_url)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        checked_at = datetime.fromisoformat(document["checked_at"])
-        capabilities = document["capabilities"]
+        learned = Learned.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if document.get("base_url") != base_url or not isinstance(capabilities, dict):
+    if learned.base_url != base_url or (now or datetime.now(UTC)) - learned.checked_at > FRESH_FOR:
         return None
-    if (now or datetime.now(UTC)) - checked_at > FRESH_FOR:
-        return None
-    return Learned(base_url, checked_at, capabilities)
+    return learned

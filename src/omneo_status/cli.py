@@ -886,16 +886,15 @@ def _advice_of(summary: RunSummary, *, fresh_advice: bool) -> list[str]:
 
 
 def _finish(summary: RunSummary, out: Output, *, fresh_advice: bool) -> NoReturn:
-    document = summary.to_json()
     if out.json:
-        console.print_json(document)
+        console.print_json(summary.to_json())
     elif out.report_to_stdout:
-        console.render_summary(document, title_note=_title_note(summary), err=True)
-        console.print_text(Path(document["report"]).read_text(encoding="utf-8"))
+        console.render_summary(summary, title_note=_title_note(summary), err=True)
+        console.print_text(summary.report.read_text(encoding="utf-8"))
     elif out.quiet:
-        console.print_line(console.summary_line(document))
+        console.print_line(console.summary_line(summary))
     else:
-        console.render_summary(document, title_note=_title_note(summary))
+        console.render_summary(summary, title_note=_title_note(summary))
     for advice in _advice_of(summary, fresh_advice=fresh_advice):
         console.print_warning(advice)
     raise typer.Exit(int(summary.exit_code))

@@ -19,7 +19,7 @@ from omneo_status.events import Step
 from omneo_status.models import Batch, BatchState, Outcome, StatusDefinition
 from omneo_status.options import JobSpec
 from omneo_status.settings import SettingView
-from omneo_status.summary import RunView
+from omneo_status.summary import BatchSummary, RunSummary, RunView
 from omneo_status.trace import Exchange
 
 if TYPE_CHECKING:
@@ -342,68 +342,71 @@ def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
     return Confirm.ask(question, console=err, default=False)
 
 
-def render_summary(document: Mapping[str, Any], *, title_note: str = "", err: bool = False) -> None:
-    """The human summary of a run, from its ``--json`` document (on stderr when ``err``)."""
+def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = False) -> None:
+    """The human summary of a run (on stderr when ``err``)."""
     from rich.table import Table
 
     out = stderr() if err else stdout()
-    action = str(document["action"])
-    verb = f"Dry run of {action}" if document["dry_run"] else action.capitalize()
-    title = f"{verb} {', '.join(document['handles'])} - run {document['run_id']}{title_note}"
+    verb = f"Dry run of {summary.verb}" if summary.dry_run else summary.verb.capitalize()
+    title = f"{verb} {', '.join(summary.handles)} - run {summary.run_id}{title_note}"
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
-    counts: Mapping[str, int] = document["counts"]
     for outcome in Outcome:
-        count = counts.get(outcome.value, 0)
+        count = summary.counts.get(outcome.value, 0)
         if count:
             style = _OUTCOME_STYLE.get(outcome.value, "")
             table.add_row(f"[{style}]{outcome.value}[/]" if style else outcome.value, str(count))
-    table.add_row("total", str(document["rows"]), style="bold")
+    table.add_row("total", str(summary.rows), style="bold")
     out.print(table)
-    batches: Sequence[Mapping[str, Any]] = document["batches"]
-    if batches:
-        states = [BatchState.of(b.get("status")) for b in batches]
-        ok, failed = states.count(BatchState.DONE), states.count(BatchState.FAILED)
-        ids = ", ".join(str(b["batch_id"]) for b in batches[:3])
-        more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
-        out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
-        resent = [b for b in batches if b.get("resent")]
-        if resent:
-            rows = sum(int(b["resent"]) for b in resent)
-            which = ", ".join(f"{b['batch_id']} ({b['status']})" for b in resent[:3])
-            out.print(
-                f"Sent again: {rows} rows, once, from {len(resent)} batch(es) the tenant lost"
-                f" or that stood still: {escape(which)}"
-            )
-    lookup: Mapping[str, Any] = document.get("lookup") or {}
-    if lookup.get("mode"):
+    _render_batches(out, summary.batches)
+    lookup = summary.lookup
+    if lookup is not None:
         out.print(
-            f"Lookup: {lookup['mode']} (about {lookup['requests']} requests):"
-            f" {escape(str(lookup['reason']))}"
+            f"Lookup: {lookup.mode.value} (about {lookup.requests} requests):"
+            f" {escape(lookup.reason)}"
         )
-        if lookup.get("warning"):
-            out.print(f"  [yellow]warning:[/] {escape(str(lookup['warning']))}")
-    verified: Mapping[str, Any] = document["verified"]
-    if verified.get("checked"):
-        problems: Sequence[str] = verified.get("problems", [])
+        if lookup.warning:
+            out.print(f"  [yellow]warning:[/] {escape(lookup.warning)}")
+    verified = summary.verified
+    if verified.checked:
+        problems = verified.problems
         status = "[green]all good[/]" if not problems else f"[red]{len(problems)} problem(s)[/]"
-        out.print(f"Verified: {verified['ok']}/{verified['checked']} profiles, {status}")
+        out.print(f"Verified: {verified.ok}/{verified.checked} profiles, {status}")
         for problem in problems:
             out.print(f"  [red]-[/] {escape(problem)}")
-        for note in verified.get("notes", []):
-            out.print(f"  [yellow]note:[/] {escape(str(note))}")
-    out.print(f"Report: {escape(str(document['report']))}")
+        for note in verified.notes:
+            out.print(f"  [yellow]note:[/] {escape(note)}")
+    out.print(f"Report: {escape(str(summary.report))}")
 
 
-def summary_line(document: Mapping[str, Any]) -> str:
+def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
+    """The summary's batches: how many, how they ended, and those sent again."""
+    if not batches:
+        return
+    states = [BatchState.of(batch.status) for batch in batches]
+    ok, failed = states.count(BatchState.DONE), states.count(BatchState.FAILED)
+    ids = ", ".join(batch.batch_id for batch in batches[:3])
+    more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
+    out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
+    resent = [batch for batch in batches if batch.resent]
+    if resent:
+        rows = sum(batch.resent for batch in resent)
+        which = ", ".join(f"{batch.batch_id} ({batch.status})" for batch in resent[:3])
+        out.print(
+            f"Sent again: {rows} rows, once, from {len(resent)} batch(es) the tenant lost"
+            f" or that stood still: {escape(which)}"
+        )
+
+
+def summary_line(summary: RunSummary) -> str:
     """A run's summary in one line (what ``--quiet`` prints)."""
-    verb = "dry run of " if document["dry_run"] else ""
-    counts: Mapping[str, int] = document["counts"]
+    verb = "dry run of " if summary.dry_run else ""
+    counts = summary.counts
     shown = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "nothing to do"
     return (
-        f"{verb}{document['action']} {','.join(document['handles'])}: {shown}"
-        f" ({document['rows']} rows); run {document['run_id']}; report {document['report']}"
+        f"{verb}{summary.verb} {','.join(summary.handles)}: {shown}"
+        f" ({summary.rows} rows); run {summary.run_id}; report {summary.report}"
     )
 
 
@@ -521,7 +524,7 @@ def render_doctor(report: DoctorReport) -> None:
         table.add_row(escape(check.name), f"[{style}]{check.result}[/]", escape(check.detail))
     out = stdout()
     out.print(table)
-    for name, value in report.capabilities.items():
+    for name, value in report.capabilities.to_json().items():
         out.print(f"  {escape(name)}: {escape(json.dumps(value))}")
     via = f" (proxy {report.transport.proxy})" if report.transport.proxy else ""
     out.print(f"  transport: {escape(report.transport.name + via)}")

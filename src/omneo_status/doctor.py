@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
 
 from omneo_status.client import (
     MAX_PAGE_SIZE,
@@ -31,6 +32,8 @@ IMPOSSIBLE_EMAIL = "omneo-status-doctor-{}@example.invalid"
 """An address no profile can have (``.invalid`` is reserved, RFC 2606)."""
 NONSENSE_HANDLE = "omneo-status-doctor-{}"
 
+_Enum = TypeVar("_Enum", bound=StrEnum)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -41,6 +44,95 @@ class Check:
     detail: str
 
 
+class EmailFilter(StrEnum):
+    """How a tenant's ``filter[email]`` compares addresses."""
+
+    EXACT = "exact"
+    """It finds an address whatever its case."""
+    CASE_SENSITIVE = "case_sensitive"
+    """It finds an address only in the case it is stored in."""
+    IGNORED = "ignored"
+    """It lists profiles whatever the address: no row can be matched by it."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The ``X-RateLimit-*`` headers of the probe's latest answer."""
+
+    limit: int
+    remaining: int
+
+    @classmethod
+    def from_json(cls, data: Any) -> RateLimit | None:
+        """The kept figures; None unless both are whole numbers."""
+        if not isinstance(data, dict):
+            return None
+        limit, remaining = lenient_int(data.get("limit")), lenient_int(data.get("remaining"))
+        return cls(limit, remaining) if limit is not None and remaining is not None else None
+
+
+@dataclass
+class Capabilities:
+    """What a tenant was found to do, each None until found out: ``doctor``'s report, and the
+    record a run reads back (``capabilities.recall``)."""
+
+    email_filter: EmailFilter | None = None
+    """How ``filter[email]`` compares addresses."""
+    email_in_filter: bool | None = None
+    """Whether ``filter[email][in]`` is honoured."""
+    status_filter: bool | None = None
+    """Whether ``filter[statuses.handle]`` is honoured."""
+    page_style: PageStyle | Literal["both"] | None = None
+    """The pagination dialect the tenant honours, or ``both``."""
+    page_size: int | None = None
+    """The page size it gives in that dialect."""
+    profiles: int | None = None
+    """How many profiles it has (``meta.total``)."""
+    rate_limit: RateLimit | None = None
+    """The rate-limit headers, when the tenant sends them."""
+    batches_endpoint: bool | None = None
+    """Whether ``GET /v3/batches/{id}`` exists."""
+
+    @property
+    def case_sensitive(self) -> bool | None:
+        """Whether ``filter[email]`` compares case-sensitively (None: not known)."""
+        if self.email_filter in (EmailFilter.CASE_SENSITIVE, EmailFilter.EXACT):
+            return self.email_filter is EmailFilter.CASE_SENSITIVE
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``capabilities`` object of ``doctor --json`` and of doctor's kept record."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Capabilities:
+        """A kept record, read leniently: an unknown key is ignored, and a value of the wrong
+        kind (or a page size that is not a positive number) is not known."""
+        style = data.get("page_style")
+        size = lenient_int(data.get("page_size"))
+        return cls(
+            email_filter=_member(EmailFilter, data.get("email_filter")),
+            email_in_filter=_flag(data.get("email_in_filter")),
+            status_filter=_flag(data.get("status_filter")),
+            page_style="both" if style == "both" else _member(PageStyle, style),
+            page_size=size if size is not None and size > 0 else None,
+            profiles=lenient_int(data.get("profiles")),
+            rate_limit=RateLimit.from_json(data.get("rate_limit")),
+            batches_endpoint=_flag(data.get("batches_endpoint")),
+        )
+
+
+def _member(kind: type[_Enum], value: Any) -> _Enum | None:
+    """``value`` as a member of ``kind``, or None when it names none."""
+    known = isinstance(value, str) and value in {member.value for member in kind}
+    return kind(value) if known else None
+
+
+def _flag(value: Any) -> bool | None:
+    """``value`` when it is a boolean, else None."""
+    return value if isinstance(value, bool) else None
+
+
 @dataclass
 class DoctorReport:
     """What doctor found: the checks, and the capabilities a run can rely on."""
@@ -49,7 +141,7 @@ class DoctorReport:
     transport: TransportInUse
     """The transport the probe went through."""
     checks: list[Check] = field(default_factory=list)
-    capabilities: dict[str, Any] = field(default_factory=dict)
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     @property
     def ok(self) -> bool:
@@ -67,33 +159,17 @@ class DoctorReport:
             "base_url": self.base_url,
             "transport": self.transport.to_json(),
             "ok": self.ok,
-            "checks": [
-                {"name": c.name, "result": c.result, "detail": c.detail} for c in self.checks
-            ],
-            "capabilities": self.capabilities,
+            "checks": [asdict(check) for check in self.checks],
+            "capabilities": self.capabilities.to_json(),
             "exit_code": int(self.exit_code),
         }
-
-
-def unknown_capabilities() -> dict[str, Any]:
-    """Every capability key, none of them known yet."""
-    return {
-        "email_filter": None,
-        "email_in_filter": None,
-        "status_filter": None,
-        "page_style": None,
-        "page_size": None,
-        "profiles": None,
-        "rate_limit": None,
-        "batches_endpoint": None,
-    }
 
 
 async def run_doctor(client: OmneoClient, base_url: str) -> DoctorReport:
     """Probe the tenant without writing anything: every check and capability, or, when the
     token or the base URL does not work, a failed check that says why (never an exception
     for an API error)."""
-    report = DoctorReport(base_url, client.transport_in_use, capabilities=unknown_capabilities())
+    report = DoctorReport(base_url, client.transport_in_use)
     doctor = _Doctor(client, report)
     if not await doctor.check_access():
         return report
@@ -150,7 +226,7 @@ class _Doctor:
     async def check_profiles(self) -> None:
         page, meta = await self.profiles(PageStyle.PAGE_ARRAY.params(1))
         total = lenient_int(meta.get("total"))
-        self.caps["profiles"] = total
+        self.caps.profiles = total
         self.add(
             "profiles", "ok", f"{total if total is not None else 'an unknown number of'} profile(s)"
         )
@@ -182,17 +258,17 @@ class _Doctor:
                 "(page[number] and page): only the first page of an answer can be read",
             )
             return
-        shown = "both" if len(honoured) == 2 else honoured[0].value
+        shown: PageStyle | Literal["both"] = "both" if len(honoured) == 2 else honoured[0]
         size = sizes[honoured[0]] or MAX_PAGE_SIZE
-        self.caps["page_style"] = shown
-        self.caps["page_size"] = size
+        self.caps.page_style = shown
+        self.caps.page_size = size
         self.add("page_style", "ok", f"pages are honoured as {shown}, {size} profiles a page")
 
     async def check_email_filter(self, known: Profile | None) -> None:
         impossible = IMPOSSIBLE_EMAIL.format(self.tag)
         strangers, _ = await self.profiles({"filter[email]": impossible})
         if strangers:
-            self.caps["email_filter"] = "ignored"
+            self.caps.email_filter = EmailFilter.IGNORED
             self.add(
                 "email_filter",
                 "fail",
@@ -210,7 +286,7 @@ class _Doctor:
             return
         other_case, _ = await self.profiles({"filter[email]": known.email.swapcase()})
         if any(p.id == known.id for p in other_case):
-            self.caps["email_filter"] = "exact"
+            self.caps.email_filter = EmailFilter.EXACT
             self.add("email_filter", "ok", "filter[email] matches addresses ignoring case")
             return
         as_written, _ = await self.profiles({"filter[email]": known.email})
@@ -222,7 +298,7 @@ class _Doctor:
                 "address listed on page 1 of the profiles",
             )
             return
-        self.caps["email_filter"] = "case_sensitive"
+        self.caps.email_filter = EmailFilter.CASE_SENSITIVE
         self.add(
             "email_filter",
             "warn",
@@ -244,13 +320,13 @@ class _Doctor:
         )
 
     async def check_in_filter(self, known: Profile | None) -> None:
-        if known is None or known.email is None or self.caps["email_filter"] == "ignored":
-            self.caps["email_in_filter"] = False
+        if known is None or known.email is None or self.caps.email_filter is EmailFilter.IGNORED:
+            self.caps.email_in_filter = False
             return
         wanted = f"{known.email},{IMPOSSIBLE_EMAIL.format(self.tag)}"
         found, _ = await self.profiles({"filter[email][in]": wanted})
         works = bool(found) and all(same_email(p.email or "", known.email) for p in found)
-        self.caps["email_in_filter"] = works
+        self.caps.email_in_filter = works
         self.add(
             "email_in_filter",
             "ok" if works else "warn",
@@ -271,7 +347,7 @@ class _Doctor:
         if handle is not None:
             holders, _ = await self.profiles({"filter[statuses.handle]": handle})
         works = not nonsense and all(handle in p.statuses for p in holders)
-        self.caps["status_filter"] = works
+        self.caps.status_filter = works
         self.add(
             "status_filter",
             "ok" if works else "warn",
@@ -294,13 +370,13 @@ class _Doctor:
                 "no X-RateLimit headers: the tool paces itself by 429 answers and Retry-After",
             )
             return
-        self.caps["rate_limit"] = {"limit": limit, "remaining": remaining}
+        self.caps.rate_limit = RateLimit(limit, remaining)
         self.add("rate_limit", "ok", f"X-RateLimit-Limit {limit}, {remaining} remaining")
 
     async def check_batches(self) -> None:
         answer = await self.get(f"/batches/{uuid.uuid4()}")
         exists = _batches_endpoint(answer)
-        self.caps["batches_endpoint"] = exists
+        self.caps.batches_endpoint = exists
         detail = {
             True: "GET /v3/batches/{id} exists: batches are polled",
             False: "GET /v3/batches/{id} does not exist: runs check profiles instead",

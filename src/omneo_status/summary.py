@@ -9,7 +9,7 @@ counted and reported with its effective outcome (``sent`` if its batch was accep
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
 from omneo_status.options import LookupPlan
 from omneo_status.report import ReportRow, write_report
+from omneo_status.sync import SyncPlan
 
 
 @dataclass
@@ -41,12 +42,7 @@ class Verification:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(
-            checked=data.get("checked", 0),
-            ok=data.get("ok", 0),
-            problems=list(data.get("problems", [])),
-            notes=list(data.get("notes", [])),
-        )
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True)
@@ -97,15 +93,20 @@ class RunSummary:
     no_wait: bool = False
     requests: int = 0
     throttled: int = 0
-    sync: dict[str, Any] | None = None
-    """A sync's plan (holders, would_remove, max_remove, allowed, how holders were found)."""
+    sync: SyncPlan | None = None
+    """A sync's plan (None for other runs)."""
     match: str = "email"
     """The key rows were matched by (``email``, ``mobile``, ``id``, ``identity:HANDLE``)."""
+
+    @property
+    def verb(self) -> str:
+        """What the run did, as the summary names it: ``sync``, or its action."""
+        return "sync" if self.sync is not None else self.action.value
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``--json`` document (a sync's adds ``sync``, its plan)."""
         document = {
-            "action": "sync" if self.sync is not None else self.action.value,
+            "action": self.verb,
             "handles": list(self.handles),
             "match": self.match,
             "dry_run": self.dry_run,
@@ -124,7 +125,7 @@ class RunSummary:
             "exit_code": int(self.exit_code),
         }
         if self.sync is not None:
-            document["sync"] = {k: v for k, v in self.sync.items() if k != "planned"}
+            document["sync"] = self.sync.to_json()
         return document
 
 
@@ -154,24 +155,13 @@ class RunView:
     """The key its rows were matched by (``--match``)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The run's entry in ``runs --json``."""
-        return {
-            "run_id": self.run_id,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "action": self.action,
-            "handles": list(self.handles),
-            "dry_run": self.dry_run,
-            "input": self.input_name,
-            "base_url": self.base_url,
-            "state": self.state,
-            "rows": self.rows,
-            "counts": self.counts,
-            "report": self.report,
-            "undo_of": self.undo_of,
-            "exit_code": self.exit_code,
-            "match": self.match,
+        """The run's entry in ``runs --json``: its fields in order, ``input_name`` as
+        ``input``."""
+        document = {
+            "input" if name == "input_name" else name: value for name, value in asdict(self).items()
         }
+        document["handles"] = list(self.handles)
+        return document
 
 
 def effective_outcome(
@@ -273,7 +263,7 @@ def summarize(
         already_finished=already_finished,
         gave_up=info.state is RunState.GAVE_UP,
         no_wait=no_wait,
-        sync=info.sync,
+        sync=SyncPlan.of(info.sync),
         match=info.match,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
@@ -285,7 +275,7 @@ def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
     failed or verification found a problem (or, with ``strict``, a row was skipped); else 0."""
     if summary.gave_up:
         return ExitCode.GAVE_UP_WAITING
-    if summary.sync is not None and summary.sync.get("allowed") is False:
+    if summary.sync is not None and not summary.sync.allowed:
         return ExitCode.ROWS_FAILED  # a dry run the removal guard would stop
     if summary.counts.get(Outcome.FAILED.value, 0) or summary.verified.problems:
         return ExitCode.ROWS_FAILED
@@ -294,25 +284,19 @@ def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
     return ExitCode.OK
 
 
+_WORDED = frozenset({"action", "state", "counts"})
+"""The fields a ``RunView`` works out; it copies the others from the run's ``RunInfo``."""
+
+
 def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
     """The run as ``runs`` lists it; ``running`` says whether a process holds its job now."""
     state = info.state
     if state in LIVE and not running:
         state = RunState.INTERRUPTED
+    kept = {f.name: getattr(info, f.name) for f in fields(RunView) if f.name not in _WORDED}
     return RunView(
-        run_id=info.run_id,
-        created_at=info.created_at,
-        updated_at=info.updated_at,
         action="sync" if info.sync is not None else info.action.value,
-        handles=info.handles,
-        dry_run=info.dry_run,
-        input_name=info.input_name,
-        base_url=info.base_url,
         state=state.value,
-        rows=info.rows,
         counts=outcome_counts(run, state, live=state in LIVE),
-        report=info.report,
-        undo_of=info.undo_of,
-        exit_code=info.exit_code,
-        match=info.match,
+        **kept,
     )

@@ -16,9 +16,9 @@ any write).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
 
 from omneo_status.client import OmneoClient
 from omneo_status.errors import GuardrailError, UsageError
@@ -34,20 +34,67 @@ TENANT_SCAN_MAX = 250_000
 
 SYNC_ONE = "sync one status at a time"
 
+FoundBy = Literal["filter", "tenant_scan"]
+"""How a sync found the holders: ``filter`` (the tenant honoured ``filter[statuses.handle]``)
+or ``tenant_scan`` (a scan of the whole tenant saw them: the lookups' own, or one made for the
+holders)."""
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """The removal side of a sync, planned once every row is decided: the summary's ``sync``
+    object, and what the run's journal keeps of it (with ``planned``)."""
+
+    holders: int
+    """Profiles holding the status."""
+    would_remove: int
+    """Holders the input does not list: the ones the status is taken from."""
+    max_remove: str
+    """The removal guard's limit, as ``--max-remove`` gives it."""
+    allowed: bool
+    """The guard's verdict: False when it stops the sync (a dry run reports it instead)."""
+    holders_found_by: FoundBy
+    holder_requests: int
+    """GET requests it took to find the holders (0 when the lookups' scan had seen them)."""
+    planned: bool = False
+    """Whether the holder rows are journaled with it (False: the guard stopped the sync, and a
+    resumed run plans again)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary's ``sync`` object: every figure but ``planned``."""
+        document = self.stored()
+        del document["planned"]
+        return document
+
+    def stored(self) -> dict[str, Any]:
+        """The plan as the run's journal keeps it (``planned`` included)."""
+        return asdict(self)
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any] | None) -> SyncPlan | None:
+        """The plan a run's journal keeps; None for a run that is not a sync, and for a sync
+        that has not planned yet (it starts with an empty plan)."""
+        if not stored:
+            return None
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
+
 
 class RemovalGuardError(GuardrailError):
     """The removal guard stopped a sync before any write (exit 3); its ``--json`` document
     adds a ``guard`` object with the figures."""
 
-    def __init__(self, message: str, *, hint: str, plan: dict[str, Any]) -> None:
+    def __init__(self, message: str, *, hint: str, plan: SyncPlan) -> None:
         super().__init__(message, hint=hint)
         self.plan = plan
 
     def to_json(self) -> dict[str, Any]:
         """The error document plus ``guard``: holders, would_remove, max_remove."""
         document = super().to_json()
+        plan = self.plan
         document["guard"] = {
-            key: self.plan.get(key) for key in ("holders", "would_remove", "max_remove")
+            "holders": plan.holders,
+            "would_remove": plan.would_remove,
+            "max_remove": plan.max_remove,
         }
         return document
 
@@ -57,9 +104,7 @@ class Holders:
     """The profiles holding a status, and how they were found."""
 
     profiles: tuple[Profile, ...]
-    found_by: str
-    """``filter`` (the tenant honoured ``filter[statuses.handle]``) or ``tenant_scan`` (a
-    scan of the whole tenant saw them: the lookups' own, or one made for the holders)."""
+    found_by: FoundBy
     requests: int
     """GET requests it took this time (0 when the lookups' scan had seen them)."""
 
@@ -192,7 +237,8 @@ class SyncPlanner:
         """Journal the holders to remove, or raise ``RemovalGuardError`` before any write
         (a dry run records the guard's verdict instead of raising)."""
         info = run.info()
-        if (info.sync or {}).get("planned"):
+        earlier = SyncPlan.of(info.sync)
+        if earlier is not None and earlier.planned:
             return
         holders = await find_holders(
             self.client, run, self.handle, self.reporter, concurrency=self.concurrency
@@ -208,22 +254,21 @@ class SyncPlanner:
             holders=len(holders.profiles),
             rows=rows,
         )
-        plan: dict[str, Any] = {
-            "holders": len(holders.profiles),
-            "would_remove": len(unlisted),
-            "max_remove": str(self.limit),
-            "allowed": stop is None,
-            "holders_found_by": holders.found_by,
-            "holder_requests": holders.requests,
-            "planned": False,
-        }
+        plan = SyncPlan(
+            holders=len(holders.profiles),
+            would_remove=len(unlisted),
+            max_remove=str(self.limit),
+            allowed=stop is None,
+            holders_found_by=holders.found_by,
+            holder_requests=holders.requests,
+        )
         self.reporter.info(
             f"{self.handle}: {len(holders.profiles)} holder(s), {len(unlisted)} not in the input"
             f" (--max-remove {self.limit}: {'allowed' if stop is None else 'over the limit'})"
         )
         if stop is not None:
             if not self.dry_run:
-                run.update(sync=plan)
+                run.update(sync=plan.stored())
                 raise RemovalGuardError(
                     stop,
                     hint=guard_hint(
@@ -232,7 +277,7 @@ class SyncPlanner:
                     plan=plan,
                 )
             self.reporter.warn(stop.replace("; nothing was written", ""))
-        add_holder_rows(run, [self._row(p) for p in unlisted], {**plan, "planned": True})
+        add_holder_rows(run, [self._row(p) for p in unlisted], replace(plan, planned=True).stored())
 
     def _row(self, profile: Profile) -> HolderRow:
         email = profile.email or ""
