@@ -9,22 +9,10 @@ from pathlib import Path
 import pytest
 
 from omneo_status.errors import JournalBusy, UsageError
-from omneo_status.journal import (
-    FLUSH_ROWS,
-    FLUSH_SECONDS,
-    ChunkState,
-    Journal,
-    NewRow,
-    Planned,
-    RunJournal,
-    RunState,
-    Settled,
-    Stage,
-    load_rows,
-    mark_duplicates,
-)
+from omneo_status.journal import FLUSH_ROWS, FLUSH_SECONDS, Journal, RunJournal
 from omneo_status.migrations import MIGRATIONS, schema_version
 from omneo_status.models import Action, Outcome
+from omneo_status.records import ChunkState, NewRow, Planned, RunState, Settled, Stage
 
 
 class Ticks:
@@ -46,8 +34,7 @@ def new_run(journal: Journal, rows: int = 3) -> RunJournal:
         input_name="in.csv",
         dry_run=False,
     )
-    load_rows(
-        run,
+    run.load(
         (
             NewRow(line, f"p{line}@x.com", f"p{line}@x.com", f"p{line}@x.com")
             for line in range(2, rows + 2)
@@ -164,15 +151,14 @@ def test_duplicates_keep_the_first_line(tmp_path: Path) -> None:
             input_name="in",
             dry_run=False,
         )
-        load_rows(
-            run,
+        run.load(
             [
                 NewRow(2, "a@x.com", "a@x.com", "a@x.com"),
                 NewRow(3, "A@X.com", "A@X.com", "a@x.com"),
                 NewRow(4, "b@x.com", "b@x.com", "b@x.com"),
             ],
         )
-        mark_duplicates(run)
+        run.mark_duplicates()
         rows = {row.line: row for row in run.all_rows()}
     assert rows[3].outcome is Outcome.DUPLICATE and rows[3].detail == "same address as line 2"
     assert rows[2].stage is Stage.LOOKUP and rows[4].stage is Stage.LOOKUP

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from omneo_status.errors import ExitCode
-from omneo_status.journal import LIVE, RowRecord, RunInfo, RunJournal, RunState, Stage
+from omneo_status.journal import RunJournal
 from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
 from omneo_status.options import LookupPlan
+from omneo_status.records import LIVE, RowRecord, RunInfo, RunState, Stage
 from omneo_status.report import ReportRow, write_report
 
 
@@ -223,7 +224,7 @@ def _report_row(row: RowRecord, state: RunState) -> ReportRow:
     )
     return ReportRow(
         line=None if row.holder else row.line,
-        email=row.email,
+        key=row.key,
         outcome=outcome,
         profile_id=row.profile_id,
         batch_id=row.batch_id,
