@@ -18,6 +18,7 @@ from omneo_status.backoff import Backoff
 from omneo_status.client import OmneoClient
 from omneo_status.journal import Journal
 from omneo_status.models import Action, Outcome, Profile
+from omneo_status.options import JobSpec
 from omneo_status.readback import ProfileReader
 from omneo_status.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
@@ -370,9 +371,8 @@ def test_the_journal_tells_chunks_never_sent_from_chunks_in_doubt_and_moves_rows
 ) -> None:
     with Journal(tmp_path / "j.sqlite") as journal:
         run = journal.create_run(
-            job_key="k" * 64,
-            action=Action.ASSIGN,
-            handles=("vip",),
+            "k" * 64,
+            JobSpec(Action.ASSIGN, ("vip",)),
             base_url="http://t/api",
             input_name="in.csv",
             dry_run=False,

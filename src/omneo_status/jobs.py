@@ -138,12 +138,12 @@ def status_caveats(
 @dataclass(frozen=True)
 class _NewRun:
     """A run to start: its job, what it does, what it reads, and how its rows are loaded
-    (``load`` adds them to the run and returns how many)."""
+    (``load`` adds them to the new run)."""
 
     job_key: str
     spec: JobSpec
     input_name: str
-    load: Callable[[RunJournal], int]
+    load: Callable[[RunJournal], None]
     undo_of: str | None = None
 
 
@@ -162,13 +162,12 @@ async def run_job(
         raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
     key = job_key(spec, base_url=ctx.base_url, digest=source.digest, dry_run=options.dry_run)
 
-    def load(run: RunJournal) -> int:
+    def load(run: RunJournal) -> None:
         ctx.reporter.start(Step.READ, source.rows)
         count = run.load(journal_rows(source))
         run.mark_duplicates("address" if spec.match.kind is KeyKind.EMAIL else spec.match.noun)
         ctx.reporter.advance(Step.READ, count)
         ctx.reporter.finish(Step.READ)
-        return count
 
     with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
         latest = None if fresh else journal.latest_run(key)
@@ -215,11 +214,11 @@ async def undo_job(
         spec = JobSpec(original.action.inverse, original.handles, match=match)
         key = undo_key(original.run_id, dry_run=options.dry_run)
 
-        def load(run: RunJournal) -> int:
+        def load(run: RunJournal) -> None:
             changed = journal.run_journal(original.run_id).rows_with_outcome(
                 [Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT]
             )
-            return run.load(
+            run.load(
                 _undo_row(r, match.rule.key)
                 for r in changed
                 if r.profile_id and r.outcome in (_done(r.action, original.action))
@@ -316,21 +315,18 @@ async def _start(
     earlier = await _continue(ctx, journal, latest, lock, options, report)
     if earlier is not None:
         return earlier
-    spec = new.spec
-    definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
+    definitions = await check_handles(ctx.client, new.spec.handles, ctx.reporter)
     run = journal.create_run(
-        job_key=new.job_key,
-        action=spec.action,
-        handles=spec.handles,
+        new.job_key,
+        new.spec,
         base_url=ctx.base_url,
         input_name=new.input_name,
         dry_run=options.dry_run,
         undo_of=new.undo_of,
-        sync=spec.sync,
-        match=str(spec.match),
     )
     lock.claim(run.run_id)
-    run.update(state=RunState.RUNNING, rows=new.load(run))
+    new.load(run)
+    run.update(state=RunState.RUNNING)
     return await _drive(ctx, run, options, report, definitions=definitions)
 
 
@@ -413,7 +409,7 @@ async def _drive(
         resumed=resumed,
         no_wait=options.no_wait,
     )
-    run.update(exit_code=int(summary.exit_code))
+    run.record_exit(int(summary.exit_code))
     summary.requests = ctx.client.governor.stats.requests
     summary.throttled = ctx.client.governor.stats.throttled
     return summary
@@ -423,7 +419,7 @@ def _stop(run: RunJournal, report: Path | None, state: RunState, error: OmneoSta
     """Record how the run stopped, then write its report (pending rows name that state)."""
     run.update(state=state, detail=error.message)
     path = write_run_report(run, report)
-    run.update(exit_code=int(error.exit_code))
+    run.record_exit(int(error.exit_code))
     return path
 
 

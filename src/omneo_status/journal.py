@@ -33,6 +33,7 @@ from omneo_status import rowstore
 from omneo_status.errors import ConfigError, JournalBusy, OmneoStatusError, UsageError
 from omneo_status.migrations import migrate
 from omneo_status.models import Action, Outcome
+from omneo_status.options import JobSpec
 from omneo_status.records import (
     ChunkRecord,
     ChunkState,
@@ -120,19 +121,16 @@ class Journal:
 
     def create_run(
         self,
-        *,
         job_key: str,
-        action: Action,
-        handles: Sequence[str],
+        spec: JobSpec,
+        *,
         base_url: str,
         input_name: str,
         dry_run: bool,
         undo_of: str | None = None,
-        sync: bool = False,
-        match: str = "email",
     ) -> RunJournal:
-        """Record a new run (``loading``) and return the handle bound to it; a ``sync`` run
-        starts with an empty plan."""
+        """Record a new run of ``spec`` (``loading``) and return the handle bound to it; a sync
+        run starts with an empty plan."""
         run_id = new_run_id(job_key)
         stamp = now_iso()
         self.write(
@@ -143,8 +141,8 @@ class Journal:
                 (
                     run_id,
                     job_key,
-                    action.value,
-                    json.dumps(list(handles)),
+                    spec.action.value,
+                    json.dumps(list(spec.handles)),
                     base_url,
                     input_name,
                     int(dry_run),
@@ -152,8 +150,8 @@ class Journal:
                     RunState.LOADING.value,
                     stamp,
                     stamp,
-                    "{}" if sync else None,
-                    match,
+                    "{}" if spec.sync else None,
+                    str(spec.match),
                 ),
             )
         )
@@ -315,24 +313,21 @@ class RunJournal:
         return info
 
     def update(
-        self,
-        *,
-        state: RunState | None = None,
-        rows: int | None = None,
-        detail: str | None = None,
-        report: Path | None = None,
-        exit_code: int | None = None,
-        verification: str | None = None,
+        self, state: RunState, detail: str | None = None, *, verification: str | None = None
     ) -> None:
-        """Change the given fields of the run (and its ``updated_at``), committed at once."""
-        fields: dict[str, Any] = {
-            "state": state.value if state is not None else None,
-            "rows": rows,
-            "detail": detail,
-            "report": str(report) if report is not None else None,
-            "exit_code": exit_code,
-            "verification": verification,
-        }
+        """Move the run to ``state`` (``detail``: why it stopped; ``verification``: what its
+        spot-check found), committed at once."""
+        self._set({"state": state.value, "detail": detail, "verification": verification})
+
+    def record_report(self, path: Path) -> None:
+        """Record where the run's report was written, committed at once."""
+        self._set({"report": str(path)})
+
+    def record_exit(self, code: int) -> None:
+        """Record the exit code the run ended with, committed at once."""
+        self._set({"exit_code": code})
+
+    def _set(self, fields: dict[str, Any]) -> None:
         self.flush()
         self.journal.write(lambda db: _set_run(db, self.run_id, fields))
 
@@ -350,12 +345,13 @@ class RunJournal:
     # -- loading ---------------------------------------------------------------------------
 
     def load(self, rows: Iterable[NewRow]) -> int:
-        """Add rows to the run (its input's, or an undo's), committed every ``LOAD_BATCH``;
-        returns how many."""
+        """Add the run's rows (its input's, or an undo's), committed every ``LOAD_BATCH``, and
+        record how many it has; returns that number."""
         count, source = 0, iter(rows)
         while batch := list(islice(source, LOAD_BATCH)):
             self.journal.write(partial(rowstore.insert_rows, run_id=self.run_id, rows=batch))
             count += len(batch)
+        self._set({"rows": count})
         return count
 
     def mark_duplicates(self, what: str = "address") -> None:
@@ -435,12 +431,12 @@ class RunJournal:
     def finish_chunk(
         self,
         chunk: int,
-        *,
         state: ChunkState,
+        settled: Iterable[Settled] = (),
+        *,
         batch_status: str | None = None,
         success_count: int | None = None,
         failed_count: int | None = None,
-        settled: Iterable[Settled] = (),
     ) -> None:
         """Record a chunk's end and settle its rows in the same transaction, and commit."""
         records = list(settled)
@@ -511,29 +507,15 @@ class RunJournal:
             left = None if left is None else left - len(page)
 
     def rows_of_chunk(self, chunk: int) -> list[RowRecord]:
-        """The rows sent in one chunk."""
-        self.flush()
-        cur = self.journal.read(
-            f"SELECT {rowstore.ROW_COLUMNS} FROM rows WHERE run_id=? AND chunk=? ORDER BY line",  # noqa: S608
-            (self.run_id, chunk),
-        )
-        return [rowstore.row_record(r) for r in cur.fetchall()]
+        """The rows sent in one chunk, in input order."""
+        return list(self._paged("chunk=?", (chunk,), None))
 
     def rows_with_outcome(
         self, outcomes: Sequence[Outcome], *, limit: int | None = None
     ) -> list[RowRecord]:
-        """Rows with one of these outcomes, in input order."""
-        self.flush()
+        """Rows with one of these outcomes, in input order (at most ``limit``)."""
         marks = ",".join("?" for _ in outcomes)
-        sql = (
-            f"SELECT {rowstore.ROW_COLUMNS} FROM rows"  # noqa: S608
-            f" WHERE run_id=? AND outcome IN ({marks}) ORDER BY line"
-        )
-        params: list[Any] = [self.run_id, *(o.value for o in outcomes)]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [rowstore.row_record(r) for r in self.journal.read(sql, params).fetchall()]
+        return list(self._paged(f"outcome IN ({marks})", tuple(o.value for o in outcomes), limit))
 
     def counts(self) -> dict[Outcome, int]:
         """Rows per final outcome (rows still pending are not counted)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import unicodedata
 from collections.abc import Callable
+from itertools import dropwhile
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -82,18 +83,18 @@ def _row_address(db: sqlite3.Connection) -> None:
 
 
 def _normalize_email_v2(raw: str) -> str:
-    """``inputs.normalize_email`` as it was when migration 2 shipped (a copy, never to be
-    edited): surrounding whitespace and invisible format characters trimmed, then NFC."""
+    """The email normaliser as it was when migration 2 shipped, frozen here: never edit it,
+    whatever ``inputs.normalize_email`` becomes. Surrounding whitespace (NBSP included) and
+    invisible format characters (zero-width spaces, byte order marks, direction marks) are
+    trimmed, and the text is put in Unicode NFC; case is kept."""
 
     def blank(char: str) -> bool:
         return char.isspace() or unicodedata.category(char) == "Cf"
 
-    start, end = 0, len(raw)
-    while start < end and blank(raw[start]):
-        start += 1
-    while end > start and blank(raw[end - 1]):
-        end -= 1
-    return unicodedata.normalize("NFC", raw[start:end])
+    chars = list(dropwhile(blank, raw))
+    while chars and blank(chars[-1]):
+        chars.pop()
+    return unicodedata.normalize("NFC", "".join(chars))
 
 
 def _sync_columns(db: sqlite3.Connection) -> None:

@@ -214,7 +214,7 @@ def write_run_report(run: RunJournal, path: Path | None) -> Path:
     target = path or default_report_path(run.journal.path, run.run_id)
     key_column = MatchKey.parse(info.match).column
     write_report(target, (_report_row(row, info.state) for row in run.all_rows()), key_column)
-    run.update(report=target)
+    run.record_report(target)
     return target
 
 
