@@ -11,9 +11,10 @@ one write, never across a network wait; rows resolved between two write-ahead po
 in memory and written in small batches. ``Journal`` is the file; ``RunJournal`` is a handle
 bound to one run, whose methods need no run id.
 
-This is the store's front door: every query of the journal goes through ``Journal`` and
-``RunJournal``, which keep the statements of a run's rows and chunks in ``rowstore`` and those
-of a tenant scan in ``scanstore``; the records they take and give are in ``records``.
+This is the store's front door: every query of the journal is a method of ``Journal``, of
+``RunJournal`` (whose statements on a run's rows and chunks are in ``rowstore``) or of
+``scanstore`` (a tenant scan's tables, a sync's holders), each bound to a run; the records they
+take and give are in ``records``. No other module holds SQL.
 """
 
 from __future__ import annotations
