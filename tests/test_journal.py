@@ -4,27 +4,21 @@ commits, and other connections reading and writing while a run is mid-way."""
 from __future__ import annotations
 
 import sqlite3
+import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from omneo_status import inputs, migrations
 from omneo_status.errors import JournalBusy, UsageError
-from omneo_status.journal import (
-    FLUSH_ROWS,
-    FLUSH_SECONDS,
-    ChunkState,
-    Journal,
-    NewRow,
-    Planned,
-    RunJournal,
-    RunState,
-    Settled,
-    Stage,
-    load_rows,
-    mark_duplicates,
-)
+from omneo_status.journal import FLUSH_ROWS, FLUSH_SECONDS, Journal, RunJournal
 from omneo_status.migrations import MIGRATIONS, schema_version
 from omneo_status.models import Action, Outcome
+from omneo_status.options import JobSpec
+from omneo_status.records import ChunkState, NewRow, Planned, RunState, Settled, Stage
 
 
 class Ticks:
@@ -39,21 +33,19 @@ class Ticks:
 
 def new_run(journal: Journal, rows: int = 3) -> RunJournal:
     run = journal.create_run(
-        job_key="k" * 64,
-        action=Action.ASSIGN,
-        handles=("vip",),
+        "k" * 64,
+        JobSpec(Action.ASSIGN, ("vip",)),
         base_url="http://t/api",
         input_name="in.csv",
         dry_run=False,
     )
-    load_rows(
-        run,
+    run.load(
         (
             NewRow(line, f"p{line}@x.com", f"p{line}@x.com", f"p{line}@x.com")
             for line in range(2, rows + 2)
         ),
     )
-    run.update(state=RunState.RUNNING, rows=rows)
+    run.update(state=RunState.RUNNING)
     return run
 
 
@@ -94,6 +86,68 @@ def test_a_journal_of_the_version_before_migrations_opens_with_its_runs(tmp_path
     assert row.address == "Ava@Example.com" and row.outcome is Outcome.ASSIGNED
     with Journal(path), sqlite3.connect(path) as db:  # a second open migrates nothing again
         assert schema_version(db) == len(MIGRATIONS)
+
+
+# Cells whose address a change of the email policy could change: blanks and invisible marks
+# around them, a decomposed accent, case. The addresses are those migration 2 gave them when
+# it shipped.
+OLD_CELLS = {
+    2: (" Ava@Example.com ", "Ava@Example.com"),
+    3: ("\u00a0\u200bZo\u0065\u0301@Example.com\ufeff", "Zo\u00e9@Example.com"),
+    4: ("\u200eDan.Lee@x.co\u200f\t", "Dan.Lee@x.co"),
+    5: ("mailto:a@b.co", "mailto:a@b.co"),
+    6: ("\u2003", ""),
+}
+
+
+def old_journal(path: Path) -> Path:
+    """A journal at migration 1 whose rows are ``OLD_CELLS``."""
+    with sqlite3.connect(path) as db:
+        MIGRATIONS[0](db)
+        db.execute("PRAGMA user_version=1")
+        db.execute(
+            "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name, dry_run,"
+            " state, created_at, updated_at) VALUES ('r1','k','assign','[\"vip\"]','u','in.csv',"
+            "0,'finished','2024-01-01T00:00:00Z','2024-01-01T00:00:00Z')"
+        )
+        db.executemany(
+            "INSERT INTO rows (run_id, line, email, email_key, stage) VALUES ('r1',?,?,?,'done')",
+            [(line, cell, cell.lower()) for line, (cell, _) in OLD_CELLS.items()],
+        )
+    return path
+
+
+def test_migration_2_gives_old_rows_the_addresses_it_gave_when_it_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Change the live email policy everywhere it is bound: a frozen migration does not notice.
+    live = inputs.normalize_email
+    for module in [m for m in sys.modules.values() if m and m.__name__.startswith("omneo_")]:
+        if getattr(module, "normalize_email", None) is live:
+            monkeypatch.setattr(module, "normalize_email", lambda raw: raw.upper())
+    with Journal(old_journal(tmp_path / "old.sqlite")) as journal:
+        rows = {row.line: (row.key, row.address) for row in journal.run_journal("r1").all_rows()}
+    assert rows == OLD_CELLS
+
+
+def shipped_normalize_email(raw: str) -> str:
+    """``inputs.normalize_email`` word for word as it was when migration 2 shipped."""
+    start, end = 0, len(raw)
+    while start < end and _is_blank(raw[start]):
+        start += 1
+    while end > start and _is_blank(raw[end - 1]):
+        end -= 1
+    return unicodedata.normalize("NFC", raw[start:end])
+
+
+def _is_blank(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) == "Cf"
+
+
+@given(st.text(st.characters(codec="utf-8")), st.text(" \t\u00a0\u200b\ufeff\u200e\u2028"))
+def test_migration_2_carries_the_normaliser_it_shipped_with(text: str, blanks: str) -> None:
+    for raw in (text, blanks + text + blanks, blanks):
+        assert migrations._normalize_email_v2(raw) == shipped_normalize_email(raw)
 
 
 def test_opening_a_current_journal_takes_no_write_lock(tmp_path: Path) -> None:
@@ -154,25 +208,82 @@ def test_a_chunk_is_committed_before_its_request_and_reads_see_buffered_rows(
         assert run.rows_of_chunk(chunk)[0].batch_id == "b-1"
 
 
-def test_duplicates_keep_the_first_line(tmp_path: Path) -> None:
+def test_every_kind_of_row_loads_through_the_one_loader(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite") as journal:
         run = journal.create_run(
-            job_key="k",
-            action=Action.ASSIGN,
-            handles=("vip",),
+            "k",
+            JobSpec(Action.ASSIGN, ("vip",), sync=True),
             base_url="u",
             input_name="in",
             dry_run=False,
         )
-        load_rows(
-            run,
+        loaded = run.load(
+            [
+                NewRow(2, " A@x.com", "A@x.com", "a@x.com"),  # waits for its lookup
+                NewRow(3, "nope", "nope", "nope", outcome=Outcome.INVALID_EMAIL, detail="no @"),
+                NewRow(7, "b@x.com", "b@x.com", "b@x.com", profile_id="p-b", send=("vip",)),
+            ]
+        )
+        holder = NewRow(
+            None,
+            "h@x.com",
+            "h@x.com",
+            "h@x.com",
+            stage=Stage.PLANNED,
+            profile_id="p-h",
+            held=("vip", "gold"),
+            send=("vip",),
+            action=Action.REMOVE,
+            holder=True,
+        )
+        run.record_sync({"planned": True}, [holder])
+        info = run.info()
+        rows = {row.line: row for row in run.all_rows()}
+    assert loaded == info.rows == 3  # the holder row is not one of the input's
+    assert info.sync == {"planned": True}
+    assert (rows[2].key, rows[2].address, rows[2].stage) == (" A@x.com", "A@x.com", Stage.LOOKUP)
+    assert (rows[3].stage, rows[3].outcome, rows[3].detail) == (
+        Stage.DONE,
+        Outcome.INVALID_EMAIL,
+        "no @",
+    )
+    assert (rows[7].stage, rows[7].profile_id, rows[7].send) == (Stage.LOOKUP, "p-b", ("vip",))
+    found = rows[8]  # numbered after the input's last line
+    assert found == (
+        8,
+        "h@x.com",
+        "h@x.com",
+        Stage.PLANNED,
+        None,
+        "p-h",
+        ("vip", "gold"),
+        ("vip",),
+        None,
+        None,
+        "",
+        Action.REMOVE,
+        True,
+        False,
+    )
+
+
+def test_duplicates_keep_the_first_line(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = journal.create_run(
+            "k",
+            JobSpec(Action.ASSIGN, ("vip",)),
+            base_url="u",
+            input_name="in",
+            dry_run=False,
+        )
+        run.load(
             [
                 NewRow(2, "a@x.com", "a@x.com", "a@x.com"),
                 NewRow(3, "A@X.com", "A@X.com", "a@x.com"),
                 NewRow(4, "b@x.com", "b@x.com", "b@x.com"),
             ],
         )
-        mark_duplicates(run)
+        run.mark_duplicates()
         rows = {row.line: row for row in run.all_rows()}
     assert rows[3].outcome is Outcome.DUPLICATE and rows[3].detail == "same address as line 2"
     assert rows[2].stage is Stage.LOOKUP and rows[4].stage is Stage.LOOKUP

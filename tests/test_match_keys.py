@@ -317,7 +317,7 @@ def test_undo_of_a_mobile_run_restores_the_profiles(sandbox: Sandbox, tmp_path: 
     undone = summary_of(sandbox.run("undo", doc["run_id"], "--json"))
     assert undone["match"] == "mobile" and undone["counts"]["removed"] == 1
     assert snapshot(sandbox.tenant) == before
-    assert [r.email for r in read_report(Path(undone["report"]))] == ["'+61412000001"]
+    assert [r.key for r in read_report(Path(undone["report"]))] == ["'+61412000001"]
 
 
 def test_runs_resume_by_their_match_key(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -16,19 +16,11 @@ from pydantic import SecretStr
 from omneo_status import cli
 from omneo_status.backoff import Backoff
 from omneo_status.client import OmneoClient
-from omneo_status.journal import (
-    ChunkState,
-    Journal,
-    NewRow,
-    Planned,
-    RowRecord,
-    Settled,
-    Stage,
-    load_rows,
-    resend_chunk,
-)
+from omneo_status.journal import Journal
 from omneo_status.models import Action, Outcome, Profile
+from omneo_status.options import JobSpec
 from omneo_status.readback import ProfileReader
+from omneo_status.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 from omneo_status.watcher import BatchWatcher
 
@@ -379,14 +371,13 @@ def test_the_journal_tells_chunks_never_sent_from_chunks_in_doubt_and_moves_rows
 ) -> None:
     with Journal(tmp_path / "j.sqlite") as journal:
         run = journal.create_run(
-            job_key="k" * 64,
-            action=Action.ASSIGN,
-            handles=("vip",),
+            "k" * 64,
+            JobSpec(Action.ASSIGN, ("vip",)),
             base_url="http://t/api",
             input_name="in.csv",
             dry_run=False,
         )
-        load_rows(run, (NewRow(n, f"p{n}@x.com", f"p{n}@x.com", f"p{n}@x.com") for n in (2, 3, 4)))
+        run.load(NewRow(n, f"p{n}@x.com", f"p{n}@x.com", f"p{n}@x.com") for n in (2, 3, 4))
         for line in (2, 3, 4):
             run.plan(Planned(line, f"p{line}", (), ("vip",)))
         chunk = run.open_chunk([2, 3, 4])
@@ -395,8 +386,7 @@ def test_the_journal_tells_chunks_never_sent_from_chunks_in_doubt_and_moves_rows
         assert [c.state for c in run.chunks()] == [ChunkState.POSTING]  # in doubt from here
         run.accept_chunk(chunk, "b-1")
         # Line 2 was applied, line 3 goes out again, line 4 stays pending with its batch.
-        new = resend_chunk(
-            run,
+        new = run.resend_chunk(
             chunk,
             batch_status="stalled",
             settled=[Settled(2, Outcome.ASSIGNED)],
@@ -417,8 +407,7 @@ def test_the_journal_tells_chunks_never_sent_from_chunks_in_doubt_and_moves_rows
         assert [r.line for r in run.rows_of_chunk(chunk)] == [2, 4]
         # Once its last row is settled, the old chunk is done; nothing else is sent again.
         assert (
-            resend_chunk(
-                run,
+            run.resend_chunk(
                 chunk,
                 batch_status="stalled",
                 settled=[Settled(4, Outcome.ASSIGNED)],

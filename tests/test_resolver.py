@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from omneo_status.backoff import Backoff
 from omneo_status.client import OmneoClient
-from omneo_status.journal import RowRecord, Stage
 from omneo_status.models import Action, Outcome
+from omneo_status.records import RowRecord, Stage
 from omneo_status.resolver import BulkEmailResolver, ProfileIdResolver, SingleEmailResolver
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 from omneo_status.watcher import BatchWatcher

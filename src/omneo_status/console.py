@@ -258,10 +258,10 @@ class ConsoleReporter:
         """A warning, always shown."""
         self.console.print(f"[yellow]Warning:[/] {escape(message)}")
 
-    def row_failed(self, line: int, email: str, detail: str) -> None:
+    def row_failed(self, line: int, key: str, detail: str) -> None:
         """A failed row, shown with ``--verbose`` (the report lists them all)."""
         if self._detail:
-            self.console.print(f"[red]line {line}[/] {escape(email)}: {escape(detail)}")
+            self.console.print(f"[red]line {line}[/] {escape(key)}: {escape(detail)}")
 
     def retrying(self, what: str, wait: float) -> None:
         """A request is retried after ``wait`` seconds: said with ``-v``, or when it is long

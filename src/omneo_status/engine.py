@@ -21,13 +21,14 @@ from omneo_status.client import OmneoClient
 from omneo_status.decide import Decision, Match, Send, decide
 from omneo_status.errors import Cancelled, GuardrailError
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import FLUSH_SECONDS, Planned, RowRecord, RunJournal, Settled, Stage
+from omneo_status.journal import FLUSH_SECONDS, RunJournal
 from omneo_status.keys import KeyKind
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
 from omneo_status.outbox import Outbox
 from omneo_status.planner import Chosen, LookupPlanner, TenantFacts
 from omneo_status.readback import ProfileReader
+from omneo_status.records import Planned, RowRecord, Settled, Stage
 from omneo_status.resolver import (
     ProfileIdResolver,
     Resolver,
@@ -357,7 +358,7 @@ class Engine:
                 )
             )
             if decision.outcome is Outcome.FAILED:
-                self.reporter.row_failed(row.line, row.email, decision.detail)
+                self.reporter.row_failed(row.line, row.key, decision.detail)
         self.reporter.advance(Step.RESOLVE)
 
     def _check_identity_handle(self) -> None:

@@ -43,8 +43,8 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None:
         """Something the user should notice."""
 
-    def row_failed(self, line: int, email: str, detail: str) -> None:
-        """A row ended as ``failed``."""
+    def row_failed(self, line: int, key: str, detail: str) -> None:
+        """A row ended as ``failed`` (``key``: its match key's cell as read)."""
 
 
 class FanoutReporter:
@@ -83,7 +83,7 @@ class FanoutReporter:
         for r in self.reporters:
             r.warn(message)
 
-    def row_failed(self, line: int, email: str, detail: str) -> None:
+    def row_failed(self, line: int, key: str, detail: str) -> None:
         """Pass on."""
         for r in self.reporters:
-            r.row_failed(line, email, detail)
+            r.row_failed(line, key, detail)

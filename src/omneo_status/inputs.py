@@ -222,21 +222,21 @@ class InputRow:
 
     line: int
     """1-based line number where the record starts (the header, when present, is line 1)."""
-    email: str
-    """The key cell (the email cell of an email run) exactly as read (not trimmed); "" when the
-    record is too short."""
+    key: str
+    """The match key's cell (the email cell of an email run) exactly as read (not trimmed); ""
+    when the record is too short."""
     rule: KeyRule = field(default=EMAIL_RULE, repr=False, compare=False)
     """The match key's rule (the email policy unless another key was asked for)."""
     address: str = field(init=False)
     """The cell as the rule normalises it (:func:`normalize_email`): what is sent to the API."""
-    key: str = field(init=False)
-    """The cell's key (:func:`email_key`): equal for two rows exactly when they name the same
-    profile key."""
+    canonical: str = field(init=False)
+    """The cell as the rule compares it (:func:`email_key`): equal for two rows exactly when
+    they name the same profile key."""
 
     def __post_init__(self) -> None:
-        address = self.rule.normalize(self.email)
+        address = self.rule.normalize(self.key)
         object.__setattr__(self, "address", address)
-        object.__setattr__(self, "key", self.rule.key(address))
+        object.__setattr__(self, "canonical", self.rule.key(address))
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +283,7 @@ def read_rows(
     that swallows rows) raise while iterating, so callers should iterate to the end before acting
     on the rows. The iterator accounts for every physical line of the file and raises rather than
     end early. Blank records are skipped; a record too short to reach the email column gives
-    ``email=""``.
+    ``key=""``.
 
     ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
     and how it is normalised (the email policy by default).

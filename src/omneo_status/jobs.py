@@ -26,22 +26,13 @@ from omneo_status.errors import (
     UsageError,
 )
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import (
-    RESUMABLE,
-    Journal,
-    KnownRow,
-    RunInfo,
-    RunJournal,
-    RunState,
-    load_known_rows,
-    load_rows,
-    mark_duplicates,
-)
+from omneo_status.journal import Journal, RunJournal
 from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
 from omneo_status.planner import TenantFacts
+from omneo_status.records import RESUMABLE, NewRow, RowRecord, RunInfo, RunState
 from omneo_status.source import PreparedInput, journal_rows
 from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
 from omneo_status.sync import SYNC_ONE, SyncPlanner
@@ -144,6 +135,18 @@ def status_caveats(
 # -- the three ways a run starts ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _NewRun:
+    """A run to start: its job, what it does, what it reads, and how its rows are loaded
+    (``load`` adds them to the new run)."""
+
+    job_key: str
+    spec: JobSpec
+    input_name: str
+    load: Callable[[RunJournal], None]
+    undo_of: str | None = None
+
+
 async def run_job(
     ctx: JobContext,
     spec: JobSpec,
@@ -158,30 +161,18 @@ async def run_job(
     if spec.sync and len(spec.handles) != 1:
         raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
     key = job_key(spec, base_url=ctx.base_url, digest=source.digest, dry_run=options.dry_run)
-    with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
-        latest = None if fresh else journal.latest_run(key)
-        earlier = await _continue(ctx, journal, latest, lock, options, report)
-        if earlier is not None:
-            return earlier
-        definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
-        run = journal.create_run(
-            job_key=key,
-            action=spec.action,
-            handles=spec.handles,
-            base_url=ctx.base_url,
-            input_name=source.name,
-            dry_run=options.dry_run,
-            sync=spec.sync,
-            match=str(spec.match),
-        )
-        lock.claim(run.run_id)
+
+    def load(run: RunJournal) -> None:
         ctx.reporter.start(Step.READ, source.rows)
-        count = load_rows(run, journal_rows(source))
-        mark_duplicates(run, "address" if spec.match.kind is KeyKind.EMAIL else spec.match.noun)
-        run.update(state=RunState.RUNNING, rows=count)
+        count = run.load(journal_rows(source))
+        run.mark_duplicates("address" if spec.match.kind is KeyKind.EMAIL else spec.match.noun)
         ctx.reporter.advance(Step.READ, count)
         ctx.reporter.finish(Step.READ)
-        return await _drive(ctx, run, options, report, definitions=definitions)
+
+    with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
+        latest = None if fresh else journal.latest_run(key)
+        new = _NewRun(key, spec, source.name, load)
+        return await _start(ctx, journal, lock, latest, new, options, report)
 
 
 async def resume_job(
@@ -222,45 +213,35 @@ async def undo_job(
         match = MatchKey.parse(original.match)
         spec = JobSpec(original.action.inverse, original.handles, match=match)
         key = undo_key(original.run_id, dry_run=options.dry_run)
-        with job_lock(ctx.state_dir, key) as lock:
-            earlier = await _continue(ctx, journal, journal.latest_run(key), lock, options, report)
-            if earlier is not None:
-                return earlier
-            definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
-            run = journal.create_run(
-                job_key=key,
-                action=spec.action,
-                handles=spec.handles,
-                base_url=ctx.base_url,
-                input_name=f"undo of {original.run_id}",
-                dry_run=options.dry_run,
-                undo_of=original.run_id,
-                match=original.match,
-            )
-            lock.claim(run.run_id)
-            key_of = match.rule.key
+
+        def load(run: RunJournal) -> None:
             changed = journal.run_journal(original.run_id).rows_with_outcome(
                 [Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT]
             )
-            count = load_known_rows(
-                run,
-                (
-                    KnownRow(
-                        r.line,
-                        r.email,
-                        r.address,
-                        key_of(r.address),
-                        r.profile_id,
-                        r.send,
-                        action=r.action.inverse if r.action else None,
-                        holder=r.holder,
-                    )
-                    for r in changed
-                    if r.profile_id and r.outcome in (_done(r.action, original.action))
-                ),
+            run.load(
+                _undo_row(r, match.rule.key)
+                for r in changed
+                if r.profile_id and r.outcome in (_done(r.action, original.action))
             )
-            run.update(state=RunState.RUNNING, rows=count)
-            return await _drive(ctx, run, options, report, definitions=definitions)
+
+        new = _NewRun(key, spec, f"undo of {original.run_id}", load, undo_of=original.run_id)
+        with job_lock(ctx.state_dir, key) as lock:
+            return await _start(ctx, journal, lock, journal.latest_run(key), new, options, report)
+
+
+def _undo_row(row: RowRecord, canonical: Callable[[str], str]) -> NewRow:
+    """The row of an undo that reverses ``row``: its profile and handles known, its own
+    action (if it had one) reversed."""
+    return NewRow(
+        row.line,
+        row.key,
+        row.address,
+        canonical(row.address),
+        profile_id=row.profile_id,
+        send=row.send,
+        action=row.action.inverse if row.action else None,
+        holder=row.holder,
+    )
 
 
 def _done(own: Action | None, run: Action) -> tuple[Outcome, ...]:
@@ -318,6 +299,35 @@ async def _continue(
         ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state.value})")
         return await _drive(ctx, run, options, report, resumed=True)
     return None
+
+
+async def _start(
+    ctx: JobContext,
+    journal: Journal,
+    lock: JobLock,
+    latest: RunInfo | None,
+    new: _NewRun,
+    options: RunOptions,
+    report: Path | None,
+) -> RunSummary:
+    """The one way a run starts: the job's earlier run continued (or shown again) if there is
+    one to continue, else a new run recorded, its handles checked, its rows loaded, and driven."""
+    earlier = await _continue(ctx, journal, latest, lock, options, report)
+    if earlier is not None:
+        return earlier
+    definitions = await check_handles(ctx.client, new.spec.handles, ctx.reporter)
+    run = journal.create_run(
+        new.job_key,
+        new.spec,
+        base_url=ctx.base_url,
+        input_name=new.input_name,
+        dry_run=options.dry_run,
+        undo_of=new.undo_of,
+    )
+    lock.claim(run.run_id)
+    new.load(run)
+    run.update(state=RunState.RUNNING)
+    return await _drive(ctx, run, options, report, definitions=definitions)
 
 
 def _check_target(info: RunInfo, base_url: str) -> None:
@@ -399,7 +409,7 @@ async def _drive(
         resumed=resumed,
         no_wait=options.no_wait,
     )
-    run.update(exit_code=int(summary.exit_code))
+    run.record_exit(int(summary.exit_code))
     summary.requests = ctx.client.governor.stats.requests
     summary.throttled = ctx.client.governor.stats.throttled
     return summary
@@ -409,7 +419,7 @@ def _stop(run: RunJournal, report: Path | None, state: RunState, error: OmneoSta
     """Record how the run stopped, then write its report (pending rows name that state)."""
     run.update(state=state, detail=error.message)
     path = write_run_report(run, report)
-    run.update(exit_code=int(error.exit_code))
+    run.record_exit(int(error.exit_code))
     return path
 
 

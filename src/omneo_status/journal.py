@@ -10,6 +10,11 @@ mode, so readers never wait; a write transaction is only ever open for the few s
 one write, never across a network wait; rows resolved between two write-ahead points are kept
 in memory and written in small batches. ``Journal`` is the file; ``RunJournal`` is a handle
 bound to one run, whose methods need no run id.
+
+This is the store's front door: every query of the journal is a method of ``Journal``, of
+``RunJournal`` (whose statements on a run's rows and chunks are in ``rowstore``) or of
+``scanstore`` (a tenant scan's tables, a sync's holders), each bound to a run; the records they
+take and give are in ``records``. No other module holds SQL.
 """
 
 from __future__ import annotations
@@ -19,16 +24,29 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from functools import lru_cache
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from omneo_status import rowstore
 from omneo_status.errors import ConfigError, JournalBusy, OmneoStatusError, UsageError
 from omneo_status.migrations import migrate
 from omneo_status.models import Action, Outcome
+from omneo_status.options import JobSpec
+from omneo_status.records import (
+    ChunkRecord,
+    ChunkState,
+    NewRow,
+    Planned,
+    RowRecord,
+    RunInfo,
+    RunState,
+    Settled,
+    Stage,
+    Tally,
+)
 
 JOURNAL_FILE = "journal.sqlite"
 BUSY_TIMEOUT = 5.0
@@ -39,207 +57,8 @@ FLUSH_ROWS = 200
 """Resolved rows kept in memory before they are written."""
 FLUSH_SECONDS = 0.5
 """How long a resolved row may wait in memory before it is written."""
-_LOAD_BATCH = 5000
-
-
-class Stage(StrEnum):
-    """Where a row is in its run (the ``rows.stage`` column)."""
-
-    LOOKUP = "lookup"
-    """Waiting to be resolved."""
-    PLANNED = "planned"
-    """Resolved; a change is to be sent."""
-    CHUNKED = "chunked"
-    """Part of a chunk that was (or is being) sent."""
-    DONE = "done"
-    """Has its final outcome."""
-
-
-class ChunkState(StrEnum):
-    """The life of a chunk (the ``chunks.state`` column)."""
-
-    QUEUED = "queued"
-    """Cut from the planned rows and waiting for its turn to be sent: none of it went out."""
-    POSTING = "posting"
-    """Written before its request; if a run dies here the request may or may not have landed."""
-    ACCEPTED = "accepted"
-    """The API answered with a batch id; the batch is to be watched."""
-    DONE = "done"
-    """Every row of it has its outcome."""
-    RECONCILED = "reconciled"
-    """Was ``posting`` when a run died; its profiles were read back and its rows settled."""
-
-
-class RunState(StrEnum):
-    """The life of a run (the ``runs.state`` column)."""
-
-    LOADING = "loading"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    INTERRUPTED = "interrupted"
-    GAVE_UP = "gave_up_waiting"
-    SENT = "sent"
-    FAILED = "failed"
-    FINISHED = "finished"
-
-
-RESUMABLE = frozenset(
-    {
-        RunState.RUNNING,
-        RunState.STOPPED,
-        RunState.INTERRUPTED,
-        RunState.GAVE_UP,
-        RunState.FAILED,
-        RunState.SENT,
-    }
-)
-"""States a run can be continued from."""
-LIVE = frozenset({RunState.LOADING, RunState.RUNNING})
-"""States a run is in while a process works on it (or until it is seen to have died)."""
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run as the journal knows it."""
-
-    run_id: str
-    job_key: str
-    action: Action
-    handles: tuple[str, ...]
-    base_url: str
-    input_name: str
-    dry_run: bool
-    undo_of: str | None
-    state: RunState
-    rows: int
-    exit_code: int | None
-    report: str | None
-    detail: str
-    verification: str | None
-    created_at: str
-    updated_at: str
-    sync: dict[str, Any] | None = None
-    """A sync run's plan (holders found, the removal guard's verdict); None for other runs."""
-    match: str = "email"
-    """The match key of its rows (``--match``: ``email``, ``mobile``, ``id``,
-    ``identity:HANDLE``)."""
-
-
-class RowRecord(NamedTuple):
-    """One row as the journal knows it (a named tuple: every pass over a run's rows makes one
-    per row, at a third of a frozen dataclass's cost)."""
-
-    line: int
-    email: str
-    """The cell as read."""
-    address: str
-    """The normalised address (what lookups send)."""
-    stage: Stage
-    outcome: Outcome | None
-    profile_id: str | None
-    held: tuple[str, ...]
-    send: tuple[str, ...]
-    chunk: int | None
-    batch_id: str | None
-    detail: str
-    action: Action | None = None
-    """The row's own action when it is not the run's (a sync's holder rows, their undo)."""
-    holder: bool = False
-    """Found on the tenant as a holder of the status, not read from the input."""
-    resent: bool = False
-    """Sent again after its first batch was lost or stood still (it never is twice)."""
-
-
-@dataclass(frozen=True)
-class ChunkRecord:
-    """One chunk of a run."""
-
-    chunk: int
-    state: ChunkState
-    batch_id: str | None
-    batch_status: str | None
-    profiles: int
-    success_count: int | None
-    failed_count: int | None
-    resent: int = 0
-    """Its rows that were sent again in a later chunk (its batch was lost or stood still)."""
-
-
-@dataclass(frozen=True)
-class NewRow:
-    """An input row to load: settled at once when ``outcome`` is given (an invalid cell)."""
-
-    line: int
-    email: str
-    address: str
-    key: str
-    outcome: Outcome | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class KnownRow:
-    """A row whose profile and handles are known already (the rows of an undo run)."""
-
-    line: int
-    email: str
-    address: str
-    key: str
-    profile_id: str
-    send: tuple[str, ...]
-    action: Action | None = None
-    holder: bool = False
-
-
-@dataclass(frozen=True)
-class HolderRow:
-    """A profile found holding a sync's status that the input does not list: the change it
-    needs (``send`` by ``action``), or the outcome it settles with at once (a dry run)."""
-
-    email: str
-    address: str
-    key: str
-    profile_id: str
-    held: tuple[str, ...]
-    send: tuple[str, ...]
-    action: Action
-    outcome: Outcome | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A resolved row whose profile needs ``send``."""
-
-    line: int
-    profile_id: str
-    held: tuple[str, ...]
-    send: tuple[str, ...]
-    note: str = ""
-    """A caveat of the match, kept in the row's detail through to its outcome (empty: the
-    row's detail is left as it is)."""
-
-
-@dataclass(frozen=True)
-class Settled:
-    """A row's final outcome (``profile_id``/``held``/``batch_id`` kept when not given)."""
-
-    line: int
-    outcome: Outcome
-    detail: str = ""
-    profile_id: str | None = None
-    held: tuple[str, ...] | None = None
-    batch_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Tally:
-    """How many rows of a run share an outcome, a stage and whether they have a batch."""
-
-    outcome: Outcome | None
-    stage: Stage
-    has_batch: bool
-    count: int
+LOAD_BATCH = 5000
+"""Input rows loaded per write transaction."""
 
 
 def now_iso() -> str:
@@ -303,19 +122,16 @@ class Journal:
 
     def create_run(
         self,
-        *,
         job_key: str,
-        action: Action,
-        handles: Sequence[str],
+        spec: JobSpec,
+        *,
         base_url: str,
         input_name: str,
         dry_run: bool,
         undo_of: str | None = None,
-        sync: bool = False,
-        match: str = "email",
     ) -> RunJournal:
-        """Record a new run (``loading``) and return the handle bound to it; a ``sync`` run
-        starts with an empty plan."""
+        """Record a new run of ``spec`` (``loading``) and return the handle bound to it; a sync
+        run starts with an empty plan."""
         run_id = new_run_id(job_key)
         stamp = now_iso()
         self.write(
@@ -326,8 +142,8 @@ class Journal:
                 (
                     run_id,
                     job_key,
-                    action.value,
-                    json.dumps(list(handles)),
+                    spec.action.value,
+                    json.dumps(list(spec.handles)),
                     base_url,
                     input_name,
                     int(dry_run),
@@ -335,8 +151,8 @@ class Journal:
                     RunState.LOADING.value,
                     stamp,
                     stamp,
-                    "{}" if sync else None,
-                    match,
+                    "{}" if spec.sync else None,
+                    str(spec.match),
                 ),
             )
         )
@@ -498,36 +314,51 @@ class RunJournal:
         return info
 
     def update(
-        self,
-        *,
-        state: RunState | None = None,
-        rows: int | None = None,
-        detail: str | None = None,
-        report: Path | None = None,
-        exit_code: int | None = None,
-        verification: str | None = None,
-        sync: dict[str, Any] | None = None,
+        self, state: RunState, detail: str | None = None, *, verification: str | None = None
     ) -> None:
-        """Change the given fields of the run (and its ``updated_at``), committed at once."""
-        fields: dict[str, Any] = {
-            "sync": json.dumps(sync) if sync is not None else None,
-            "state": state.value if state is not None else None,
-            "rows": rows,
-            "detail": detail,
-            "report": str(report) if report is not None else None,
-            "exit_code": exit_code,
-            "verification": verification,
-        }
-        fields = {name: value for name, value in fields.items() if value is not None}
-        fields["updated_at"] = now_iso()
-        names = ", ".join(f"{name}=?" for name in fields)
+        """Move the run to ``state`` (``detail``: why it stopped; ``verification``: what its
+        spot-check found), committed at once."""
+        self._set({"state": state.value, "detail": detail, "verification": verification})
+
+    def record_report(self, path: Path) -> None:
+        """Record where the run's report was written, committed at once."""
+        self._set({"report": str(path)})
+
+    def record_exit(self, code: int) -> None:
+        """Record the exit code the run ended with, committed at once."""
+        self._set({"exit_code": code})
+
+    def _set(self, fields: dict[str, Any]) -> None:
         self.flush()
-        self.journal.write(
-            lambda db: db.execute(
-                f"UPDATE runs SET {names} WHERE run_id=?",  # noqa: S608
-                (*fields.values(), self.run_id),
-            )
-        )
+        self.journal.write(lambda db: _set_run(db, self.run_id, fields))
+
+    def record_sync(self, plan: dict[str, Any], holder_rows: Sequence[NewRow] = ()) -> None:
+        """Record a sync's plan with the holder rows it adds, in one transaction: after a crash
+        either both are there or neither."""
+        self.flush()
+
+        def record(db: sqlite3.Connection) -> None:
+            rowstore.insert_rows(db, self.run_id, holder_rows)
+            _set_run(db, self.run_id, {"sync": json.dumps(plan)})
+
+        self.journal.write(record)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, rows: Iterable[NewRow]) -> int:
+        """Add the run's rows (its input's, or an undo's), committed every ``LOAD_BATCH``, and
+        record how many it has; returns that number."""
+        count, source = 0, iter(rows)
+        while batch := list(islice(source, LOAD_BATCH)):
+            self.journal.write(partial(rowstore.insert_rows, run_id=self.run_id, rows=batch))
+            count += len(batch)
+        self._set({"rows": count})
+        return count
+
+    def mark_duplicates(self, what: str = "address") -> None:
+        """Give ``duplicate`` to every pending row whose canonical key an earlier row already
+        has; the detail says "same ``what`` as line N"."""
+        self.journal.write(lambda db: rowstore.mark_duplicates(db, self.run_id, what))
 
     # -- resolved rows (buffered) ----------------------------------------------------------
 
@@ -554,7 +385,7 @@ class RunJournal:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        self.journal.write(lambda db: _apply(db, self.run_id, pending))
+        self.journal.write(lambda db: rowstore.apply(db, self.run_id, pending))
 
     # -- write-ahead points (committed at once) --------------------------------------------
 
@@ -563,13 +394,13 @@ class RunJournal:
         records = list(settled)
         self.flush()
         if records:
-            self.journal.write(lambda db: _apply(db, self.run_id, records))
+            self.journal.write(lambda db: rowstore.apply(db, self.run_id, records))
 
     def open_chunk(self, lines: Sequence[int]) -> int:
         """Record a chunk cut from planned rows (``queued``: none of it sent yet), and commit."""
         self.flush()
         numbers: list[int] = []
-        self.journal.write(lambda db: numbers.append(_insert_chunk(db, self.run_id, lines)))
+        self.journal.write(lambda db: numbers.append(rowstore.insert_chunk(db, self.run_id, lines)))
         return numbers[-1]
 
     def post_chunk(self, chunk: int) -> None:
@@ -601,18 +432,18 @@ class RunJournal:
     def finish_chunk(
         self,
         chunk: int,
-        *,
         state: ChunkState,
+        settled: Iterable[Settled] = (),
+        *,
         batch_status: str | None = None,
         success_count: int | None = None,
         failed_count: int | None = None,
-        settled: Iterable[Settled] = (),
     ) -> None:
         """Record a chunk's end and settle its rows in the same transaction, and commit."""
         records = list(settled)
 
         def finish(db: sqlite3.Connection) -> None:
-            _apply(db, self.run_id, records)
+            rowstore.apply(db, self.run_id, records)
             db.execute(
                 "UPDATE chunks SET state=?, batch_status=?, success_count=?, failed_count=?"
                 " WHERE run_id=? AND chunk=?",
@@ -621,6 +452,32 @@ class RunJournal:
 
         self.flush()
         self.journal.write(finish)
+
+    def resend_chunk(
+        self,
+        chunk: int,
+        *,
+        batch_status: str,
+        settled: Iterable[Settled],
+        again: Sequence[int],
+        detail: str,
+    ) -> int | None:
+        """Settle rows of a chunk whose batch was lost or stood still, and
+        move the lines ``again`` (marked as sent again, with ``detail``) into a new ``queued``
+        chunk, in one transaction that also counts them on the old chunk, done once none of its
+        rows is pending. Returns the new chunk (None when nothing is sent again)."""
+        records = list(settled)
+        numbers: list[int | None] = []
+
+        def move(db: sqlite3.Connection) -> None:
+            rowstore.apply(db, self.run_id, records)
+            numbers.append(
+                rowstore.move_to_new_chunk(db, self.run_id, chunk, again, batch_status, detail)
+            )
+
+        self.flush()
+        self.journal.write(move)
+        return numbers[-1]
 
     # -- reads (each flushes first, so it sees every row written so far) --------------------
 
@@ -639,40 +496,27 @@ class RunJournal:
             self.flush()
             size = 2000 if left is None else min(left, 2000)
             page = self.journal.read(
-                f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND {where} AND line>?"  # noqa: S608
+                f"SELECT {rowstore.ROW_COLUMNS} FROM rows WHERE run_id=? AND {where} AND line>?"  # noqa: S608
                 " ORDER BY line LIMIT ?",
                 (self.run_id, *params, last, size),
             ).fetchall()
             if not page:
                 return
             for row in page:
-                yield _row_record(row)
+                yield rowstore.row_record(row)
             last = page[-1][0]
             left = None if left is None else left - len(page)
 
     def rows_of_chunk(self, chunk: int) -> list[RowRecord]:
-        """The rows sent in one chunk."""
-        self.flush()
-        cur = self.journal.read(
-            f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND chunk=? ORDER BY line",  # noqa: S608
-            (self.run_id, chunk),
-        )
-        return [_row_record(r) for r in cur.fetchall()]
+        """The rows sent in one chunk, in input order."""
+        return list(self._paged("chunk=?", (chunk,), None))
 
     def rows_with_outcome(
         self, outcomes: Sequence[Outcome], *, limit: int | None = None
     ) -> list[RowRecord]:
-        """Rows with one of these outcomes, in input order."""
-        self.flush()
+        """Rows with one of these outcomes, in input order (at most ``limit``)."""
         marks = ",".join("?" for _ in outcomes)
-        sql = (
-            f"SELECT {_ROW_COLUMNS} FROM rows WHERE run_id=? AND outcome IN ({marks}) ORDER BY line"  # noqa: S608
-        )
-        params: list[Any] = [self.run_id, *(o.value for o in outcomes)]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_row_record(r) for r in self.journal.read(sql, params).fetchall()]
+        return list(self._paged(f"outcome IN ({marks})", tuple(o.value for o in outcomes), limit))
 
     def counts(self) -> dict[Outcome, int]:
         """Rows per final outcome (rows still pending are not counted)."""
@@ -704,6 +548,15 @@ class RunJournal:
         )
         return int(cur.fetchone()[0])
 
+    def lookups_left(self) -> int:
+        """How many rows wait for a lookup by their key (an undo's rows know their profile)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=? AND profile_id IS NULL",
+            (self.run_id, Stage.LOOKUP.value),
+        )
+        return int(cur.fetchone()[0])
+
     def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
         """The run's chunks in order, optionally only those in one state."""
         sql = (
@@ -721,294 +574,19 @@ class RunJournal:
         ]
 
 
-def load_rows(run: RunJournal, rows: Iterable[NewRow]) -> int:
-    """Load a run's input rows (committed every few thousand rows); returns how many."""
-    count = 0
-    batch: list[tuple[Any, ...]] = []
-    for row in rows:
-        stage = Stage.LOOKUP if row.outcome is None else Stage.DONE
-        outcome = row.outcome.value if row.outcome is not None else None
-        cells = (row.line, row.email, row.address, row.key, stage.value, outcome, row.detail)
-        batch.append((run.run_id, *cells))
-        if len(batch) >= _LOAD_BATCH:
-            count += _insert(run, batch)
-            batch = []
-    return count + _insert(run, batch)
-
-
-def _insert(run: RunJournal, batch: list[tuple[Any, ...]]) -> int:
-    if batch:
-        run.journal.write(
-            lambda db: db.executemany(
-                "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome,"
-                " detail) VALUES (?,?,?,?,?,?,?,?)",
-                batch,
-            )
-        )
-    return len(batch)
-
-
-def load_known_rows(run: RunJournal, rows: Iterable[KnownRow]) -> int:
-    """Load rows whose profile and handles are known (an undo run's: read back by id)."""
-    batch = [
-        (
-            run.run_id,
-            row.line,
-            row.email,
-            row.address,
-            row.key,
-            Stage.LOOKUP.value,
-            row.profile_id,
-            _handles_text(row.send),
-            row.action.value if row.action is not None else None,
-            int(row.holder),
-        )
-        for row in rows
-    ]
-    if batch:
-        run.journal.write(
-            lambda db: db.executemany(
-                "INSERT INTO rows (run_id, line, email, address, email_key, stage,"
-                " profile_id, send, action, holder) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                batch,
-            )
-        )
-    return len(batch)
-
-
-def listed_profiles(run: RunJournal, holders: Sequence[tuple[str, str | None]]) -> set[str]:
-    """The ids among ``holders`` (``(profile_id, email_key)`` pairs) that the run's input
-    lists: a row resolved to that profile, or a row with that email key whatever its outcome."""
-    run.flush()
-    found: list[str] = []
-
-    def match(db: sqlite3.Connection) -> None:
-        # Keyed temporary tables: one pass over the run's rows, each probing an index.
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS holder_ids (id TEXT PRIMARY KEY)")
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS holder_keys (email_key TEXT, id TEXT,"
-            " PRIMARY KEY (email_key, id))"
-        )
-        db.execute("DELETE FROM holder_ids")
-        db.execute("DELETE FROM holder_keys")
-        db.executemany("INSERT OR IGNORE INTO holder_ids VALUES (?)", [(i,) for i, _ in holders])
-        db.executemany(
-            "INSERT OR IGNORE INTO holder_keys VALUES (?, ?)", [(k, i) for i, k in holders]
-        )
-        cur = db.execute(
-            "SELECT h.id FROM rows r JOIN holder_ids h ON h.id = r.profile_id"
-            " WHERE r.run_id=? AND r.holder=0"
-            " UNION SELECT k.id FROM rows r JOIN holder_keys k ON k.email_key = r.email_key"
-            " WHERE r.run_id=? AND r.holder=0",
-            (run.run_id, run.run_id),
-        )
-        found.extend(row[0] for row in cur.fetchall())
-        db.execute("DELETE FROM holder_ids")
-        db.execute("DELETE FROM holder_keys")
-
-    run.journal.write(match)
-    return set(found)
-
-
-def add_holder_rows(run: RunJournal, rows: Sequence[HolderRow], plan: dict[str, Any]) -> None:
-    """Append the holder rows after the input's last line and record the sync's ``plan``, in
-    one transaction: after a crash either both are there or neither."""
-    run.flush()
-
-    def add(db: sqlite3.Connection) -> None:
-        cur = db.execute("SELECT COALESCE(MAX(line), 0) FROM rows WHERE run_id=?", (run.run_id,))
-        first = int(cur.fetchone()[0]) + 1
-        db.executemany(
-            "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome,"
-            " profile_id, held, send, action, holder, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
-            [
-                (
-                    run.run_id,
-                    first + n,
-                    row.email,
-                    row.address,
-                    row.key,
-                    (Stage.PLANNED if row.outcome is None else Stage.DONE).value,
-                    row.outcome.value if row.outcome is not None else None,
-                    row.profile_id,
-                    _handles_text(row.held),
-                    _handles_text(row.send),
-                    row.action.value,
-                    row.detail,
-                )
-                for n, row in enumerate(rows)
-            ],
-        )
-        db.execute(
-            "UPDATE runs SET sync=?, updated_at=? WHERE run_id=?",
-            (json.dumps(plan), now_iso(), run.run_id),
-        )
-
-    run.journal.write(add)
-
-
-def resend_chunk(
-    run: RunJournal,
-    chunk: int,
-    *,
-    batch_status: str,
-    settled: Iterable[Settled],
-    again: Sequence[int],
-    detail: str,
-) -> int | None:
-    """Settle rows of a chunk whose batch was lost or stood still, and move the lines ``again``
-    (marked as sent again, with ``detail``) into a new ``queued`` chunk, in one transaction
-    that also counts them on the old chunk, done once none of its rows is pending. Returns the
-    new chunk (None when nothing is sent again)."""
-    records = list(settled)
-    numbers: list[int] = []
-    run_id = run.run_id
-
-    def move(db: sqlite3.Connection) -> None:
-        _apply(db, run_id, records)
-        if again:
-            numbers.append(_insert_chunk(db, run_id, again))
-            db.executemany(
-                "UPDATE rows SET resent=1, batch_id=NULL, detail=? WHERE run_id=? AND line=?",
-                [(detail, run_id, line) for line in again],
-            )
-        db.execute(
-            "UPDATE chunks SET resent=resent+:moved, batch_status=:status, state=CASE WHEN"
-            " EXISTS (SELECT 1 FROM rows WHERE run_id=:run AND chunk=:chunk AND stage<>:done)"
-            " THEN state ELSE :finished END WHERE run_id=:run AND chunk=:chunk",
-            {
-                "moved": len(again),
-                "status": batch_status,
-                "run": run_id,
-                "chunk": chunk,
-                "done": Stage.DONE.value,
-                "finished": ChunkState.DONE.value,
-            },
-        )
-
-    run.flush()
-    run.journal.write(move)
-    return numbers[-1] if numbers else None
-
-
-def mark_duplicates(run: RunJournal, what: str = "address") -> None:
-    """Give ``duplicate`` to every pending row whose key an earlier row already has; the
-    detail says "same ``what`` as line N"."""
-
-    def mark(db: sqlite3.Connection) -> None:
-        # A keyed temporary table keeps this linear for a million rows of any key mix.
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS firsts (email_key TEXT PRIMARY KEY, line INTEGER)"
-        )
-        db.execute("DELETE FROM firsts")
-        db.execute(
-            "INSERT INTO firsts SELECT email_key, MIN(line) FROM rows"
-            " WHERE run_id=? AND stage=? GROUP BY email_key",
-            (run.run_id, Stage.LOOKUP.value),
-        )
-        db.execute(
-            "UPDATE rows SET stage=?, outcome=?, detail=? ||"
-            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)"
-            " WHERE run_id=? AND stage=? AND line >"
-            " (SELECT f.line FROM firsts f WHERE f.email_key = rows.email_key)",
-            (
-                Stage.DONE.value,
-                Outcome.DUPLICATE.value,
-                f"same {what} as line ",
-                run.run_id,
-                Stage.LOOKUP.value,
-            ),
-        )
-
-    run.journal.write(mark)
-
-
-_ROW_COLUMNS = (
-    "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail,"
-    " action, holder, resent"
-)
-
-
-def _insert_chunk(db: sqlite3.Connection, run_id: str, lines: Sequence[int]) -> int:
-    """Add the run's next chunk (``queued``) holding ``lines``; returns its number."""
-    cur = db.execute("SELECT COALESCE(MAX(chunk), 0) + 1 FROM chunks WHERE run_id=?", (run_id,))
-    number = int(cur.fetchone()[0])
-    db.execute(
-        "INSERT INTO chunks (run_id, chunk, state, profiles) VALUES (?,?,?,?)",
-        (run_id, number, ChunkState.QUEUED.value, len(lines)),
-    )
-    db.executemany(
-        "UPDATE rows SET stage=?, chunk=? WHERE run_id=? AND line=?",
-        [(Stage.CHUNKED.value, number, run_id, line) for line in lines],
-    )
-    return number
-
-
-def _apply(db: sqlite3.Connection, run_id: str, records: Sequence[Planned | Settled]) -> None:
-    # Plans are written before outcomes: a row planned and settled in the same batch ends
-    # settled, and no row is planned again after its outcome within a run.
-    planned = [record for record in records if isinstance(record, Planned)]
-    settled = [record for record in records if not isinstance(record, Planned)]
-    db.executemany(
-        "UPDATE rows SET stage=?, outcome=NULL, profile_id=?, held=?, send=?, chunk=NULL,"
-        " batch_id=NULL, detail=CASE WHEN ?='' THEN detail ELSE ? END"
-        " WHERE run_id=? AND line=?",
-        [
-            (
-                Stage.PLANNED.value,
-                record.profile_id,
-                _handles_text(record.held),
-                _handles_text(record.send),
-                record.note,
-                record.note,
-                run_id,
-                record.line,
-            )
-            for record in planned
-        ],
-    )
-    # A planned row's note (its detail until then) follows its first outcome's detail.
-    db.executemany(
-        "UPDATE rows SET stage=?, outcome=?, profile_id=COALESCE(?, profile_id),"
-        " held=COALESCE(?, held), batch_id=COALESCE(?, batch_id),"
-        " detail=CASE WHEN stage=? OR detail='' THEN ? WHEN ?='' THEN detail"
-        " ELSE ? || '; ' || detail END"
-        " WHERE run_id=? AND line=?",
-        [
-            (
-                Stage.DONE.value,
-                record.outcome.value,
-                record.profile_id,
-                _handles_text(record.held) if record.held is not None else None,
-                record.batch_id,
-                Stage.DONE.value,
-                record.detail,
-                record.detail,
-                record.detail,
-                run_id,
-                record.line,
-            )
-            for record in settled
-        ],
-    )
-
-
-def _handles_text(handles: Sequence[str]) -> str:
-    """Handles as the journal stores them: a JSON list."""
-    return json.dumps(list(handles))
-
-
-@lru_cache(maxsize=256)
-def _handles(text: str) -> tuple[str, ...]:
-    """The handles of a stored JSON list; a run holds few distinct lists, parsed once each."""
-    return tuple(json.loads(text))
-
-
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _set_run(db: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
+    """Set the run's given columns (a None value is left as it is) and its ``updated_at``."""
+    given = {name: value for name, value in fields.items() if value is not None}
+    given["updated_at"] = now_iso()
+    names = ", ".join(f"{name}=?" for name in given)
+    db.execute(f"UPDATE runs SET {names} WHERE run_id=?", (*given.values(), run_id))  # noqa: S608
 
 
 def _run_info(data: dict[str, Any]) -> RunInfo:
@@ -1032,31 +610,3 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
         sync=json.loads(data["sync"]) if data.get("sync") is not None else None,
         match=data.get("match") or "email",
     )
-
-
-def _row_record(row: Sequence[Any]) -> RowRecord:
-    line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row[:11]
-    action, holder, resent = row[11:]
-    return RowRecord(
-        line,
-        email,
-        address,
-        _STAGES[stage],
-        _OUTCOMES[outcome] if outcome else None,
-        profile_id,
-        _handles(held) if held else (),
-        _handles(send) if send else (),
-        chunk,
-        batch_id,
-        detail,
-        _ACTIONS[action] if action else None,
-        bool(holder),
-        bool(resent),
-    )
-
-
-# Stored values to members by dictionary: an enum's constructor costs twenty times as much,
-# and every pass over a run's rows converts three per row.
-_STAGES = {member.value: member for member in Stage}
-_OUTCOMES = {member.value: member for member in Outcome}
-_ACTIONS = {member.value: member for member in Action}

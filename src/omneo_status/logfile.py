@@ -79,6 +79,6 @@ class JsonLogReporter:
         """Log a warning."""
         self.write("warning", message=message)
 
-    def row_failed(self, line: int, email: str, detail: str) -> None:
-        """Log a failed row."""
-        self.write("row_failed", line=line, email=email, detail=detail)
+    def row_failed(self, line: int, key: str, detail: str) -> None:
+        """Log a failed row (its key under ``email``, the log's field for every match key)."""
+        self.write("row_failed", line=line, email=key, detail=detail)

@@ -4,14 +4,18 @@ Each migration is a small function applied once, in order, inside one transactio
 records its number; a journal written by an older version of the tool is brought up to date
 when it is opened, and a current one is only read (no write lock is taken). Never edit a
 migration that has shipped: add the next one.
+
+A migration is frozen: it imports no rule of the live code (a policy, a default) but carries
+its own copy of any rule it applies, as the rule was when it shipped, so a later change to the
+policy cannot change what an old journal becomes.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from collections.abc import Callable
-
-from omneo_status.inputs import normalize_email
+from itertools import dropwhile
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -73,9 +77,24 @@ def _initial_schema(db: sqlite3.Connection) -> None:
 def _row_address(db: sqlite3.Connection) -> None:
     """Migration 2: each row keeps its normalised address, computed once at load."""
     db.execute("ALTER TABLE rows ADD COLUMN address TEXT NOT NULL DEFAULT ''")
-    # Rows of older journals get theirs from the raw cell, by the same policy as at load.
-    db.create_function("normalized_email", 1, normalize_email, deterministic=True)
+    # Rows of older journals get theirs from the raw cell, by the policy of the time.
+    db.create_function("normalized_email", 1, _normalize_email_v2, deterministic=True)
     db.execute("UPDATE rows SET address = normalized_email(email)")
+
+
+def _normalize_email_v2(raw: str) -> str:
+    """The email normaliser as it was when migration 2 shipped, frozen here: never edit it,
+    whatever ``inputs.normalize_email`` becomes. Surrounding whitespace (NBSP included) and
+    invisible format characters (zero-width spaces, byte order marks, direction marks) are
+    trimmed, and the text is put in Unicode NFC; case is kept."""
+
+    def blank(char: str) -> bool:
+        return char.isspace() or unicodedata.category(char) == "Cf"
+
+    chars = list(dropwhile(blank, raw))
+    while chars and blank(chars[-1]):
+        chars.pop()
+    return unicodedata.normalize("NFC", "".join(chars))
 
 
 def _sync_columns(db: sqlite3.Connection) -> None:

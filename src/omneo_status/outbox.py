@@ -17,18 +17,11 @@ from typing import Any, Protocol
 from omneo_status.client import OmneoClient
 from omneo_status.errors import ValidationFailed
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import (
-    ChunkState,
-    Planned,
-    RowRecord,
-    RunJournal,
-    Settled,
-    Stage,
-    resend_chunk,
-)
+from omneo_status.journal import RunJournal
 from omneo_status.models import Action, Outcome
 from omneo_status.options import RunOptions
 from omneo_status.readback import ProfileReader
+from omneo_status.records import ChunkState, Planned, RowRecord, Settled, Stage
 from omneo_status.watcher import BatchWatcher, Watched, reconcile
 
 RECONCILING = (
@@ -211,8 +204,7 @@ class Outbox:
             self.reporter.warn(
                 f"{why}: its {len(again)} row(s) lacking the change are sent again, once"
             )
-        new = resend_chunk(
-            self.run,
+        new = self.run.resend_chunk(
             chunk,
             batch_status="lost" if lost else "stalled",
             settled=settled,
@@ -249,7 +241,7 @@ def _refuse(
 def _report_failures(
     reporter: Reporter, rows: Iterable[RowRecord], settled: Iterable[Settled]
 ) -> None:
-    emails = {row.line: row.email for row in rows}
+    keys = {row.line: row.key for row in rows}
     for record in settled:
         if record.outcome is Outcome.FAILED:
-            reporter.row_failed(record.line, emails.get(record.line, ""), record.detail)
+            reporter.row_failed(record.line, keys.get(record.line, ""), record.detail)

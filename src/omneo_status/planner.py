@@ -35,10 +35,11 @@ from itertools import islice
 
 from omneo_status.client import MAX_PAGE_SIZE, OmneoClient, TenantPage
 from omneo_status.decide import Match
-from omneo_status.journal import RowRecord, RunJournal, Stage
+from omneo_status.journal import RunJournal
 from omneo_status.options import LookupMode, LookupPlan
+from omneo_status.records import RowRecord, Stage
 from omneo_status.resolver import BulkEmailResolver, EmailCase, Resolver, SingleEmailResolver
-from omneo_status.scan import TenantScan, email_rows_to_look_up
+from omneo_status.scan import TenantScan
 
 CASE_SCAN_FACTOR = 3
 """On a tenant whose email filter is case-sensitive, the scan is chosen while its requests are
@@ -124,7 +125,7 @@ class LookupPlanner:
         return chosen
 
     async def _choose(self) -> Chosen:
-        count = email_rows_to_look_up(self.run)
+        count = self.run.lookups_left()
         mode = self.mode
         if count == 0:
             return Chosen(None, self.single)

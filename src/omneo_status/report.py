@@ -38,7 +38,8 @@ class ReportRow:
 
     line: int | None
     """The input line; None for a row that is not from the input (a sync's holder rows)."""
-    email: str
+    key: str
+    """The match key's cell as read (the report's second column: ``email`` for email runs)."""
     outcome: Outcome
     profile_id: str | None = None
     batch_id: str | None = None
@@ -117,7 +118,7 @@ def check_report_target(path: Path, *, source: Path | None = None) -> None:
 def read_report(path: Path) -> list[ReportRow]:
     """The rows of a report written by :func:`write_report`.
 
-    The second column may bear any key's name (``ReportRow.email`` holds it). Cells come back
+    The second column may bear any key's name (``ReportRow.key`` holds it). Cells come back
     as stored: a ``'`` that :func:`safe_cell` added stays, and empty
     ``profile_id``/``batch_id`` cells become None.
     """
@@ -141,7 +142,7 @@ def _write_rows(stream: TextIO, rows: Iterable[ReportRow], columns: tuple[str, .
         writer.writerow(
             (
                 "" if row.line is None else row.line,
-                _text_cell(row.email),
+                _text_cell(row.key),
                 row.outcome.value,
                 _text_cell(row.profile_id),
                 _text_cell(row.batch_id),
@@ -161,11 +162,11 @@ def _text_cell(value: str | None) -> str:
 def _parse_row(cells: list[str], *, path: Path, line: int) -> ReportRow:
     if len(cells) != len(REPORT_COLUMNS):
         raise ReportError(f"{path}, line {line}: {len(cells)} cells, not {len(REPORT_COLUMNS)}")
-    number, email, outcome, profile_id, batch_id, detail = cells
+    number, key, outcome, profile_id, batch_id, detail = cells
     try:
         return ReportRow(
             line=int(number) if number else None,
-            email=email,
+            key=key,
             outcome=Outcome(outcome),
             profile_id=profile_id or None,
             batch_id=batch_id or None,

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 from omneo_status.errors import UsageError
 from omneo_status.inputs import InputRow, open_input, read_rows
-from omneo_status.journal import NewRow
 from omneo_status.keys import EMAIL, MatchKey
+from omneo_status.records import NewRow
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def prepared_input(
         with open_input(source) as stream:
             _, records = read_rows(stream, name=name, column=column, rule=match.rule)
             for record in records:
-                digest.update(f"{record.line}\t{record.key}\n".encode())
+                digest.update(f"{record.line}\t{record.canonical}\n".encode())
                 rows += 1
                 if kept is not None and rows > KEPT_ROWS:
                     kept = None  # too many to keep: the journal reads the file again
@@ -110,15 +110,15 @@ def _new_rows(records: Iterable[InputRow], match: MatchKey) -> Iterator[NewRow]:
     rule = match.rule
     for record in records:
         if rule.is_valid(record.address):
-            yield NewRow(record.line, record.email, record.address, record.key)
+            yield NewRow(record.line, record.key, record.address, record.canonical)
             continue
         yield NewRow(
             record.line,
-            record.email,
-            record.address,
             record.key,
-            match.invalid,
-            match.invalid_detail(record.address),
+            record.address,
+            record.canonical,
+            outcome=match.invalid,
+            detail=match.invalid_detail(record.address),
         )
 
 

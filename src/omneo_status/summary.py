@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from omneo_status.errors import ExitCode
-from omneo_status.journal import LIVE, RowRecord, RunInfo, RunJournal, RunState, Stage
+from omneo_status.journal import RunJournal
 from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
 from omneo_status.options import LookupPlan
+from omneo_status.records import LIVE, RowRecord, RunInfo, RunState, Stage
 from omneo_status.report import ReportRow, write_report
 from omneo_status.sync import SyncPlan
 
@@ -203,7 +204,7 @@ def write_run_report(run: RunJournal, path: Path | None) -> Path:
     target = path or default_report_path(run.journal.path, run.run_id)
     key_column = MatchKey.parse(info.match).column
     write_report(target, (_report_row(row, info.state) for row in run.all_rows()), key_column)
-    run.update(report=target)
+    run.record_report(target)
     return target
 
 
@@ -213,7 +214,7 @@ def _report_row(row: RowRecord, state: RunState) -> ReportRow:
     )
     return ReportRow(
         line=None if row.holder else row.line,
-        email=row.email,
+        key=row.key,
         outcome=outcome,
         profile_id=row.profile_id,
         batch_id=row.batch_id,

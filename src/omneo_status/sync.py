@@ -24,10 +24,12 @@ from omneo_status.client import OmneoClient
 from omneo_status.errors import GuardrailError, UsageError
 from omneo_status.events import Reporter
 from omneo_status.inputs import email_key, normalize_email
-from omneo_status.journal import HolderRow, RunJournal, add_holder_rows, listed_profiles
+from omneo_status.journal import RunJournal
 from omneo_status.models import Action, Profile
 from omneo_status.options import CONCURRENCY, RemovalLimit
+from omneo_status.records import NewRow, Stage
 from omneo_status.scan import TenantScan
+from omneo_status.scanstore import listed_profiles
 
 TENANT_SCAN_MAX = 250_000
 """Profiles read at most to find the holders on a tenant that ignores the status filter."""
@@ -268,7 +270,7 @@ class SyncPlanner:
         )
         if stop is not None:
             if not self.dry_run:
-                run.update(sync=plan.stored())
+                run.record_sync(plan.stored())
                 raise RemovalGuardError(
                     stop,
                     hint=guard_hint(
@@ -277,19 +279,22 @@ class SyncPlanner:
                     plan=plan,
                 )
             self.reporter.warn(stop.replace("; nothing was written", ""))
-        add_holder_rows(run, [self._row(p) for p in unlisted], replace(plan, planned=True).stored())
+        run.record_sync(replace(plan, planned=True).stored(), [self._row(p) for p in unlisted])
 
-    def _row(self, profile: Profile) -> HolderRow:
+    def _row(self, profile: Profile) -> NewRow:
         email = profile.email or ""
         would = self.dry_run
-        return HolderRow(
-            email=email,
+        return NewRow(
+            line=None,
+            key=email,
             address=normalize_email(email),
-            key=email_key(email),
+            canonical=email_key(email),
+            stage=Stage.PLANNED,
+            outcome=Action.REMOVE.would if would else None,
+            detail=f"would remove {self.handle}: not in the input" if would else "",
             profile_id=profile.id,
             held=profile.statuses,
             send=(self.handle,),
             action=Action.REMOVE,
-            outcome=Action.REMOVE.would if would else None,
-            detail=f"would remove {self.handle}: not in the input" if would else "",
+            holder=True,
         )

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from omneo_status.client import OmneoClient
 from omneo_status.decide import Check, check_profile
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import RowRecord, RunJournal
+from omneo_status.journal import RunJournal
 from omneo_status.models import Action, StatusDefinition
+from omneo_status.records import RowRecord
 from omneo_status.resolver import read_profiles
 from omneo_status.summary import Verification
 
@@ -42,7 +43,7 @@ async def verify_sample(
     profiles = await read_profiles(client, [row.profile_id or "" for row in sample])
     for row, profile in zip(sample, profiles, strict=True):
         check = check_profile(row.action or action, row.send, row.held, profile, definitions)
-        _add_check(into, f"line {row.line} ({row.email})", check)
+        _add_check(into, f"line {row.line} ({row.key})", check)
         reporter.advance(Step.VERIFY)
     reporter.finish(Step.VERIFY)
 

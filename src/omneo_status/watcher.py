@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from omneo_status.backoff import Backoff
 from omneo_status.client import MissingBatch, OmneoClient
-from omneo_status.journal import RowRecord, Settled
 from omneo_status.models import Action, Batch, BatchItem, BatchState, Outcome, Profile
 from omneo_status.readback import ProfileReader
+from omneo_status.records import RowRecord, Settled
 
 NOT_APPLIED = "the batch finished but the change is not on the profile"
 

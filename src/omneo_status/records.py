@@ -1,0 +1,202 @@
+"""The journal's named records: where a row, a chunk and a run are in their lives, and the
+records the store takes and gives (no SQL here; the store is ``journal.py`` and the modules
+beside it).
+
+A row names its profile by the run's match key (``--match``): an email, a mobile number, a
+profile id or an identity's identifier. Its fields say so: ``key`` is that cell as read,
+``address`` the cell as the key's rule normalises it (what lookups send), and ``canonical`` the
+form two rows are compared by (``inputs.email_key`` for emails). The stored columns keep the
+names they had when every run matched by email (``rows.email``, ``rows.email_key``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from omneo_status.models import Action, Outcome
+
+
+class Stage(StrEnum):
+    """Where a row is in its run (the ``rows.stage`` column)."""
+
+    LOOKUP = "lookup"
+    """Waiting to be resolved."""
+    PLANNED = "planned"
+    """Resolved; a change is to be sent."""
+    CHUNKED = "chunked"
+    """Part of a chunk that was (or is being) sent."""
+    DONE = "done"
+    """Has its final outcome."""
+
+
+class ChunkState(StrEnum):
+    """The life of a chunk (the ``chunks.state`` column)."""
+
+    QUEUED = "queued"
+    """Cut from the planned rows and waiting for its turn to be sent: none of it went out."""
+    POSTING = "posting"
+    """Written before its request; if a run dies here the request may or may not have landed."""
+    ACCEPTED = "accepted"
+    """The API answered with a batch id; the batch is to be watched."""
+    DONE = "done"
+    """Every row of it has its outcome."""
+    RECONCILED = "reconciled"
+    """Was ``posting`` when a run died; its profiles were read back and its rows settled."""
+
+
+class RunState(StrEnum):
+    """The life of a run (the ``runs.state`` column)."""
+
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+    GAVE_UP = "gave_up_waiting"
+    SENT = "sent"
+    FAILED = "failed"
+    FINISHED = "finished"
+
+
+RESUMABLE = frozenset(
+    {
+        RunState.RUNNING,
+        RunState.STOPPED,
+        RunState.INTERRUPTED,
+        RunState.GAVE_UP,
+        RunState.FAILED,
+        RunState.SENT,
+    }
+)
+"""States a run can be continued from."""
+LIVE = frozenset({RunState.LOADING, RunState.RUNNING})
+"""States a run is in while a process works on it (or until it is seen to have died)."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the journal knows it."""
+
+    run_id: str
+    job_key: str
+    action: Action
+    handles: tuple[str, ...]
+    base_url: str
+    input_name: str
+    dry_run: bool
+    undo_of: str | None
+    state: RunState
+    rows: int
+    exit_code: int | None
+    report: str | None
+    detail: str
+    verification: str | None
+    created_at: str
+    updated_at: str
+    sync: dict[str, Any] | None = None
+    """A sync run's plan (holders found, the removal guard's verdict); None for other runs."""
+    match: str = "email"
+    """The match key of its rows (``--match``: ``email``, ``mobile``, ``id``,
+    ``identity:HANDLE``)."""
+
+
+class RowRecord(NamedTuple):
+    """One row as the journal knows it (a named tuple: every pass over a run's rows makes one
+    per row, at a third of a frozen dataclass's cost)."""
+
+    line: int
+    key: str
+    """The match key's cell as read (an email, a mobile, a profile id, an identifier)."""
+    address: str
+    """The normalised cell (what lookups send)."""
+    stage: Stage
+    outcome: Outcome | None
+    profile_id: str | None
+    held: tuple[str, ...]
+    send: tuple[str, ...]
+    chunk: int | None
+    batch_id: str | None
+    detail: str
+    action: Action | None = None
+    """The row's own action when it is not the run's (a sync's holder rows, their undo)."""
+    holder: bool = False
+    """Found on the tenant as a holder of the status, not read from the input."""
+    resent: bool = False
+    """Sent again after its first batch was lost or stood still (it never is twice)."""
+
+
+class NewRow(NamedTuple):
+    """A row to load into a run. The three kinds differ only in what they carry: an input row
+    waits for its lookup (or is settled at once, ``outcome``: an invalid cell); an undo's row
+    knows its profile and the handles to send; a sync's holder row was found on the tenant and
+    is ``planned`` (or settled at once: a dry run)."""
+
+    line: int | None
+    """Its input line; None for a holder row (numbered after the input's last line)."""
+    key: str
+    """The match key's cell as read."""
+    address: str
+    """The normalised cell."""
+    canonical: str
+    """What two rows are compared by: rows with equal ones name the same profile key."""
+    stage: Stage = Stage.LOOKUP
+    """Where it starts (``done`` whatever this says when ``outcome`` is given)."""
+    outcome: Outcome | None = None
+    detail: str = ""
+    profile_id: str | None = None
+    held: tuple[str, ...] = ()
+    send: tuple[str, ...] = ()
+    action: Action | None = None
+    """Its own action when it is not the run's."""
+    holder: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk of a run."""
+
+    chunk: int
+    state: ChunkState
+    batch_id: str | None
+    batch_status: str | None
+    profiles: int
+    success_count: int | None
+    failed_count: int | None
+    resent: int = 0
+    """Its rows that were sent again in a later chunk (its batch was lost or stood still)."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A resolved row whose profile needs ``send``."""
+
+    line: int
+    profile_id: str
+    held: tuple[str, ...]
+    send: tuple[str, ...]
+    note: str = ""
+    """A caveat of the match, kept in the row's detail through to its outcome (empty: the
+    row's detail is left as it is)."""
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A row's final outcome (``profile_id``/``held``/``batch_id`` kept when not given)."""
+
+    line: int
+    outcome: Outcome
+    detail: str = ""
+    profile_id: str | None = None
+    held: tuple[str, ...] | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many rows of a run share an outcome, a stage and whether they have a batch."""
+
+    outcome: Outcome | None
+    stage: Stage
+    has_batch: bool
+    count: int
