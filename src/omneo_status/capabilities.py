@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from omneo_status.client import PageStyle, lenient_int
+from omneo_status.paging import PageStyle, lenient_int
 from omneo_status.planner import TenantFacts
 
 FRESH_FOR = timedelta(days=7)

@@ -26,12 +26,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from omneo_status.client import MAX_PAGE_SIZE, OmneoClient, PageStyle, TenantPage
+from omneo_status.client import OmneoClient, TenantPage
 from omneo_status.decide import Match
 from omneo_status.errors import BadResponse, UsageError, ValidationFailed
 from omneo_status.inputs import email_key
 from omneo_status.journal import RowRecord, RunJournal, Stage
 from omneo_status.models import Profile
+from omneo_status.options import MAX_PAGE_SIZE
+from omneo_status.paging import PageStyle
 
 MATCH_BATCH = 500
 """Rows matched per query in the final pass (and keys per ``IN`` list)."""
