@@ -130,7 +130,7 @@ async def _aiohttp(url: str, count: int, concurrency: int) -> None:
 
 
 async def _tool(url: str, count: int, concurrency: int) -> None:
-    from omneo_status.client import query_string
+    from omneo_status.exchange import query_string
     from omneo_status.transport import NetworkTransport
 
     transport = NetworkTransport(concurrency)

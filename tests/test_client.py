@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from omneo_status.client import MissingBatch, OmneoClient, PageStyle, RetryPolicy, query_string
+from omneo_status.client import MissingBatch, OmneoClient, PageStyle, RetryPolicy
 from omneo_status.errors import (
     AuthError,
     BadResponse,
@@ -26,6 +26,7 @@ from omneo_status.errors import (
     Unreachable,
     ValidationFailed,
 )
+from omneo_status.exchange import query_string
 from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, Batch
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant, generate_tenant

@@ -24,8 +24,9 @@ import trustme
 import uvicorn
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy, TransportInUse
+from omneo_status.client import OmneoClient, RetryPolicy
 from omneo_status.errors import Unreachable
+from omneo_status.exchange import TransportInUse
 from omneo_status.options import TransportMode
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 from omneo_status.settings import SANDBOX_TOKEN

@@ -151,7 +151,7 @@ async def test_the_client_goes_over_the_network_transport_without_one_injected()
     seen: list[Exchange] = []
     with ServerThread(create_app(tenant)) as served:
         client = OmneoClient(served.base_url, SecretStr("sandbox-token"), on_exchange=seen.append)
-        transport = client._transport
+        transport = client._exchanger.transport
         assert isinstance(transport, NetworkTransport)
         assert transport._connections == client.governor.max_concurrency
         async with client:
@@ -285,15 +285,15 @@ async def test_requests_go_through_the_proxy_the_environment_names(
         monkeypatch.setenv("HTTP_PROXY", url)
         monkeypatch.setenv("http_proxy", url)
         client = OmneoClient("http://api.omneo.test/api", SecretStr("t"))
-        assert isinstance(client._transport, httpx.AsyncHTTPTransport)
+        assert isinstance(client._exchanger.transport, httpx.AsyncHTTPTransport)
         async with client:
             assert await client.list_statuses() == []
     assert proxy.heads[0].startswith(b"GET http://api.omneo.test/api/v3/statuses")
 
 
 def test_tls_is_set_up_only_when_an_https_url_is_met() -> None:
-    plain = OmneoClient("http://127.0.0.1:1/api", SecretStr("t"))._transport
-    secure = OmneoClient("https://api.example.com/api", SecretStr("t"))._transport
+    plain = OmneoClient("http://127.0.0.1:1/api", SecretStr("t"))._exchanger.transport
+    secure = OmneoClient("https://api.example.com/api", SecretStr("t"))._exchanger.transport
     assert isinstance(plain, NetworkTransport) and isinstance(secure, NetworkTransport)
     assert "_ssl" not in vars(plain) and "_ssl" not in vars(secure)  # no CA store read yet
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from omneo_status.client import PageStyle
 from omneo_status.doctor import Capabilities
+from omneo_status.paging import PageStyle
 from omneo_status.planner import TenantFacts
 
 FRESH_FOR = timedelta(days=7)

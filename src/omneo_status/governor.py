@@ -43,6 +43,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+from omneo_status.options import START_CONCURRENCY
+
 Sleep = Callable[[float], Awaitable[None]]
 
 _MARGIN = 0.02
@@ -53,9 +55,6 @@ _MAX_MARGIN = 0.25
 _TOLERANCE = 0.05
 """How far a 429's ``Retry-After`` may disagree with the learned window and still confirm it."""
 
-START_CONCURRENCY = 8
-"""Requests in flight at first, when the configured ceiling is higher: enough for a small
-tenant, and the level the tool used before it learned to grow."""
 _RISE = 1.5
 """A round's median latency above this many times the recent best means the server (or the
 path to it) is queueing our requests: more of them in flight would only wait longer."""
@@ -208,7 +207,7 @@ class RateGovernor:
     def __init__(
         self,
         *,
-        concurrency: int = 8,
+        concurrency: int = START_CONCURRENCY,
         max_rps: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,

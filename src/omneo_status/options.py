@@ -1,5 +1,6 @@
 """What a run is asked to do (``JobSpec``) and how (``RunOptions``), with every default in one
-place: the CLI's flags, the client's retries and the governor read their defaults from here."""
+place: the CLI's flags, the client's retries, timeouts and page size, and the governor's
+concurrency read their defaults from here."""
 
 from __future__ import annotations
 
@@ -23,12 +24,31 @@ CONCURRENCY = 32
 """The most requests in flight at once: the governor starts lower and finds its own level under
 this ceiling (it grows while latency holds, and is cut on 429, 5xx or rising latency)."""
 CONCURRENCY_MAX = 64
+START_CONCURRENCY = 8
+"""Requests in flight at first, when the ceiling is higher: enough for a small tenant, and the
+level the tool used before it learned to grow. Also the ceiling of a governor built without
+one."""
 MAX_RETRIES = 5
 """Retries of one failed request (a 5xx, a timeout, a lost connection; not a 429)."""
 MAX_RETRIES_MAX = 20
+RETRY_BACKOFF = 0.5
+"""Seconds waited before the first retry of a request, doubled after each failure (with
+jitter), when the answer does not say how long; also the least a 429 counts for."""
+RETRY_BACKOFF_MAX = 30.0
+"""The longest of those waits, in seconds."""
+RETRY_TOTAL_WAIT = 300.0
+"""Seconds one request may wait in all after failures other than 429 before it gives up."""
 RATE_LIMIT_WAIT = 600.0
 """Seconds one request may wait out 429s in all: a 429 says when to come back (the limit may
 be used by another client of the tenant), so it is waited out, not counted as a retry."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds a request may wait at any one step (a write, a read, a free connection) before it
+counts as timed out, and is retried."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection (never more than the request's own timeout)."""
+MAX_PAGE_SIZE = 100
+"""The page size the client asks for (Omneo's largest); a tenant may give fewer (it clamps),
+which is fine."""
 MAX_REMOVE = "10%"
 """What a sync may take the status from: a count, or a share of the current holders."""
 

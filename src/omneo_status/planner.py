@@ -33,10 +33,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
-from omneo_status.client import MAX_PAGE_SIZE, OmneoClient, TenantPage
+from omneo_status.client import OmneoClient, TenantPage
 from omneo_status.decide import Match
 from omneo_status.journal import RunJournal
-from omneo_status.options import LookupMode, LookupPlan
+from omneo_status.options import MAX_PAGE_SIZE, LookupMode, LookupPlan
 from omneo_status.records import RowRecord, Stage
 from omneo_status.resolver import BulkEmailResolver, EmailCase, Resolver, SingleEmailResolver
 from omneo_status.scan import TenantScan

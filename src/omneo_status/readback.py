@@ -16,8 +16,9 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from omneo_status.client import MAX_PAGE_SIZE, OmneoClient
+from omneo_status.client import OmneoClient
 from omneo_status.models import Profile
+from omneo_status.options import MAX_PAGE_SIZE
 from omneo_status.records import RowRecord
 from omneo_status.resolver import BulkEmailResolver, read_profiles
 

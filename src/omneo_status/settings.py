@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -271,33 +271,38 @@ def mask(secret: SecretStr) -> str:
     return "****" + value[-4:] if len(value) >= 16 else "****"
 
 
+class SettingFlags(TypedDict, total=False):
+    """The flags a command's settings are read with; a flag left out or None is not given."""
+
+    tenant: str | None
+    base_url: str | None
+    token_file: Path | None
+    state_dir: Path | None
+    profile: str | None
+    config: Path | None
+
+
 def resolve_settings(
-    *,
-    tenant: str | None = None,
-    base_url: str | None = None,
-    token_file: Path | None = None,
-    state_dir: Path | None = None,
-    profile: str | None = None,
-    config: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    *, env: Mapping[str, str] | None = None, **flags: Unpack[SettingFlags]
 ) -> Settings:
-    """Settings from flags (the arguments) over environment variables over a config profile.
+    """Settings from flags over environment variables (``env``, else the process's) over a
+    config profile.
 
     Raises ``ConfigError`` (exit 2) with a hint when the tenant or the token is missing or
     unusable (a token is checked by :func:`checked_token`), or the config file is broken.
     """
     env = os.environ if env is None else env
-    context = _context(profile, config, env)
+    context = _context(flags.get("profile"), flags.get("config"), env)
     sources = dict(context.sources)
-    state, sources["state_dir"] = _state_dir(state_dir, env, context)
-    url = _base_url(tenant, base_url, env, context)
+    state, sources["state_dir"] = _state_dir(flags.get("state_dir"), env, context)
+    url = _base_url(flags.get("tenant"), flags.get("base_url"), env, context)
     if url is None:
         raise ConfigError(
             "No tenant given",
             hint="Set OMNEO_TENANT=acme (or pass --tenant acme, or --profile NAME from the"
             " config file), or --base-url for a sandbox.",
         )
-    token = _token(token_file, env, context)
+    token = _token(flags.get("token_file"), env, context)
     if token is None:
         raise ConfigError("No API token given", hint=_AUTH_HINT)
     (url_value, sources["base_url"]), (token_value, sources["token"]) = url, token
@@ -470,14 +475,7 @@ class SettingView:
 
 
 def describe_settings(
-    *,
-    tenant: str | None = None,
-    base_url: str | None = None,
-    token_file: Path | None = None,
-    state_dir: Path | None = None,
-    profile: str | None = None,
-    config: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    *, env: Mapping[str, str] | None = None, **flags: Unpack[SettingFlags]
 ) -> list[SettingView]:
     """What ``config show`` lists: ``config_file``, ``profile``, ``base_url``, ``token`` (masked),
     ``state_dir`` and ``transport``, each with its source.
@@ -488,14 +486,14 @@ def describe_settings(
     an unknown profile or key) still raises ``ConfigError``, since every setting depends on it.
     """
     env = os.environ if env is None else env
-    context = _context(profile, config, env)
-    state, state_source = _state_dir(state_dir, env, context)
+    context = _context(flags.get("profile"), flags.get("config"), env)
+    state, state_source = _state_dir(flags.get("state_dir"), env, context)
     views = [
         SettingView("config_file", context.sources["config_file"], ""),
         SettingView("profile", context.sources.get("profile", "(none)"), ""),
     ]
     try:
-        url = _base_url(tenant, base_url, env, context)
+        url = _base_url(flags.get("tenant"), flags.get("base_url"), env, context)
     except ConfigError as exc:
         views.append(SettingView("base_url", f"unusable: {exc.message}", "", missing=True))
     else:
@@ -505,7 +503,7 @@ def describe_settings(
             else SettingView("base_url", _NOT_SET_TENANT, "", missing=True)
         )
     try:
-        token = _token(token_file, env, context)
+        token = _token(flags.get("token_file"), env, context)
     except ConfigError as exc:
         views.append(SettingView("token", f"unusable: {exc.message}", "", missing=True))
     else:
