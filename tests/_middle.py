@@ -37,7 +37,6 @@ class Scripted(httpx.AsyncBaseTransport):
     """The sandbox over ``httpx.ASGITransport``, with hooks that answer or rewrite a request."""
 
     def __init__(self, tenant: Tenant, config: SandboxConfig) -> None:
-        self.tenant = tenant
         self.inner = httpx.ASGITransport(app=create_app(tenant, config))
         self.before: list[Before] = []
         self.after: list[After] = []
@@ -56,10 +55,9 @@ class Scripted(httpx.AsyncBaseTransport):
 
 def json_answer(status: int, body: Any) -> httpx.Response:
     """An answer as a tenant would give it."""
-    return httpx.Response(status, content=json.dumps(body).encode(), headers=JSON)
-
-
-JSON = {"Content-Type": "application/json"}
+    return httpx.Response(
+        status, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
 
 
 def without_total(request: httpx.Request, response: httpx.Response) -> httpx.Response:
@@ -87,7 +85,6 @@ def new_run(
     action: Action = Action.ASSIGN,
     handles: tuple[str, ...] = ("vip",),
     dry_run: bool = False,
-    sync: bool = False,
     match: MatchKey = EMAIL,
 ) -> RunJournal:
     """A running run of ``action`` over one input row per key (line 2 on, as in a CSV with a
@@ -100,7 +97,6 @@ def new_run(
         base_url=BASE,
         input_name="test",
         dry_run=dry_run,
-        sync=sync,
         match=str(match),
     )
     rule = match.rule
