@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -63,6 +63,12 @@ class LatencyTransport(httpx.AsyncBaseTransport):
         return response
 
 
+def paced(clock: VirtualClock, **limits: Any) -> RateGovernor:
+    """A governor whose clock, waits and dates are the virtual ``clock``'s (``limits``: its
+    ``concurrency`` and ``max_rps``)."""
+    return RateGovernor(clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep, **limits)
+
+
 def sandboxed_client(
     tenant: Tenant,
     clock: VirtualClock,
@@ -83,13 +89,7 @@ def sandboxed_client(
     transport = LatencyTransport(
         httpx.ASGITransport(app=create_app(tenant, config)), clock, latency, seed
     )
-    governor = RateGovernor(
-        concurrency=concurrency,
-        max_rps=max_rps,
-        clock=clock.monotonic,
-        wall_clock=clock.wall,
-        sleep=clock.sleep,
-    )
+    governor = paced(clock, concurrency=concurrency, max_rps=max_rps)
     return OmneoClient(
         "http://sandbox.test/api",
         SecretStr(TOKEN),
@@ -115,6 +115,16 @@ async def look_up_all(client: OmneoClient, emails: Sequence[str], workers: int) 
     async with client:
         await asyncio.gather(*(worker() for _ in range(workers)))
     return found
+
+
+def looked_up(profiles: int, addresses: int, **client: Any) -> Tenant:
+    """A tenant of ``profiles`` after its first ``addresses`` customers were looked up, 8 at a
+    time, by ``sandboxed_client(**client)`` on virtual time (its ``requests`` tell how)."""
+    clock = VirtualClock()
+    tenant = generate_tenant(profiles)
+    emails = [f"customer{n}@example.com" for n in range(1, addresses + 1)]
+    clock.run(look_up_all(sandboxed_client(tenant, clock, **client), emails, 8))
+    return tenant
 
 
 def server_windows(
@@ -177,25 +187,13 @@ def test_no_window_after_the_first_exceeds_the_limit(
 
 def test_the_limit_is_used_not_just_respected() -> None:
     """Each full window carries (nearly) the whole limit: the governor does not idle."""
-    clock = VirtualClock()
-    tenant = generate_tenant(300)
-    emails = [f"customer{n}@example.com" for n in range(1, 201)]
-    client = sandboxed_client(tenant, clock, rate_limit=20, latency=0.01)
-
-    clock.run(look_up_all(client, emails, 8))
-
+    tenant = looked_up(300, 200, rate_limit=20, latency=0.01)
     full = server_windows(tenant.requests, 1.0)[:-1]
     assert all(len(hits) >= 19 for hits in full), [len(hits) for hits in full]
 
 
 def test_max_rps_caps_the_rate_below_the_limit() -> None:
-    clock = VirtualClock()
-    tenant = generate_tenant(100)
-    emails = [f"customer{n}@example.com" for n in range(1, 61)]
-    client = sandboxed_client(tenant, clock, rate_limit=50, max_rps=10)
-
-    clock.run(look_up_all(client, emails, 8))
-
+    tenant = looked_up(100, 60, rate_limit=50, max_rps=10)
     times = sorted(r.at for r in tenant.requests)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= 0.1 - 1e-6  # the wall clock of the log is a float near 1.8e9
@@ -206,13 +204,7 @@ def test_max_rps_caps_the_rate_below_the_limit() -> None:
 
 
 def test_no_request_reaches_the_server_before_a_429s_reset() -> None:
-    clock = VirtualClock()
-    tenant = generate_tenant(100)
-    emails = [f"customer{n}@example.com" for n in range(1, 81)]
-    client = sandboxed_client(tenant, clock, rate_limit=10, rate_window=2.0, latency=0.02)
-
-    clock.run(look_up_all(client, emails, 8))
-
+    tenant = looked_up(100, 80, rate_limit=10, rate_window=2.0, latency=0.02)
     ordered = sorted(tenant.requests, key=lambda r: r.at)
     refused = [i for i, r in enumerate(ordered) if r.status == 429]
     assert refused
@@ -239,7 +231,7 @@ def scripted(*answers: tuple[int, dict[str, str]]) -> Callable[[httpx.Request], 
 )
 def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> None:
     clock = VirtualClock()
-    governor = RateGovernor(clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep)
+    governor = paced(clock)
     sent: list[float] = []
 
     def reply(request: httpx.Request) -> httpx.Response:
@@ -268,9 +260,7 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date(retry_after: str) -> No
 
 def test_a_throttled_governor_holds_every_request_until_the_reset() -> None:
     clock = VirtualClock()
-    governor = RateGovernor(
-        concurrency=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-    )
+    governor = paced(clock, concurrency=4)
     starts: list[float] = []
 
     async def request(status: int, headers: dict[str, str]) -> float | None:
@@ -320,9 +310,7 @@ def test_concurrency_is_halved_once_per_burst_and_grows_back() -> None:
 
 def test_no_more_requests_in_flight_than_the_concurrency() -> None:
     clock = VirtualClock()
-    governor = RateGovernor(
-        concurrency=3, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-    )
+    governor = paced(clock, concurrency=3)
     active = peak = 0
 
     async def request() -> None:
@@ -341,9 +329,7 @@ def test_no_more_requests_in_flight_than_the_concurrency() -> None:
 
 def test_waiting_requests_go_first_come_first_served() -> None:
     clock = VirtualClock()
-    governor = RateGovernor(
-        concurrency=1, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-    )
+    governor = paced(clock, concurrency=1)
     order: list[str] = []
 
     async def request(name: str, hold: float) -> None:
@@ -366,9 +352,7 @@ def test_waiting_requests_go_first_come_first_served() -> None:
 
 def test_max_rps_spaces_the_starts() -> None:
     clock = VirtualClock()
-    governor = RateGovernor(
-        concurrency=8, max_rps=4, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-    )
+    governor = paced(clock, concurrency=8, max_rps=4)
     starts: list[float] = []
 
     async def request() -> None:
@@ -425,9 +409,7 @@ def levelled_client(
         service=service,
         capacity=capacity,
     )
-    governor = RateGovernor(
-        concurrency=ceiling, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-    )
+    governor = paced(clock, concurrency=ceiling)
     client = OmneoClient(
         "http://sandbox.test/api",
         SecretStr(TOKEN),
@@ -615,9 +597,7 @@ def test_a_server_clock_running_slow_costs_one_429_per_miss_not_a_burst(
         "http://sandbox.test/api",
         SecretStr(TOKEN),
         transport=transport,
-        governor=RateGovernor(
-            concurrency=8, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep
-        ),
+        governor=paced(clock, concurrency=8),
         retry=RetryPolicy(max_retries=8, max_total_wait=3600),
         sleep=clock.sleep,
         rng=random.Random(seed),

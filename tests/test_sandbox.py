@@ -94,6 +94,16 @@ async def batch_of(client: httpx.AsyncClient, response: httpx.Response) -> dict[
     return data
 
 
+async def batch_sent(
+    tenant: Tenant, method: str, *entries: dict[str, Any], config: SandboxConfig | None = None
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """The answer to one batch sent to a sandbox of ``tenant``, and the batch as
+    ``GET /batches/{id}`` then shows it."""
+    async with sandbox(tenant, config) as client:
+        response = await send_batch(client, method, list(entries))
+        return response, await batch_of(client, response)
+
+
 # -- auth and routing -------------------------------------------------------------------------
 
 
@@ -465,11 +475,9 @@ async def test_post_batch_is_additive() -> None:
     tenant = demo_tenant()
     ben = only(tenant, "ben.carter@example.com")
     ava = only(tenant, "ava.nguyen@example.com")
-    async with sandbox(tenant) as client:
-        response = await send_batch(
-            client, "POST", [entry(ben.id, "vip", "staff", "vip"), entry(ava.id, "vip")]
-        )
-        batch = await batch_of(client, response)
+    response, batch = await batch_sent(
+        tenant, "POST", entry(ben.id, "vip", "staff", "vip"), entry(ava.id, "vip")
+    )
     assert response.json()["data"]["message"] == "Queued for processing."
     batch_id = response.json()["data"]["batch_id"]
     assert uuid.UUID(batch_id).version == 4
@@ -503,9 +511,7 @@ async def test_resending_a_held_status_changes_nothing() -> None:
 async def test_unknown_handles_are_dropped_without_a_word() -> None:
     tenant = demo_tenant()
     ava = only(tenant, "ava.nguyen@example.com")
-    async with sandbox(tenant) as client:
-        response = await send_batch(client, "POST", [entry(ava.id, "vpi")])
-        batch = await batch_of(client, response)
+    response, batch = await batch_sent(tenant, "POST", entry(ava.id, "vpi"))
     assert response.status_code == 202
     assert batch["status"] == "success"
     assert batch["items"][0]["status"] == "success"
@@ -537,9 +543,7 @@ async def test_injected_profile_failures() -> None:
     ava = only(tenant, "ava.nguyen@example.com")
     dan = only(tenant, "dan.lee@example.com")
     tenant.fail_profile_ids.add(ava.id)
-    async with sandbox(tenant) as client:
-        response = await send_batch(client, "POST", [entry(ava.id, "vip"), entry(dan.id, "vip")])
-        batch = await batch_of(client, response)
+    _, batch = await batch_sent(tenant, "POST", entry(ava.id, "vip"), entry(dan.id, "vip"))
     assert [item["error"] for item in batch["items"]] == ["Injected failure", None]
     assert tenant.statuses_of(ava.id) == []
     assert tenant.statuses_of(dan.id) == ["gold", "vip"]
@@ -550,11 +554,9 @@ async def test_delete_batch_detaches_only_the_handles_sent() -> None:
     tenant = demo_tenant()
     grace = only(tenant, "grace.hall@example.com")
     chloe = only(tenant, "chloe.martin@example.com")
-    async with sandbox(tenant) as client:
-        response = await send_batch(
-            client, "DELETE", [entry(grace.id, "gold", "vip", "nope"), entry(chloe.id, "vip")]
-        )
-        batch = await batch_of(client, response)
+    response, batch = await batch_sent(
+        tenant, "DELETE", entry(grace.id, "gold", "vip", "nope"), entry(chloe.id, "vip")
+    )
     assert response.json()["data"]["message"] == "Queued for processing."
     assert batch["status"] == "success"
     assert tenant.statuses_of(grace.id) == ["staff"]
@@ -1201,9 +1203,9 @@ async def test_string_counts_and_items_without_entity_id() -> None:
     tenant = demo_tenant()
     ava = only(tenant, "ava.nguyen@example.com")
     config = SandboxConfig(string_counts=True, item_entity_id=False)
-    async with sandbox(tenant, config) as client:
-        response = await send_batch(client, "POST", [entry(ava.id, "vip"), entry("nobody", "vip")])
-        batch = await batch_of(client, response)
+    _, batch = await batch_sent(
+        tenant, "POST", entry(ava.id, "vip"), entry("nobody", "vip"), config=config
+    )
     assert (batch["success_count"], batch["failed_count"], batch["processed_count"]) == (
         "1",
         "1",
