@@ -16,9 +16,11 @@ from pydantic import SecretStr
 from omneo_status.client import OmneoClient
 from omneo_status.events import Step
 from omneo_status.governor import RateGovernor
-from omneo_status.journal import Journal, NewRow, RunJournal, RunState, load_rows, mark_duplicates
+from omneo_status.journal import Journal, RunJournal
 from omneo_status.keys import EMAIL, MatchKey
 from omneo_status.models import Action
+from omneo_status.options import JobSpec
+from omneo_status.records import NewRow, RunState
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app
 
 from .conftest import VirtualClock
@@ -91,22 +93,19 @@ def new_run(
     header), each normalised and keyed by the ``match`` key's rule, duplicates settled as the
     jobs settle them."""
     run = journal.create_run(
-        job_key="middle-floor",
-        action=action,
-        handles=handles,
+        "middle-floor",
+        JobSpec(action, tuple(handles), match=match),
         base_url=BASE,
         input_name="test",
         dry_run=dry_run,
-        match=str(match),
     )
     rule = match.rule
-    rows = (
+    run.load(
         NewRow(line, cell, rule.normalize(cell), rule.key(rule.normalize(cell)))
         for line, cell in enumerate(addresses, start=2)
     )
-    count = load_rows(run, rows)
-    mark_duplicates(run)
-    run.update(state=RunState.RUNNING, rows=count)
+    run.mark_duplicates()
+    run.update(RunState.RUNNING)
     return run
 
 

@@ -22,9 +22,10 @@ import pytest
 from omneo_status import cli
 from omneo_status.client import OmneoClient
 from omneo_status.errors import AuthError
-from omneo_status.journal import Journal, RunJournal, Stage
+from omneo_status.journal import Journal, RunJournal
 from omneo_status.options import LookupMode, LookupPlan
 from omneo_status.planner import CASE_NOTE, Chosen, LookupPlanner, TenantFacts
+from omneo_status.records import Stage
 from omneo_status.resolver import URL_MAX, Resolver
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 from omneo_status.sandbox.app import PageStyle

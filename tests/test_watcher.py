@@ -13,9 +13,9 @@ import pytest
 
 from omneo_status.backoff import Backoff
 from omneo_status.client import OmneoClient
-from omneo_status.journal import RowRecord, Settled, Stage
 from omneo_status.models import Action, Outcome
 from omneo_status.readback import ProfileReader
+from omneo_status.records import RowRecord, Settled, Stage
 from omneo_status.sandbox import SandboxConfig, Tenant, generate_tenant
 from omneo_status.watcher import NOT_APPLIED, BatchWatcher, Watched, reconcile
 

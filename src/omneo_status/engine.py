@@ -95,6 +95,9 @@ class _Crew:
         task = asyncio.ensure_future(guarded())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        # A task cancelled before it started never awaits ``work``: close it, or Python warns
+        # that it was never awaited (closing one that ran is a no-op).
+        task.add_done_callback(lambda _: work.close())
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
