@@ -4,8 +4,8 @@ default, the groups commands take them in, and what their values add up to.
 A command names the flags it offers (``@with_flags(...)``): Typer sees them as keyword
 parameters after the command's own arguments, and the command gets their values as one
 ``Given``, read back by flag (``given[DRY_RUN]`` is a ``bool``). ``run_options``,
-``connection`` and ``output`` build the typed objects from those values, field by field. Every
-default comes from ``omneo_status.options``.
+``connection`` (with ``sources``) and ``output`` build the typed objects from those values,
+field by field. Every default comes from ``omneo_status.options``.
 """
 
 from __future__ import annotations

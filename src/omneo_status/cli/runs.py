@@ -150,16 +150,16 @@ def _handles(text: str) -> tuple[str, ...]:
 
 
 def _asks(rt: Runtime, given: Given, options: RunOptions, conn: Connection) -> bool:
-    """Whether the run asks before it writes: a person is there, and no --yes or dry run.
-    A rehearsal against the in-process sandbox changes nothing real."""
+    """Whether the run asks before it writes: a person is there to answer, and neither --yes,
+    a dry run nor --sandbox says not to (a rehearsal in the sandbox changes nothing real)."""
     return not (given[YES] or options.dry_run or conn.sandbox) and rt.interactive()
 
 
 def _from_file(
     action: Action, handle: str, csv_file: str, given: Given, *, sync: bool = False
 ) -> None:
-    """``assign``/``remove``/``sync`` (``sync``): read the file, run the job, show the
-    summary, exit."""
+    """``assign`` and ``remove``, or ``sync`` (``sync=True``): read the file, run the job, show
+    the summary, exit."""
     rt = boundary.runtime()
     out, conn = output(given), connection(given)
     with boundary.guard(out.json):
