@@ -19,6 +19,7 @@ from hypothesis import settings
 from typer.testing import CliRunner, Result
 
 from omneo_status import cli
+from omneo_status.cli import boundary
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -161,11 +162,11 @@ class Sandbox:
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> cli.Runtime:
-    """The tool's runtime for this test (``cli.runtime()`` returns it): change its fields to
+    """The tool's runtime for this test (``boundary.runtime()`` returns it): change its fields to
     move the tool onto virtual time, another sandbox app, or a terminal
     (``runtime.interactive = lambda: True``)."""
     shared = cli.Runtime()
-    monkeypatch.setattr(cli, "runtime", lambda: shared)
+    monkeypatch.setattr(boundary, "runtime", lambda: shared)
     return shared
 
 

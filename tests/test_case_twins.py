@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from omneo_status import cli
+from omneo_status.cli import boundary
+from omneo_status.cli.sandbox import _sandbox_tenant
 from omneo_status.planner import CASE_NOTE
 from omneo_status.sandbox import add_case_twins, create_app, generate_tenant
 
@@ -191,7 +192,7 @@ def test_a_list_without_its_size_cannot_be_scanned_so_the_plan_warns(
 ) -> None:
     twins_tenant(sandbox, 300)
     app = without_totals(create_app(sandbox.tenant, sandbox.config))
-    cli.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=app)
+    boundary.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=app)
     doc = dry_run(sandbox, tmp_path, [TWIN, *customers(3)])
     assert "cannot be scanned" in doc["lookup"]["warning"]
     assert doc["rows_of"][TWIN]["detail"] == f"would assign vip; {CASE_NOTE}"
@@ -208,13 +209,13 @@ def test_the_summary_shows_the_plan_s_warning(sandbox: Sandbox, tmp_path: Path) 
 
 
 def test_the_sandbox_serves_case_twins_on_any_tenant() -> None:
-    tenant = cli._sandbox_tenant(None, 10, case_twins=2)
+    tenant = _sandbox_tenant(None, 10, case_twins=2)
     assert len(tenant.profiles) == 14
     assert [p.email for p in tenant.by_email("TWIN1@EXAMPLE.COM")] == [
         "Twin1@Example.com",
         "twin1@example.com",
     ]
-    assert len(cli._sandbox_tenant(None, None, case_twins=1).by_email("twin0@example.com")) == 2
+    assert len(_sandbox_tenant(None, None, case_twins=1).by_email("twin0@example.com")) == 2
     with pytest.raises(ValueError, match="negative"):
         add_case_twins(tenant, -1)
 

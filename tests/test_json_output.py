@@ -14,6 +14,7 @@ import pytest
 from typer.testing import Result
 
 from omneo_status import cli, jobs
+from omneo_status.cli import reads
 from omneo_status.settings import resolve_state_dir
 
 from .conftest import EXAMPLES, Sandbox, VirtualClock, summary_of
@@ -186,7 +187,7 @@ def test_an_interrupt_outside_the_api_is_one_document(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jobs, "recent_runs", interrupted)
-    monkeypatch.setattr(cli, "describe_settings", interrupted)
+    monkeypatch.setattr(reads, "describe_settings", interrupted)
     result = sandbox.invoke(*COMMANDS[command](sandbox), "--json")
     assert result.exit_code == 130
     _error_document(result)

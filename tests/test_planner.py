@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from omneo_status import cli
+from omneo_status.cli import boundary
 from omneo_status.client import OmneoClient
 from omneo_status.errors import AuthError
 from omneo_status.journal import Journal, RunJournal
@@ -202,7 +202,7 @@ def shifting(sandbox: Sandbox, shift: Callable[[Tenant], None]) -> None:
             done.append(True)
             shift(sandbox.tenant)
 
-    cli.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=app)
+    boundary.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=app)
 
 
 def insert_first(tenant: Tenant) -> None:
@@ -252,7 +252,7 @@ def test_a_scan_stopped_by_an_error_resumes_without_reading_a_page_twice(
                 scope = {**scope, "headers": []}
         await inner(scope, receive, send)
 
-    cli.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=failing)
+    boundary.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=failing)
     csv = write_csv(tmp_path / "in.csv", customers(sandbox.tenant, 1500))
     args = ("assign", "vip", str(csv), "--lookup", "scan", "--json", "--concurrency", "1")
     stopped = sandbox.run(*args)

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from omneo_status import cli, sync
+from omneo_status import sync
+from omneo_status.cli import boundary
 from omneo_status.options import RemovalLimit
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 
@@ -341,7 +342,7 @@ def test_a_holder_scan_stopped_by_an_error_resumes_without_reading_a_page_twice(
                 scope = {**scope, "headers": []}
         await inner(scope, receive, send)
 
-    cli.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=failing)
+    boundary.runtime().sandbox_transport = lambda: httpx.ASGITransport(app=failing)
     emails = [p.email for p in sandbox.tenant.profiles.values()][:40]
     csv = write_csv(tmp_path / "in.csv", emails)
     args = ("sync", "vip", str(csv), "--lookup", "bulk", "--max-remove", "100%", "--json")
@@ -390,7 +391,7 @@ def test_a_tenant_that_does_not_say_its_size_stops_with_exit_2_and_no_write(
     sandbox: Sandbox, listed: Path
 ) -> None:
     sandbox.config.status_filter = False
-    cli.runtime().sandbox_transport = lambda: WithoutTotal(sandbox)
+    boundary.runtime().sandbox_transport = lambda: WithoutTotal(sandbox)
     result = sandbox.run("sync", "vip", str(listed), "--max-remove", "100%", "--lookup", "bulk")
     assert result.exit_code == 2
     assert "cannot list the holders of a status" in result.stderr

@@ -1,7 +1,7 @@
 """One exception tree for the whole tool; every error knows its exit code.
 
-The core raises these and never prints or exits; ``cli.py`` is the one boundary that turns
-them into an ``Error: ...`` line (and a ``Hint: ...`` line) on stderr and an exit code.
+The core raises these and never prints or exits; ``cli/boundary.py`` is the one boundary that
+turns them into an ``Error: ...`` line (and a ``Hint: ...`` line) on stderr and an exit code.
 """
 
 from __future__ import annotations
