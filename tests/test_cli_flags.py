@@ -17,13 +17,13 @@ from omneo_status.cli.flags import (
     Connection,
     Given,
     Output,
-    Sources,
     connection,
     output,
     run_options,
 )
 from omneo_status.errors import OmneoStatusError
 from omneo_status.options import LookupMode, RemovalLimit, RunOptions
+from omneo_status.settings import SettingFlags
 
 from .conftest import EXAMPLES, Sandbox
 
@@ -132,7 +132,7 @@ def test_the_connection_and_output_flags_reach_their_fields() -> None:
     )
     assert connection(given) == Connection(
         sandbox=True,
-        sources=Sources(
+        sources=SettingFlags(
             tenant="acme",
             base_url="http://127.0.0.1:9/api",
             token_file=Path("token"),

@@ -143,9 +143,7 @@ class Engine:
         self.facts = facts
         """What doctor measured on the tenant, for the lookup planner's sums."""
         self._lookups: LookupPlanner | None = None
-        self.action = spec.action
-        self.handles = spec.handles
-        self.match = spec.match
+        self.spec = spec
         self.options = options
         self.client = client
         self.reporter = reporter
@@ -191,7 +189,7 @@ class Engine:
 
     def action_of(self, row: RowRecord) -> Action:
         """The row's action: its own (a sync's holder rows) or the run's."""
-        return row.action or self.action
+        return row.action or self.spec.action
 
     async def execute(self) -> EngineResult:
         """Take the run from wherever the journal says it is to its end."""
@@ -223,13 +221,13 @@ class Engine:
         total = self.run.stage_count(Stage.LOOKUP)
         self.reporter.start(Step.RESOLVE, total)
         if total:
-            by_key = key_resolver(self.match, self.client)
+            by_key = key_resolver(self.spec.match, self.client)
             if by_key is None:
                 by_key = await self._email_resolver()
             elif self.options.lookup is not LookupMode.AUTO:
                 self.reporter.warn(
                     f"--lookup {self.options.lookup.value} applies to emails only:"
-                    f" each {self.match.rule.name} is looked up on its own"
+                    f" each {self.spec.match.rule.name} is looked up on its own"
                 )
             await self._lookup_pass(by_key)
             rest = self._lookups.rest() if self._lookups is not None else None
@@ -339,7 +337,7 @@ class Engine:
         a deferred match leaves the row in the lookup stage."""
         if match.deferred:
             return
-        action, handles = self.action_of(row), row.send or self.handles
+        action, handles = self.action_of(row), row.send or self.spec.handles
         dry_run = self.options.dry_run
         self._record(row, decide(match, action, handles, dry_run=dry_run, key_name=key_name))
 
@@ -367,20 +365,20 @@ class Engine:
     def _check_identity_handle(self) -> None:
         """Warn when an identity run found no profile for any row it looked up: the handle is
         most likely not one the tenant has (a typo), not every customer missing."""
-        if self.match.kind is not KeyKind.IDENTITY:
+        if self.spec.match.kind is not KeyKind.IDENTITY:
             return
         counts = self.run.counts()
         skipped = counts.get(Outcome.INVALID_KEY, 0) + counts.get(Outcome.DUPLICATE, 0)
         looked_up = sum(tally.count for tally in self.run.tally()) - skipped
         if looked_up and counts.get(Outcome.NOT_FOUND, 0) == looked_up:
             self.reporter.warn(
-                f"no profile was found by the identity `{self.match.handle}`; check the handle"
+                f"no profile was found by the identity `{self.spec.match.handle}`; check the handle"
             )
 
     async def _verify(self) -> None:
         await verify_sample(
             self.run,
-            self.action,
+            self.spec.action,
             self.options.verify,
             client=self.client,
             definitions=self.definitions,

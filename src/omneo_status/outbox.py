@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omneo_status.client import OmneoClient
@@ -47,33 +48,22 @@ class Crew(Protocol):
         ...
 
 
+@dataclass(kw_only=True)
 class Outbox:
     """Sends one run's planned rows in chunks and follows each batch to its end."""
 
-    def __init__(
-        self,
-        *,
-        run: RunJournal,
-        options: RunOptions,
-        client: OmneoClient,
-        reporter: Reporter,
-        crew: Crew,
-        watcher: BatchWatcher,
-        reader: ProfileReader,
-        action_of: Callable[[RowRecord], Action],
-    ) -> None:
-        self.run = run
-        self.options = options
-        self.client = client
-        self.reporter = reporter
-        self.crew = crew
-        self.watcher = watcher
-        self.reader = reader
-        self.action_of = action_of
-        self.gave_up = False
-        """Whether some batch was not seen to its end (the run can be resumed)."""
-        self._slots = asyncio.Semaphore(SENDS_AT_ONCE)
-        self._ready = 0
+    run: RunJournal
+    options: RunOptions
+    client: OmneoClient
+    reporter: Reporter
+    crew: Crew
+    watcher: BatchWatcher
+    reader: ProfileReader
+    action_of: Callable[[RowRecord], Action]
+    gave_up: bool = False
+    """Whether some batch was not seen to its end (the run can be resumed)."""
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SENDS_AT_ONCE))
+    _ready: int = 0
 
     # -- an earlier attempt's chunks -------------------------------------------------------
 

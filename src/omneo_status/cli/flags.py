@@ -14,7 +14,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -25,7 +25,7 @@ from omneo_status.console import Display
 from omneo_status.errors import UsageError
 from omneo_status.options import LookupMode, RemovalLimit, RunOptions
 from omneo_status.report import check_report_target
-from omneo_status.settings import Settings, resolve_settings, sandbox_settings
+from omneo_status.settings import SettingFlags, Settings, resolve_settings, sandbox_settings
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -408,22 +408,10 @@ def run_options(given: Given) -> RunOptions:
     )
 
 
-@dataclass(frozen=True)
-class Sources:
-    """Where the settings come from besides the environment and the config file's defaults:
-    the flags ``resolve_settings`` and ``describe_settings`` take, by their names."""
-
-    tenant: str | None
-    base_url: str | None
-    token_file: Path | None
-    state_dir: Path | None
-    profile: str | None
-    config: Path | None
-
-
-def sources(given: Given) -> Sources:
-    """Where the command's settings come from, from its flags."""
-    return Sources(
+def sources(given: Given) -> SettingFlags:
+    """Where the command's settings come from besides the environment and the config file's
+    defaults: the flags ``resolve_settings`` and ``describe_settings`` take."""
+    return SettingFlags(
         tenant=given[TENANT],
         base_url=given[BASE_URL],
         token_file=given[TOKEN_FILE],
@@ -438,7 +426,7 @@ class Connection:
     """Where a command talks to and how hard it may push (the connection options)."""
 
     sandbox: bool
-    sources: Sources
+    sources: SettingFlags
     max_rps: float | None
     max_retries: int
     rate_limit_wait: float | None
@@ -448,10 +436,10 @@ class Connection:
         """The resolved settings (flag > environment > config file); ``ConfigError`` if
         incomplete."""
         if self.sandbox:
-            if self.sources.tenant or self.sources.base_url:
+            if self.sources.get("tenant") or self.sources.get("base_url"):
                 raise UsageError("--sandbox cannot be combined with --tenant or --base-url")
-            return sandbox_settings(self.sources.state_dir)
-        return resolve_settings(**asdict(self.sources))
+            return sandbox_settings(self.sources.get("state_dir"))
+        return resolve_settings(**self.sources)
 
 
 def connection(given: Given) -> Connection:

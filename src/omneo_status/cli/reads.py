@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 
 import typer
 
@@ -128,7 +127,7 @@ def config_show(given: Given) -> None:
     What is missing is marked, not an error: this is the command to find out what is.
     """
     with boundary.guard(given[JSON]):
-        views = describe_settings(**asdict(sources(given)))
+        views = describe_settings(**sources(given))
     if given[JSON]:
         console.print_json({view.key: view.to_json() for view in views})
     else:

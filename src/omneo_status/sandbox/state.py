@@ -11,8 +11,9 @@ import random
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import dropwhile
 from typing import Any, Literal
 
 #: Created/updated timestamp of everything that comes from a seed rather than from a request.
@@ -50,12 +51,8 @@ def _blank(char: str) -> bool:
 def exact_email(email: str) -> str:
     """An address as a case-sensitive server compares it: trimmed of whitespace and invisible
     characters (zero-width spaces, BOMs) and in Unicode NFC, its case kept."""
-    start, end = 0, len(email)
-    while start < end and _blank(email[start]):
-        start += 1
-    while end > start and _blank(email[end - 1]):
-        end -= 1
-    return unicodedata.normalize("NFC", email[start:end])
+    trimmed = "".join(dropwhile(_blank, reversed("".join(dropwhile(_blank, email)))))
+    return unicodedata.normalize("NFC", trimmed[::-1])
 
 
 def normalise_email(email: str) -> str:
@@ -104,20 +101,7 @@ class StatusDefinition:
 
     def to_json(self) -> dict[str, Any]:
         """The API shape of a status."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "handle": self.handle,
-            "sort_order": self.sort_order,
-            "description": self.description,
-            "group_handle": self.group_handle,
-            "group_name": self.group_name,
-            "period": self.period,
-            "period_type": self.period_type,
-            "absolute_expiry": self.absolute_expiry,
-            "created_at": SEED_TIMESTAMP,
-            "updated_at": SEED_TIMESTAMP,
-        }
+        return {**asdict(self), "created_at": SEED_TIMESTAMP, "updated_at": SEED_TIMESTAMP}
 
     def to_seed(self) -> dict[str, Any]:
         """The status as a seed entry (the optional fields only when set)."""
@@ -355,14 +339,7 @@ class Tenant:
         taken = [pair for pair in pairs if pair in self.identity_index]
         if taken:
             raise ValueError(f"identity {taken[0][0]}:{taken[0][1]} belongs to another profile")
-        profile = SandboxProfile(
-            id=id,
-            email=email,
-            first_name=first_name,
-            last_name=last_name,
-            statuses=handles,
-            tags=list(tags),
-        )
+        profile = SandboxProfile(id, email, first_name, last_name, handles, list(tags))
         self._insert(profile)
         if mobile_phone is not None:
             self.set_mobile(profile.id, mobile_phone)
@@ -403,11 +380,7 @@ class Tenant:
     def set_email(self, profile_id: str, email: str) -> None:
         """Change a profile's email and keep the email index in step."""
         profile = self.profiles[profile_id]
-        old_key = normalise_email(profile.email)
-        ids = self.email_index[old_key]
-        ids.remove(profile_id)
-        if not ids:
-            del self.email_index[old_key]
+        _unindex(self.email_index, normalise_email(profile.email), profile_id)
         profile.email = email
         self.email_index.setdefault(normalise_email(email), []).append(profile_id)
 
@@ -415,11 +388,7 @@ class Tenant:
         """Change a profile's mobile number and keep the mobile index in step."""
         profile = self.profiles[profile_id]
         if profile.mobile_phone is not None:
-            old_key = normalise_mobile(profile.mobile_phone)
-            ids = self.mobile_index[old_key]
-            ids.remove(profile_id)
-            if not ids:
-                del self.mobile_index[old_key]
+            _unindex(self.mobile_index, normalise_mobile(profile.mobile_phone), profile_id)
         profile.mobile_phone = mobile_phone
         if mobile_phone is not None:
             self.mobile_index.setdefault(normalise_mobile(mobile_phone), []).append(profile_id)
@@ -555,3 +524,11 @@ def _profile_seed(profile: SandboxProfile) -> dict[str, Any]:
             for handle, identifier in profile.identities
         ]
     return entry
+
+
+def _unindex(index: dict[str, list[str]], key: str, profile_id: str) -> None:
+    """Take a profile out of one of the tenant's indexes (dropping a key left empty)."""
+    ids = index[key]
+    ids.remove(profile_id)
+    if not ids:
+        del index[key]
