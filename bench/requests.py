@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import Interrupted
 from omneo_status.events import Step
 from omneo_status.jobs import JobContext, run_job

@@ -70,7 +70,7 @@ def child_environment() -> dict[str, str]:
 def warm_up() -> None:
     """Write the bytecode of every module a run imports, so the first run measured does not
     pay for compiling them."""
-    modules = "omneo_status.cli, omneo_status.transport, omneo_status.sandbox, uvicorn"
+    modules = "omneo_status.cli, omneo_status.api.transport, omneo_status.sandbox, uvicorn"
     subprocess.run([sys.executable, "-c", f"import {modules}"], check=True, env=child_environment())
 
 

@@ -103,7 +103,7 @@ async def _httpx(url: str, count: int, concurrency: int, tool_transport: bool) -
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     transport: httpx.AsyncBaseTransport | None = None
     if tool_transport:
-        from omneo_status.transport import NetworkTransport
+        from omneo_status.api.transport import NetworkTransport
 
         transport = NetworkTransport(concurrency)
     async with httpx.AsyncClient(base_url=url, transport=transport, limits=limits) as http:
@@ -130,8 +130,8 @@ async def _aiohttp(url: str, count: int, concurrency: int) -> None:
 
 
 async def _tool(url: str, count: int, concurrency: int) -> None:
-    from omneo_status.exchange import query_string
-    from omneo_status.transport import NetworkTransport
+    from omneo_status.api.exchange import query_string
+    from omneo_status.api.transport import NetworkTransport
 
     transport = NetworkTransport(concurrency)
     target = f"{url}/v3/profiles?{query_string({'filter[email]': 'a@example.com'})}"
@@ -148,8 +148,8 @@ async def _client(url: str, count: int, concurrency: int, httpx_transport: bool)
     import httpx
     from pydantic import SecretStr
 
-    from omneo_status.client import OmneoClient
-    from omneo_status.governor import RateGovernor
+    from omneo_status.api.client import OmneoClient
+    from omneo_status.api.governor import RateGovernor
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     transport = httpx.AsyncHTTPTransport(limits=limits) if httpx_transport else None

@@ -13,15 +13,15 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
+from omneo_status.api.governor import RateGovernor
 from omneo_status.events import Step
-from omneo_status.governor import RateGovernor
-from omneo_status.journal import Journal, RunJournal
 from omneo_status.keys import EMAIL, MatchKey
 from omneo_status.models import Action
 from omneo_status.options import JobSpec
-from omneo_status.records import NewRow, RunState
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app
+from omneo_status.store.journal import Journal, RunJournal
+from omneo_status.store.records import NewRow, RunState
 
 from .conftest import VirtualClock
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from omneo_status import capabilities
-from omneo_status.doctor import Capabilities, EmailFilter, RateLimit
-from omneo_status.paging import PageStyle
-from omneo_status.planner import TenantFacts
+from omneo_status.api.doctor import Capabilities, EmailFilter, RateLimit
+from omneo_status.api.paging import PageStyle
+from omneo_status.run.planner import TenantFacts
 from omneo_status.sandbox import generate_tenant
 from omneo_status.settings import SANDBOX_BASE_URL
 

@@ -16,7 +16,7 @@ import pytest
 
 from omneo_status.cli import boundary
 from omneo_status.cli.sandbox import _sandbox_tenant
-from omneo_status.planner import CASE_NOTE
+from omneo_status.run.planner import CASE_NOTE
 from omneo_status.sandbox import add_case_twins, create_app, generate_tenant
 
 from .conftest import Sandbox, report_rows, summary_of, write_csv

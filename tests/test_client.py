@@ -14,7 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from omneo_status.client import MissingBatch, OmneoClient, PageStyle, RetryPolicy
+from omneo_status.api.client import MissingBatch, OmneoClient, PageStyle, RetryPolicy
+from omneo_status.api.exchange import query_string
+from omneo_status.api.governor import RateGovernor
+from omneo_status.api.trace import Exchange
 from omneo_status.errors import (
     AuthError,
     BadResponse,
@@ -26,11 +29,8 @@ from omneo_status.errors import (
     Unreachable,
     ValidationFailed,
 )
-from omneo_status.exchange import query_string
-from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, Batch
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant, generate_tenant
-from omneo_status.trace import Exchange
 
 pytestmark = pytest.mark.anyio
 TOKEN = "tok-3b9f1d8e7c6a5b4f"

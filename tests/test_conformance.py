@@ -40,8 +40,8 @@ import httpx
 import pytest
 
 import omneo_status
+from omneo_status.api.transport import NetworkTransport
 from omneo_status.sandbox import generate_tenant
-from omneo_status.transport import NetworkTransport
 
 from ._servers import SANDBOX_SEED, SERVERS, payload
 from .conftest import write_csv

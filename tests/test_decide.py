@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omneo_status.decide import Match, Send, Settle, check_profile, decide
 from omneo_status.models import Action, Outcome, Profile, StatusDefinition
+from omneo_status.run.decide import Match, Send, Settle, check_profile, decide
 
 HANDLES = st.lists(st.sampled_from(["vip", "gold", "staff", "media", "tier1"]), unique=True)
 

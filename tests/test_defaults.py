@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
-from omneo_status.governor import RateGovernor
+from omneo_status.api.client import OmneoClient, RetryPolicy
+from omneo_status.api.governor import RateGovernor
 from omneo_status.options import (
     CONNECT_TIMEOUT,
     MAX_PAGE_SIZE,

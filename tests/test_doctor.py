@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
-from omneo_status.doctor import Capabilities, DoctorReport, EmailFilter, RateLimit, run_doctor
+from omneo_status.api.client import OmneoClient, PageStyle, RetryPolicy
+from omneo_status.api.doctor import Capabilities, DoctorReport, EmailFilter, RateLimit, run_doctor
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 
 pytestmark = pytest.mark.anyio

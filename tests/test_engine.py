@@ -22,20 +22,20 @@ import pytest
 from pydantic import SecretStr
 
 from omneo_status import cli
-from omneo_status.client import OmneoClient
-from omneo_status.engine import SCAN_MOVED, Confirm, Engine, EngineResult, Planner, Preview
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import AuthError, Cancelled, GuardrailError, Interrupted
 from omneo_status.events import Step
 from omneo_status.jobs import JobContext, prune_runs, recent_runs, run_job
-from omneo_status.journal import Journal, RunJournal
 from omneo_status.keys import MatchKey
 from omneo_status.models import Action, Outcome
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
-from omneo_status.outbox import RECONCILING, SENDS_AT_ONCE
-from omneo_status.planner import CASE_NOTE, TenantFacts
-from omneo_status.records import ChunkState, NewRow, Planned, Stage
+from omneo_status.run.engine import SCAN_MOVED, Confirm, Engine, EngineResult, Planner, Preview
+from omneo_status.run.outbox import RECONCILING, SENDS_AT_ONCE
+from omneo_status.run.planner import CASE_NOTE, TenantFacts
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 from omneo_status.source import prepared_input
+from omneo_status.store.journal import Journal, RunJournal
+from omneo_status.store.records import ChunkState, NewRow, Planned, Stage
 
 from ._middle import (
     BASE,

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
-from omneo_status.governor import RateGovernor, Ticket, parse_retry_after
+from omneo_status.api.client import OmneoClient, RetryPolicy
+from omneo_status.api.governor import RateGovernor, Ticket, parse_retry_after
 from omneo_status.sandbox import (
     RecordedRequest,
     SandboxConfig,

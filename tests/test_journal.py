@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omneo_status import inputs, migrations
+from omneo_status import inputs
 from omneo_status.errors import JournalBusy, UsageError
-from omneo_status.journal import FLUSH_ROWS, FLUSH_SECONDS, Journal, RunJournal
-from omneo_status.migrations import MIGRATIONS, schema_version
 from omneo_status.models import Action, Outcome
 from omneo_status.options import JobSpec
-from omneo_status.records import ChunkState, NewRow, Planned, RunState, Settled, Stage
+from omneo_status.store import migrations
+from omneo_status.store.journal import FLUSH_ROWS, FLUSH_SECONDS, Journal, RunJournal
+from omneo_status.store.migrations import MIGRATIONS, schema_version
+from omneo_status.store.records import ChunkState, NewRow, Planned, RunState, Settled, Stage
 
 
 class Ticks:

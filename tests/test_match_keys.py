@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import UsageError
 from omneo_status.jobs import job_key
 from omneo_status.keys import (
@@ -29,7 +29,7 @@ from omneo_status.keys import (
 from omneo_status.models import Action
 from omneo_status.options import JobSpec
 from omneo_status.report import read_report
-from omneo_status.resolver import IdentityResolver, MobileResolver
+from omneo_status.run.resolver import IdentityResolver, MobileResolver
 from omneo_status.sandbox import SandboxConfig, SandboxProfile, Tenant
 
 from .conftest import EXAMPLES, POSIX_ONLY, Sandbox, report_rows, summary_of, write_csv

@@ -24,14 +24,14 @@ import trustme
 import uvicorn
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.api.client import OmneoClient, RetryPolicy
+from omneo_status.api.exchange import TransportInUse
+from omneo_status.api.trace import Exchange
+from omneo_status.api.transport import NetworkTransport, env_proxy
 from omneo_status.errors import Unreachable
-from omneo_status.exchange import TransportInUse
 from omneo_status.options import TransportMode
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
 from omneo_status.settings import SANDBOX_TOKEN
-from omneo_status.trace import Exchange
-from omneo_status.transport import NetworkTransport, env_proxy
 
 from .conftest import EXAMPLES, Sandbox
 

@@ -19,16 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
+from omneo_status.api.client import OmneoClient
 from omneo_status.cli import boundary
-from omneo_status.client import OmneoClient
 from omneo_status.errors import AuthError
-from omneo_status.journal import Journal, RunJournal
 from omneo_status.options import LookupMode, LookupPlan
-from omneo_status.planner import CASE_NOTE, Chosen, LookupPlanner, TenantFacts
-from omneo_status.records import Stage
-from omneo_status.resolver import URL_MAX, Resolver
+from omneo_status.run.planner import CASE_NOTE, Chosen, LookupPlanner, TenantFacts
+from omneo_status.run.resolver import URL_MAX, Resolver
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
 from omneo_status.sandbox.app import PageStyle
+from omneo_status.store.journal import Journal, RunJournal
+from omneo_status.store.records import Stage
 
 from ._middle import Scripted, connect, json_answer, new_run, open_journal, without_total
 from .conftest import Sandbox, VirtualClock, report_rows, summary_of, write_csv

@@ -14,15 +14,15 @@ import pytest
 from pydantic import SecretStr
 
 from omneo_status import cli
-from omneo_status.backoff import Backoff
-from omneo_status.client import OmneoClient
-from omneo_status.journal import Journal
+from omneo_status.api.client import OmneoClient
 from omneo_status.models import Action, Outcome, Profile
 from omneo_status.options import JobSpec
-from omneo_status.readback import ProfileReader
-from omneo_status.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
+from omneo_status.run.backoff import Backoff
+from omneo_status.run.readback import ProfileReader
+from omneo_status.run.watcher import BatchWatcher
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, generate_tenant
-from omneo_status.watcher import BatchWatcher
+from omneo_status.store.journal import Journal
+from omneo_status.store.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
 
 from .conftest import EXAMPLES, Sandbox, VirtualClock, report_rows, summary_of, write_csv
 

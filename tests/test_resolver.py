@@ -9,13 +9,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from omneo_status.backoff import Backoff
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.models import Action, Outcome
-from omneo_status.records import RowRecord, Stage
-from omneo_status.resolver import BulkEmailResolver, ProfileIdResolver, SingleEmailResolver
+from omneo_status.run.backoff import Backoff
+from omneo_status.run.resolver import BulkEmailResolver, ProfileIdResolver, SingleEmailResolver
+from omneo_status.run.watcher import BatchWatcher
 from omneo_status.sandbox import SandboxConfig, Tenant, create_app, demo_tenant
-from omneo_status.watcher import BatchWatcher
+from omneo_status.store.records import RowRecord, Stage
 
 from .conftest import VirtualClock
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from omneo_status import console
+from omneo_status.cli import console
 from omneo_status.errors import ExitCode
 from omneo_status.models import Action
 from omneo_status.options import LookupMode, LookupPlan
+from omneo_status.store.records import SyncPlan
 from omneo_status.summary import BatchSummary, RunSummary, RunView, Verification
-from omneo_status.sync import RemovalGuardError, SyncPlan
+from omneo_status.sync import RemovalGuardError
 
 from .conftest import Sandbox, summary_of, write_csv
 

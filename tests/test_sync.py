@@ -533,8 +533,8 @@ def test_a_journal_of_migration_2_opens_with_its_rows_as_the_runs_own_action(
 ) -> None:
     import sqlite3
 
-    from omneo_status.journal import Journal
-    from omneo_status.migrations import MIGRATIONS, schema_version
+    from omneo_status.store.journal import Journal
+    from omneo_status.store.migrations import MIGRATIONS, schema_version
 
     path = tmp_path / "v2.sqlite"
     with sqlite3.connect(path) as db:

@@ -20,13 +20,13 @@ import pytest
 import trustme
 from pydantic import SecretStr
 
-from omneo_status.client import OmneoClient, RetryPolicy
+from omneo_status.api.client import OmneoClient, RetryPolicy
+from omneo_status.api.governor import RateGovernor
+from omneo_status.api.trace import Exchange
+from omneo_status.api.transport import AnswerHeaders, NetworkTransport, WholeAnswer, env_proxy
 from omneo_status.errors import Unreachable
-from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, Batch, BatchState
 from omneo_status.sandbox import ServerThread, create_app, demo_tenant
-from omneo_status.trace import Exchange
-from omneo_status.transport import AnswerHeaders, NetworkTransport, WholeAnswer, env_proxy
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,10 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from omneo_status import cli, transport
-from omneo_status.client import OmneoClient
+from omneo_status import cli
+from omneo_status.api import transport
+from omneo_status.api.client import OmneoClient
+from omneo_status.api.transport import NetworkTransport
 from omneo_status.models import Action
 from omneo_status.options import (
     ANSWER_BODY_MAX,
@@ -32,7 +34,6 @@ from omneo_status.options import (
     ANSWER_HEAD_MAX,
     ANSWER_HEADER_LINES_MAX,
 )
-from omneo_status.transport import NetworkTransport
 
 from .conftest import VirtualClock
 from .test_transport import PAGE, Handler, Loopback, answer, answer_with, fetched, serve_raw

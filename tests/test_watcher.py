@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from omneo_status.backoff import Backoff
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.models import Action, Outcome
-from omneo_status.readback import ProfileReader
-from omneo_status.records import RowRecord, Settled, Stage
+from omneo_status.run.backoff import Backoff
+from omneo_status.run.readback import ProfileReader
+from omneo_status.run.watcher import NOT_APPLIED, BatchWatcher, Watched, reconcile
 from omneo_status.sandbox import SandboxConfig, Tenant, generate_tenant
-from omneo_status.watcher import NOT_APPLIED, BatchWatcher, Watched, reconcile
+from omneo_status.store.records import RowRecord, Settled, Stage
 
 from ._middle import PROFILES, Scripted, connect, json_answer
 from .conftest import VirtualClock

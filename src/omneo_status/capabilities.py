@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from omneo_status.doctor import Capabilities
-from omneo_status.paging import PageStyle
-from omneo_status.planner import TenantFacts
+from omneo_status.api.doctor import Capabilities
+from omneo_status.api.paging import PageStyle
+from omneo_status.run.planner import TenantFacts
 
 FRESH_FOR = timedelta(days=7)
 """How long a record is trusted: a tenant's configuration rarely changes within a week."""

@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from omneo_status.client import OmneoClient
-from omneo_status.engine import Confirm, Engine, Preview
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import (
     ApiError,
     Interrupted,
@@ -26,14 +25,15 @@ from omneo_status.errors import (
     UsageError,
 )
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import Journal, RunJournal
 from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, RunOptions
-from omneo_status.planner import TenantFacts
-from omneo_status.records import RESUMABLE, NewRow, RowRecord, RunInfo, RunState
+from omneo_status.run.engine import Confirm, Engine, Preview
+from omneo_status.run.planner import TenantFacts
 from omneo_status.source import PreparedInput, journal_rows
+from omneo_status.store.journal import Journal, RunJournal
+from omneo_status.store.records import RESUMABLE, NewRow, RowRecord, RunInfo, RunState
 from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
 from omneo_status.sync import SYNC_ONE, SyncPlanner
 

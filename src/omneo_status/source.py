@@ -17,7 +17,7 @@ from typing import BinaryIO
 from omneo_status.errors import UsageError
 from omneo_status.inputs import InputRow, open_input, read_rows
 from omneo_status.keys import EMAIL, MatchKey
-from omneo_status.records import NewRow
+from omneo_status.store.records import NewRow
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from omneo_status.errors import ExitCode
-from omneo_status.journal import RunJournal
 from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
 from omneo_status.options import LookupPlan
-from omneo_status.records import LIVE, RowRecord, RunInfo, RunState, Stage
 from omneo_status.report import ReportRow, write_report
-from omneo_status.sync import SyncPlan
+from omneo_status.store.journal import RunJournal
+from omneo_status.store.records import LIVE, RowRecord, RunInfo, RunState, Stage, SyncPlan
 
 
 @dataclass

@@ -21,7 +21,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from omneo_status import console
+from omneo_status.cli import console
 from omneo_status.errors import ConfigError, ExitCode, Interrupted, OmneoStatusError, UsageError
 
 T = TypeVar("T")

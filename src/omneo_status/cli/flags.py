@@ -21,7 +21,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import typer
 
 from omneo_status import options
-from omneo_status.console import Display
+from omneo_status.cli.console import Display
 from omneo_status.errors import UsageError
 from omneo_status.options import LookupMode, RemovalLimit, RunOptions
 from omneo_status.report import check_report_target

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 
 import typer
 
-from omneo_status import capabilities, console, jobs
-from omneo_status.cli import boundary
+from omneo_status import capabilities, jobs
+from omneo_status.api.doctor import DoctorReport, run_doctor
+from omneo_status.cli import boundary, console
 from omneo_status.cli.flags import (
     JSON,
     LIMIT,
@@ -30,7 +31,6 @@ from omneo_status.cli.flags import (
     with_flags,
 )
 from omneo_status.cli.session import Session, open_session
-from omneo_status.doctor import DoctorReport, run_doctor
 from omneo_status.errors import UsageError
 from omneo_status.models import Batch, StatusDefinition
 from omneo_status.settings import describe_settings, resolve_state_dir

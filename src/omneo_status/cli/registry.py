@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from omneo_status import __version__, console
-from omneo_status.cli import reads, runs, sandbox
+from omneo_status import __version__
+from omneo_status.cli import console, reads, runs, sandbox
 from omneo_status.cli.boundary import EXIT_CODES_HELP, JsonAwareGroup
 
 app = typer.Typer(

@@ -13,9 +13,10 @@ from typing import NoReturn
 
 import typer
 
-from omneo_status import console, jobs
-from omneo_status.cli import boundary
+from omneo_status import jobs
+from omneo_status.cli import boundary, console
 from omneo_status.cli.boundary import EXIT_CODES_HELP, Runtime
+from omneo_status.cli.console import ConsoleReporter
 from omneo_status.cli.flags import (
     COLUMN,
     CONCURRENCY,
@@ -40,7 +41,6 @@ from omneo_status.cli.flags import (
     with_flags,
 )
 from omneo_status.cli.session import Session, open_session
-from omneo_status.console import ConsoleReporter
 from omneo_status.errors import OmneoStatusError, UsageError
 from omneo_status.jobs import JobContext, RunSummary
 from omneo_status.keys import MatchKey

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from omneo_status import console
-from omneo_status.cli import boundary
+from omneo_status.cli import boundary, console
 from omneo_status.cli.boundary import sandbox_missing
 from omneo_status.cli.flags import toggle, valued
 from omneo_status.errors import ConfigError, UsageError

@@ -8,17 +8,17 @@ from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
 from omneo_status import capabilities
+from omneo_status.api.client import OmneoClient, PageStyle, RetryPolicy
+from omneo_status.api.governor import RateGovernor
+from omneo_status.api.trace import Exchange, TraceWriter
 from omneo_status.cli.boundary import Runtime
+from omneo_status.cli.console import ConsoleReporter
 from omneo_status.cli.flags import Connection, Output
-from omneo_status.client import OmneoClient, PageStyle, RetryPolicy
-from omneo_status.console import ConsoleReporter
 from omneo_status.events import FanoutReporter, Reporter
-from omneo_status.governor import RateGovernor
 from omneo_status.logfile import JsonLogReporter
 from omneo_status.options import CONCURRENCY
-from omneo_status.planner import TenantFacts
+from omneo_status.run.planner import TenantFacts
 from omneo_status.settings import resolve_rate_limit_wait
-from omneo_status.trace import Exchange, TraceWriter
 
 T = TypeVar("T")
 

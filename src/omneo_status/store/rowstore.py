@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from omneo_status.models import Action, Outcome
-from omneo_status.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
+from omneo_status.store.records import ChunkState, NewRow, Planned, RowRecord, Settled, Stage
 
 ROW_COLUMNS = (
     "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail,"

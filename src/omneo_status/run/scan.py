@@ -25,15 +25,15 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
-from omneo_status.client import OmneoClient, TenantPage
-from omneo_status.decide import Match
+from omneo_status.api.client import OmneoClient, TenantPage
 from omneo_status.errors import BadResponse, UsageError, ValidationFailed
 from omneo_status.inputs import email_key
-from omneo_status.journal import RunJournal
 from omneo_status.models import Profile
 from omneo_status.options import MAX_PAGE_SIZE
-from omneo_status.records import RowRecord, Stage
-from omneo_status.scanstore import MATCH_BATCH, ScanState, ScanStore
+from omneo_status.run.decide import Match
+from omneo_status.store.journal import RunJournal
+from omneo_status.store.records import RowRecord, Stage
+from omneo_status.store.scanstore import MATCH_BATCH, ScanState, ScanStore
 
 
 class _PageMismatch(Exception):

@@ -16,11 +16,11 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.models import Profile
 from omneo_status.options import MAX_PAGE_SIZE
-from omneo_status.records import RowRecord
-from omneo_status.resolver import BulkEmailResolver, read_profiles
+from omneo_status.run.resolver import BulkEmailResolver, read_profiles
+from omneo_status.store.records import RowRecord
 
 SCAN_FROM = 3
 """Fewer profiles than this are read by id without asking the tenant's size (one request

@@ -11,9 +11,10 @@ names they had when every run matched by email (``rows.email``, ``rows.email_key
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from omneo_status.models import Action, Outcome
 
@@ -200,3 +201,48 @@ class Tally:
     stage: Stage
     has_batch: bool
     count: int
+
+
+FoundBy = Literal["filter", "tenant_scan"]
+"""How a sync found the holders: ``filter`` (the tenant honoured ``filter[statuses.handle]``)
+or ``tenant_scan`` (a scan of the whole tenant saw them: the lookups' own, or one made for the
+holders)."""
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """The removal side of a sync, planned once every row is decided: the summary's ``sync``
+    object, and what the run's journal keeps of it (with ``planned``)."""
+
+    holders: int
+    """Profiles holding the status."""
+    would_remove: int
+    """Holders the input does not list: the ones the status is taken from."""
+    max_remove: str
+    """The removal guard's limit, as ``--max-remove`` gives it."""
+    allowed: bool
+    """The guard's verdict: False when it stops the sync (a dry run reports it instead)."""
+    holders_found_by: FoundBy
+    holder_requests: int
+    """GET requests it took to find the holders (0 when the lookups' scan had seen them)."""
+    planned: bool = False
+    """Whether the holder rows are journaled with it (False: the guard stopped the sync, and a
+    resumed run plans again)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary's ``sync`` object: every figure but ``planned``."""
+        document = self.stored()
+        del document["planned"]
+        return document
+
+    def stored(self) -> dict[str, Any]:
+        """The plan as the run's journal keeps it (``planned`` included)."""
+        return asdict(self)
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any] | None) -> SyncPlan | None:
+        """The plan a run's journal keeps; None for a run that is not a sync, and for a sync
+        that has not planned yet (it starts with an empty plan)."""
+        if not stored:
+            return None
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from omneo_status.client import OmneoClient, ProbeAnswer, batches_endpoint_shown
+from omneo_status.api.client import OmneoClient, ProbeAnswer, batches_endpoint_shown
+from omneo_status.api.exchange import TransportInUse
+from omneo_status.api.paging import PageStyle, lenient_int
 from omneo_status.errors import ApiError, AuthError, ExitCode
-from omneo_status.exchange import TransportInUse
 from omneo_status.inputs import same_email
 from omneo_status.models import Profile, StatusDefinition
 from omneo_status.options import MAX_PAGE_SIZE
-from omneo_status.paging import PageStyle, lenient_int
 
 CheckResult = Literal["ok", "warn", "fail"]
 

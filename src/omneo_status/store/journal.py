@@ -30,12 +30,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from omneo_status import rowstore
 from omneo_status.errors import ConfigError, JournalBusy, OmneoStatusError, UsageError
-from omneo_status.migrations import migrate
 from omneo_status.models import Action, Outcome
 from omneo_status.options import JobSpec
-from omneo_status.records import (
+from omneo_status.store import rowstore
+from omneo_status.store.migrations import migrate
+from omneo_status.store.records import (
     ChunkRecord,
     ChunkState,
     NewRow,

@@ -1,9 +1,9 @@
 """The async Omneo v3 client: the endpoints the tool calls, each a method that returns what
 the tenant said, parsed.
 
-How a request is sent, checked and traced is :mod:`omneo_status.exchange`; when it is sent
-again, :mod:`omneo_status.retrying`; how a list is read page by page, in which dialect,
-:mod:`omneo_status.paging`. The transport and the sleep function are injected, so tests reach
+How a request is sent, checked and traced is :mod:`omneo_status.api.exchange`; when it is sent
+again, :mod:`omneo_status.api.retrying`; how a list is read page by page, in which dialect,
+:mod:`omneo_status.api.paging`. The transport and the sleep function are injected, so tests reach
 the sandbox in-process and retry tests record their waits instead of sleeping.
 """
 
@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from omneo_status.api.exchange import ExchangeHook, Exchanger, data, json_body, path_id
+from omneo_status.api.governor import RateGovernor
+from omneo_status.api.paging import PageStyle, read_page, walk
+from omneo_status.api.retrying import Retrier, RetryHook, RetryPolicy, Sleep
 from omneo_status.errors import BadResponse
-from omneo_status.exchange import ExchangeHook, Exchanger, data, json_body, path_id
-from omneo_status.governor import RateGovernor
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
 from omneo_status.options import MAX_PAGE_SIZE, REQUEST_TIMEOUT, TRANSPORT, TransportMode
-from omneo_status.paging import PageStyle, read_page, walk
-from omneo_status.retrying import Retrier, RetryHook, RetryPolicy, Sleep
 
 __all__ = [
     "MissingBatch",

@@ -33,13 +33,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
-from omneo_status.client import OmneoClient, TenantPage
-from omneo_status.decide import Match
-from omneo_status.journal import RunJournal
+from omneo_status.api.client import OmneoClient, TenantPage
 from omneo_status.options import MAX_PAGE_SIZE, LookupMode, LookupPlan
-from omneo_status.records import RowRecord, Stage
-from omneo_status.resolver import BulkEmailResolver, EmailCase, Resolver, SingleEmailResolver
-from omneo_status.scan import TenantScan
+from omneo_status.run.decide import Match
+from omneo_status.run.resolver import BulkEmailResolver, EmailCase, Resolver, SingleEmailResolver
+from omneo_status.run.scan import TenantScan
+from omneo_status.store.journal import RunJournal
+from omneo_status.store.records import RowRecord, Stage
 
 CASE_SCAN_FACTOR = 3
 """On a tenant whose email filter is case-sensitive, the scan is chosen while its requests are

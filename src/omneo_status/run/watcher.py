@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from omneo_status.backoff import Backoff
-from omneo_status.client import MissingBatch, OmneoClient
+from omneo_status.api.client import MissingBatch, OmneoClient
 from omneo_status.models import Action, Batch, BatchItem, BatchState, Outcome, Profile
-from omneo_status.readback import ProfileReader
-from omneo_status.records import RowRecord, Settled
+from omneo_status.run.backoff import Backoff
+from omneo_status.run.readback import ProfileReader
+from omneo_status.store.records import RowRecord, Settled
 
 NOT_APPLIED = "the batch finished but the change is not on the profile"
 

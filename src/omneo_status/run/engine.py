@@ -16,27 +16,27 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from omneo_status.backoff import Backoff, Clock, Sleep
-from omneo_status.client import OmneoClient
-from omneo_status.decide import Decision, Match, Send, decide
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import Cancelled, GuardrailError
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import FLUSH_SECONDS, RunJournal
 from omneo_status.keys import KeyKind
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
-from omneo_status.outbox import Outbox
-from omneo_status.planner import Chosen, LookupPlanner, TenantFacts
-from omneo_status.readback import ProfileReader
-from omneo_status.records import Planned, RowRecord, Settled, Stage
-from omneo_status.resolver import (
+from omneo_status.run.backoff import Backoff, Clock, Sleep
+from omneo_status.run.decide import Decision, Match, Send, decide
+from omneo_status.run.outbox import Outbox
+from omneo_status.run.planner import Chosen, LookupPlanner, TenantFacts
+from omneo_status.run.readback import ProfileReader
+from omneo_status.run.resolver import (
     ProfileIdResolver,
     Resolver,
     key_resolver,
 )
+from omneo_status.run.verify import verify_sample
+from omneo_status.run.watcher import BatchWatcher
+from omneo_status.store.journal import FLUSH_SECONDS, RunJournal
+from omneo_status.store.records import Planned, RowRecord, Settled, Stage
 from omneo_status.summary import Verification
-from omneo_status.verify import verify_sample
-from omneo_status.watcher import BatchWatcher
 
 SCAN_MOVED = (
     "The tenant's profile list changed during the scan: addresses it did not find are looked"

@@ -15,15 +15,15 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from omneo_status.client import OmneoClient
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import ValidationFailed
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import RunJournal
 from omneo_status.models import Action, Outcome
 from omneo_status.options import RunOptions
-from omneo_status.readback import ProfileReader
-from omneo_status.records import ChunkState, Planned, RowRecord, Settled, Stage
-from omneo_status.watcher import BatchWatcher, Watched, reconcile
+from omneo_status.run.readback import ProfileReader
+from omneo_status.run.watcher import BatchWatcher, Watched, reconcile
+from omneo_status.store.journal import RunJournal
+from omneo_status.store.records import ChunkState, Planned, RowRecord, Settled, Stage
 
 RECONCILING = (
     "{chunks} chunk(s) may or may not have been sent before the last run stopped: reading their"

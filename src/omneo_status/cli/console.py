@@ -14,13 +14,13 @@ from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from omneo_status.doctor import DoctorReport
+from omneo_status.api.doctor import DoctorReport
+from omneo_status.api.trace import Exchange
 from omneo_status.events import Step
 from omneo_status.models import Batch, BatchState, Outcome, StatusDefinition
 from omneo_status.options import JobSpec
 from omneo_status.settings import SettingView
 from omneo_status.summary import BatchSummary, RunSummary, RunView
-from omneo_status.trace import Exchange
 
 if TYPE_CHECKING:
     from rich.console import Console

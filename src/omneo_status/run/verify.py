@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omneo_status.client import OmneoClient
-from omneo_status.decide import Check, check_profile
+from omneo_status.api.client import OmneoClient
 from omneo_status.events import Reporter, Step
-from omneo_status.journal import RunJournal
 from omneo_status.models import Action, StatusDefinition
-from omneo_status.records import RowRecord
-from omneo_status.resolver import read_profiles
+from omneo_status.run.decide import Check, check_profile
+from omneo_status.run.resolver import read_profiles
+from omneo_status.store.journal import RunJournal
+from omneo_status.store.records import RowRecord
 from omneo_status.summary import Verification
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from omneo_status.api.exchange import data
 from omneo_status.errors import BadResponse
-from omneo_status.exchange import data
 from omneo_status.options import MAX_PAGE_SIZE
 
 _MAX_PAGES = 100_000

@@ -4,7 +4,7 @@ worth it, and its answer checked (an error status becomes the error that says wh
 
 The transport is injected, so tests reach the sandbox in-process (``httpx.ASGITransport``).
 Without one the requests go over the network through the tool's own HTTP/1.1 transport
-(:mod:`omneo_status.transport`), or through httpx's own when a proxy applies or
+(:mod:`omneo_status.api.transport`), or through httpx's own when a proxy applies or
 ``OMNEO_TRANSPORT=httpx`` asks for it: either way with httpx's API and exceptions.
 """
 
@@ -23,6 +23,10 @@ import httpx
 from pydantic import SecretStr
 
 from omneo_status import __version__
+from omneo_status.api.governor import RateGovernor, parse_retry_after
+from omneo_status.api.retrying import RETRYABLE_STATUSES, Retrier, Retryable
+from omneo_status.api.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
+from omneo_status.api.transport import ACCEPTED_CODINGS, NetworkTransport, env_proxy
 from omneo_status.errors import (
     ApiError,
     AuthError,
@@ -33,11 +37,7 @@ from omneo_status.errors import (
     Unreachable,
     ValidationFailed,
 )
-from omneo_status.governor import RateGovernor, parse_retry_after
 from omneo_status.options import CONNECT_TIMEOUT, TransportMode
-from omneo_status.retrying import RETRYABLE_STATUSES, Retrier, Retryable
-from omneo_status.trace import BODY_LIMIT, TRACED_HEADERS, Exchange
-from omneo_status.transport import ACCEPTED_CODINGS, NetworkTransport, env_proxy
 
 ExchangeHook = Callable[[Exchange], None]
 
@@ -82,7 +82,7 @@ class TransportInUse:
     name, so a bug report says which one met the bug."""
 
     name: str
-    """``builtin`` (the tool's own, :mod:`omneo_status.transport`), ``httpx`` (httpx's own),
+    """``builtin`` (the tool's own, :mod:`omneo_status.api.transport`), ``httpx`` (httpx's own),
     or the class of a transport given to the client (``ASGITransport`` for ``--sandbox``)."""
     proxy: str | None = None
     """The proxy the requests go through (without any credentials), if one applies."""

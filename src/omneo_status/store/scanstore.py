@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from omneo_status.journal import RunJournal
+from omneo_status.api.paging import PageStyle
 from omneo_status.models import Profile
-from omneo_status.paging import PageStyle
+from omneo_status.store.journal import RunJournal
 
 MATCH_BATCH = 500
 """Keys per ``IN`` list (and rows matched per query in a scan's final pass)."""

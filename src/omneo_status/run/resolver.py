@@ -23,13 +23,13 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
-from omneo_status.client import OmneoClient
-from omneo_status.decide import Match
+from omneo_status.api.client import OmneoClient
 from omneo_status.errors import BadResponse, NotFoundError, ValidationFailed
 from omneo_status.inputs import email_key, lookup_forms, normalize_email
 from omneo_status.keys import KeyKind, MatchKey, normalize_mobile
 from omneo_status.models import Profile
 from omneo_status.options import MAX_PAGE_SIZE
+from omneo_status.run.decide import Match
 
 ROW_LEVEL_ERRORS = (ValidationFailed, NotFoundError, BadResponse)
 """API errors that fail the rows being looked up rather than the whole run."""
