@@ -2,7 +2,8 @@
 
 A job is an action with its handles over a set of addresses on one tenant; running the same
 job again continues its unfinished run (or shows its finished one) instead of starting over.
-The CLI (``cli/runs.py``) calls ``run_job``, ``resume_job`` and ``undo_job``; nothing here prints or exits.
+The CLI (``cli/runs.py``) calls ``run_job``, ``resume_job`` and ``undo_job``; nothing here
+prints or exits.
 """
 
 from __future__ import annotations
