@@ -20,6 +20,12 @@ POLL_TIMEOUT = 1800.0
 """Seconds to wait for a run's batches."""
 STALL_TIMEOUT = 600.0
 """Seconds a batch may stand still before the run gives up waiting on it."""
+POLL_FIRST_DELAY = 0.5
+"""Seconds before the second look at a batch (or a profile) the API works on in its own time."""
+POLL_GROWTH = 1.6
+"""How much each wait between looks grows over the one before."""
+POLL_MAX_DELAY = 10.0
+"""The longest wait between two looks."""
 CONCURRENCY = 32
 """The most requests in flight at once: the governor starts lower and finds its own level under
 this ceiling (it grows while latency holds, and is cut on 429, 5xx or rising latency)."""

@@ -1,15 +1,14 @@
 """The one back-off and deadline policy for waiting on something the API does in its own time
-(a batch to finish, a profile to show a change): 0.5 s growing x1.6 to 10 s between looks, a
-deadline for the whole wait, and a shorter one for standing still."""
+(a batch to finish, a profile to show a change): waits between looks that grow (0.5 s, x1.6, up
+to 10 s: ``options.POLL_*``), a deadline for the whole wait, and a shorter one for standing
+still."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-FIRST_DELAY = 0.5
-GROWTH = 1.6
-MAX_DELAY = 10.0
+from omneo_status.options import POLL_FIRST_DELAY, POLL_GROWTH, POLL_MAX_DELAY
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -26,7 +25,7 @@ class Backoff:
     """Seconds the whole wait may last."""
     stall_timeout: float
     """Seconds the wait may go on with nothing moving."""
-    delay: float = FIRST_DELAY
+    delay: float = POLL_FIRST_DELAY
     started: float = field(init=False)
     last_change: float = field(init=False)
 
@@ -56,6 +55,6 @@ class Backoff:
         )
 
     async def pause(self) -> None:
-        """Sleep the current delay, then let the next one grow (up to ``MAX_DELAY``)."""
+        """Sleep the current delay, then let the next one grow (up to ``POLL_MAX_DELAY``)."""
         await self.sleep(self.delay)
-        self.delay = min(self.delay * GROWTH, MAX_DELAY)
+        self.delay = min(self.delay * POLL_GROWTH, POLL_MAX_DELAY)
