@@ -15,9 +15,14 @@
 #
 # What it leaves in CRON_LOG_DIR:
 #   assign-HANDLE.jsonl              every stage and failure of every run as JSON lines
-#                                    (--log-file), then one "cron" line saying what to do
-#   assign-HANDLE-STAMP.json         the --json summary of that run (counts, batches, report)
-#   assign-HANDLE-last.json          a copy of the newest summary
+#                                    (--log-file), then one "cron" line saying what to do;
+#                                    each line names its run (run_id), so overlapping runs
+#                                    can be told apart
+#   assign-HANDLE-STAMP.json         the --json document of that run: its summary (counts,
+#                                    batches, report), or the error that stopped it
+#   assign-HANDLE-last.json          the summary of the newest run that ended with one (exit
+#                                    0, 3 or 5); an error document never replaces it
+#   assign-HANDLE-last-any.json      the newest document of any kind (summary or error)
 #   assign-HANDLE.stderr             the tool's messages to stderr, run after run
 #
 # Cron mails whatever a job prints: this script prints nothing when all went well, and a few
@@ -45,14 +50,17 @@ mkdir -p "$log_dir" || exit 1
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 log="$log_dir/assign-$handle.jsonl"
-summary="$log_dir/assign-$handle-$stamp.json"
+document="$log_dir/assign-$handle-$stamp.json"
+last="$log_dir/assign-$handle-last.json"
+last_any="$log_dir/assign-$handle-last-any.json"
 stderr_log="$log_dir/assign-$handle.stderr"
 this_stderr="$log_dir/.assign-$handle-$stamp.stderr"
 
-# --yes: nobody is there to answer; --quiet: errors and warnings only, no progress lines;
-# --json: one summary document on stdout, saved below. No -v: nothing about requests is logged.
+# --yes: nobody is there to answer (off a terminal the tool never asks, and says so unless
+# told); --quiet: errors and warnings only, no progress lines; --json: one document on
+# stdout, saved below. No -v: nothing about requests is logged.
 "$bin" assign "$handle" "$csv" --yes --quiet --json --log-file "$log" \
-    >"$summary" 2>"$this_stderr"
+    >"$document" 2>"$this_stderr"
 code=$?
 
 {
@@ -60,18 +68,45 @@ code=$?
     cat "$this_stderr"
 } >>"$stderr_log"
 
-if [ -s "$summary" ]; then
-    cp "$summary" "$log_dir/assign-$handle-last.json"
+# Replace a file in one step, so that a reader never sees half of it.
+keep() {
+    cp "$1" "$2.tmp" && mv -f "$2.tmp" "$2"
+}
+
+run_id=null
+if [ -s "$document" ]; then
+    keep "$document" "$last_any"
+    # An error document has a top-level "error" key; a summary has none (and is kept as the
+    # last good one).
+    if ! grep -q '^  "error": ' "$document"; then
+        keep "$document" "$last"
+    fi
+    # The run this invocation worked on. An exit-4 document names the run holding the lock,
+    # which is another process's: this one worked on none, as its own log line says.
+    found="$(sed -n 's/^  "run_id": "\([^"]*\)",\{0,1\}$/\1/p' "$document")"
+    if [ -n "$found" ] && [ "$code" -ne 4 ]; then
+        run_id="\"$found\""
+    fi
 else
-    rm -f "$summary" # the run stopped before it had a summary (exit 2 or 4)
-    summary="(none)"
+    rm -f "$document" # no document at all: the command was not found, or was killed
+    document="(none)"
 fi
 
-# One JSON line in the same log as the tool's events. The messages below are fixed text,
-# so they need no JSON escaping.
+# The tool's time stamp: UTC to the millisecond, ending in Z (a date without %N, as on BSD
+# and macOS, gives .000).
+now() {
+    t="$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)"
+    case $t in
+        *N*) t="$(date -u +%Y-%m-%dT%H:%M:%S).000Z" ;;
+    esac
+    printf '%s' "$t"
+}
+
+# One JSON line in the same log as the tool's events, in its shape. The messages below are
+# fixed text, and a run id is letters, digits and hyphens, so they need no JSON escaping.
 note() {
-    printf '{"ts": "%s", "event": "cron", "exit_code": %d, "message": "%s"}\n' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$code" "$1" >>"$log"
+    printf '{"ts": "%s", "event": "cron", "run_id": %s, "exit_code": %d, "message": "%s"}\n' \
+        "$(now)" "$run_id" "$code" "$1" >>"$log"
 }
 
 alert=yes
@@ -90,7 +125,7 @@ case $code in
         note "rows failed, verification found a problem, or --max-unmatched stopped the run: read the report"
         ;;
     4)
-        note "another run of this job still holds its lock: this run did nothing"
+        note "another run of this job still holds its lock: this run did nothing; the last summary is kept"
         alert=no
         ;;
     5)
@@ -108,7 +143,8 @@ if [ "$alert" = yes ]; then
     {
         echo "omneo-status assign $handle $csv: exit $code"
         tail -n 1 "$log"
-        echo "Summary: $summary"
+        echo "This run's document: $document"
+        echo "Last summary of a run that ended: $last"
         echo "Log: $log"
         echo "What the tool said:"
         cat "$this_stderr"

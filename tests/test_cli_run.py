@@ -68,6 +68,9 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "exit_code",
         "state",
         "lookup",
+        "already_finished",
+        "resumed",
+        "this_run",
     }
     assert doc["state"] == "finished" and set(doc["lookup"]) == {
         "mode",

@@ -94,7 +94,7 @@ async def test_statuses_are_listed_with_their_group_and_expiry() -> None:
         ({"status_filter": False}, {"status_filter": False}),
         ({"page_style": "per_page"}, {"page_style": PageStyle.PER_PAGE}),
         ({"page_style": "both"}, {"page_style": "both"}),
-        ({"batches_endpoint": False}, {"batches_endpoint": False}),
+        ({"batches_endpoint": False}, {"batches_endpoint": None}),  # a bare 404: a warn
         ({"rate_limit": 1000, "rate_limit_headers": False}, {}),
         ({"batch_answer": "top_level", "string_counts": True, "item_entity_id": False}, {}),
         ({"group_rule": True}, {}),
@@ -181,4 +181,44 @@ async def test_an_empty_tenant_reports_what_it_cannot_tell() -> None:
     assert report.capabilities.profiles == 0
     assert report.capabilities.email_filter is None
     assert result_of(report, "email_filter") == "warn"
+    assert report.ok
+
+
+class BatchAnswers(httpx.AsyncBaseTransport):
+    """The sandbox, but a 404 to ``GET /v3/batches/{id}`` says ``message`` (a tenant that
+    serves batches and answers an unknown id as it likes)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, message: str) -> None:
+        self.inner = inner
+        self.message = message
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = await self.inner.handle_async_request(request)
+        if "/batches/" in request.url.path and answer.status_code == 404:
+            return httpx.Response(404, json={"message": self.message})
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("message", "exists", "result", "says"),
+    [
+        ("Not Found", None, "warn", "cannot tell whether GET /v3/batches/{id} exists"),
+        ("No query results for model [Batch].", True, "ok", "exists: batches are polled"),
+        ("The route api/v3/batches/x could not be found.", False, "ok", "does not exist"),
+    ],
+)
+async def test_a_404_for_a_made_up_batch_tells_only_what_it_can(
+    message: str, exists: bool | None, result: str, says: str
+) -> None:
+    """A bare 404 for a batch id the tenant never gave is what a tenant serving batches may
+    answer too: doctor says it cannot tell (a warn), never that the endpoint is missing."""
+    app = create_app(demo_tenant(), SandboxConfig())
+    transport = BatchAnswers(httpx.ASGITransport(app=app), message)
+    async with OmneoClient(
+        BASE_URL, SecretStr(TOKEN), transport=transport, retry=RetryPolicy(max_retries=0)
+    ) as client:
+        report = await run_doctor(client, BASE_URL)
+    [check] = [c for c in report.checks if c.name == "batches_endpoint"]
+    assert (report.capabilities.batches_endpoint, check.result) == (exists, result)
+    assert says in check.detail
     assert report.ok

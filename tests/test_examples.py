@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from typing import Any
 
 import pytest
 
+from omneo_status.jobs import job_key
+from omneo_status.locking import job_lock
+from omneo_status.models import Action
+from omneo_status.options import JobSpec
 from omneo_status.sandbox import (
     SandboxConfig,
     ServerThread,
@@ -25,6 +30,8 @@ from omneo_status.sandbox import (
     demo_tenant,
     load_seed,
 )
+from omneo_status.settings import normalize_base_url
+from omneo_status.source import prepared_input
 
 from .conftest import EXAMPLES, Sandbox, report_rows, summary_of
 
@@ -65,6 +72,10 @@ EXPECTED = {
     "shopify-customer-ids.csv": Expected(
         ("--match", "identity:shopify", "--column", "Customer ID"),
         {"assigned": 6, "already_had": 2, "not_found": 1, "invalid_key": 1, "duplicate": 1},
+    ),
+    "profile-ids.csv": Expected(
+        ("--match", "id"),
+        {"assigned": 3, "already_had": 1, "not_found": 1, "invalid_key": 1, "duplicate": 1},
     ),
     "excel-european.csv": Expected(
         ("--column", "Adresse e-mail"),
@@ -291,3 +302,65 @@ def test_cron_wrapper_exits_4_while_the_same_job_runs(tmp_path: Path) -> None:
     assert (last["event"], last["exit_code"]) == ("cron", 4)
     assert first_code == 0
     assert len([r for r in served.tenant.requests if r.method == "POST"]) == 1
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.mark.slow
+@cron_only
+def test_cron_wrapper_keeps_the_last_summary_through_a_failed_and_a_locked_run(
+    tmp_path: Path, served: Served
+) -> None:
+    logs = tmp_path / "logs"
+    last, last_any = logs / "assign-vip-last.json", logs / "assign-vip-last-any.json"
+    good = run_cron(cron_env(tmp_path, served), EXAMPLES / "emails.csv")
+    assert good.returncode == 0, good.stderr
+    summary = last.read_text(encoding="utf-8")
+    run_id = json.loads(summary)["run_id"]
+    assert json.loads(summary)["counts"]["assigned"] == 4
+    assert last_any.read_text(encoding="utf-8") == summary
+
+    # Exit 1: another export, with a token the tenant refuses.
+    other = EXAMPLES / "shopify-customers.csv"
+    failed = run_cron(cron_env(tmp_path, served, OMNEO_TOKEN="refused-token-4f2a"), other)
+    assert failed.returncode == 1
+    assert last.read_text(encoding="utf-8") == summary
+    error = json.loads(last_any.read_text(encoding="utf-8"))
+    assert (error["exit_code"], error["run_id"]) == (1, None) and "error" in error
+    assert f"Last summary of a run that ended: {last}" in failed.stderr
+
+    # Exit 4: that export's job is held by another process.
+    state = Path(os.environ["OMNEO_STATE_DIR"])
+    holder = "20990101T000000-abcdef-0000"
+    with prepared_input(str(other), None, state_dir=state) as source:
+        key = job_key(
+            JobSpec(Action.ASSIGN, ("vip",)),
+            base_url=normalize_base_url(served.base_url),
+            digest=source.digest,
+            dry_run=False,
+        )
+    with job_lock(state, key) as held:
+        held.claim(holder)
+        locked = run_cron(cron_env(tmp_path, served), other)
+    assert locked.returncode == 4, locked.stderr
+    assert locked.stderr == ""  # a run still going is not an alert
+    assert last.read_text(encoding="utf-8") == summary
+    error = json.loads(last_any.read_text(encoding="utf-8"))
+    assert (error["exit_code"], error["run_id"]) == (4, holder)
+
+    # One log: every line names its run (none, for the two that had none) in one time format.
+    events = log_lines(tmp_path)
+    assert all(STAMP.match(event["ts"]) for event in events), [e["ts"] for e in events]
+    assert all(list(event)[:3] == ["ts", "event", "run_id"] for event in events)
+    ends = [(e["event"], e["exit_code"], e["run_id"]) for e in events if "exit_code" in e]
+    assert ends == [
+        ("summary", 0, run_id),
+        ("cron", 0, run_id),
+        ("error", 1, None),
+        ("cron", 1, None),
+        ("error", 4, None),
+        ("cron", 4, None),
+    ]
+    first_run = events[: events.index(next(e for e in events if e["event"] == "cron")) + 1]
+    assert {e["run_id"] for e in first_run} == {run_id}

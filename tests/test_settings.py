@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from omneo_status.settings import (
     resolve_settings,
     tenant_base_url,
 )
+
+from .conftest import POSIX_ONLY
 
 TOKEN = "tok-9d8c7b6a5f4e3d2c1b0a"
 
@@ -78,8 +81,7 @@ def test_flags_beat_environment() -> None:
 
 
 def test_token_file_beats_the_environment(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    path.write_text("  from-file-token\n")
+    path = write_private(tmp_path / "token", "  from-file-token\n")
     settings = resolve_settings(tenant="acme", token_file=path, env={"OMNEO_TOKEN": TOKEN})
     assert settings.token.get_secret_value() == "from-file-token"
 
@@ -98,6 +100,9 @@ def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
     path.write_text(text)
     os.chmod(path, mode)
     return path
+
+
+write_private = write_config
 
 
 def test_profiles_from_the_config_file(tmp_path: Path) -> None:
@@ -121,13 +126,44 @@ def test_profiles_from_the_config_file(tmp_path: Path) -> None:
     )
 
 
-def test_plain_token_in_a_readable_file_is_refused(tmp_path: Path) -> None:
-    conf = write_config(
-        tmp_path / "c.toml", '[tenants.lab]\ntenant = "lab"\ntoken = "plain"\n', mode=0o644
+@POSIX_ONLY
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+@pytest.mark.parametrize("where", ["token file", "config file"])
+def test_a_token_others_can_read_is_refused_wherever_it_is(
+    tmp_path: Path, where: str, mode: int
+) -> None:
+    """One rule for both files that can hold a token: open to anyone but its owner, refused
+    with the chmod that fixes it, and never a word of the token."""
+    if where == "token file":
+        path = write_private(tmp_path / "token", "plain-token-5e1f\n", mode=mode)
+        given: dict[str, object] = {"tenant": "acme", "token_file": path}
+    else:
+        path = write_config(
+            tmp_path / "c.toml", '[tenants.lab]\ntenant = "lab"\ntoken = "plain-token-5e1f"\n', mode
+        )
+        given = {"profile": "lab", "config": path}
+    with pytest.raises(ConfigError) as caught:
+        resolve_settings(env={}, **given)  # type: ignore[arg-type]
+    error = caught.value
+    assert error.message == (
+        f"The {where} {path} holds a token but others can read it (mode {mode:04o})"
     )
-    with pytest.raises(ConfigError, match="plain text") as caught:
-        resolve_settings(profile="lab", config=conf, env={})
-    assert caught.value.hint and "chmod 600" in caught.value.hint
+    assert error.hint is not None and error.hint.startswith(f"chmod 600 {path}")
+    assert "plain-token" not in error.message + error.hint
+    os.chmod(path, 0o600)
+    assert resolve_settings(env={}, **given).token.get_secret_value() == "plain-token-5e1f"  # type: ignore[arg-type]
+
+
+@POSIX_ONLY
+def test_a_token_file_of_another_owner_is_not_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ssh does: a file its reader does not own (a secret mounted by root) cannot be
+    chmodded by that reader, so its mode is not held against it."""
+    path = write_private(tmp_path / "token", "mounted-token\n", mode=0o644)
+    monkeypatch.setattr(os, "getuid", lambda: path.stat().st_uid + 1)
+    settings = resolve_settings(tenant="acme", token_file=path, env={})
+    assert settings.token.get_secret_value() == "mounted-token"
 
 
 @pytest.mark.parametrize(
@@ -151,7 +187,7 @@ def test_default_profile_and_missing_explicit_file(tmp_path: Path) -> None:
         'default_profile = "acme"\n[tenants.acme]\ntenant = "acme"\ntoken_file = "%s"\n'
         % (tmp_path / "t"),
     )
-    (tmp_path / "t").write_text(TOKEN)
+    write_private(tmp_path / "t", TOKEN)
     assert resolve_settings(config=conf, env={}).base_url.startswith("https://api.acme.")
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_settings(config=tmp_path / "nope.toml", env={})
@@ -259,7 +295,54 @@ def test_describe_settings_marks_an_unset_token_env_of_a_profile(tmp_path: Path)
     assert views["token"].missing and "$ACME_TOKEN, which is not set" in views["token"].value
 
 
-def test_describe_settings_still_refuses_a_broken_config_file(tmp_path: Path) -> None:
+def test_describe_settings_shows_what_it_has_beside_a_broken_config_file(tmp_path: Path) -> None:
     conf = write_config(tmp_path / "c.toml", "[tenants.acme\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        describe_settings(config=conf, env={})
+    views = views_of(config=conf, profile="acme", env={"OMNEO_TENANT": "acme"})
+    assert views["config_file"].missing
+    assert views["config_file"].value.startswith(f"unusable: The config file {conf} is not valid")
+    assert views["profile"] == SettingView(
+        "profile", "unusable: acme not read: the config file cannot be used", "", missing=True
+    )
+    assert views["base_url"] == SettingView(
+        "base_url", "https://api.acme.getomneo.com/api", "env OMNEO_TENANT"
+    )
+
+
+def test_describe_settings_marks_a_named_config_file_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    views = views_of(config=missing, env={"OMNEO_TOKEN": TOKEN})
+    assert views["config_file"] == SettingView(
+        "config_file", f"unusable: The config file {missing} does not exist", "", missing=True
+    )
+    assert views["token"] == SettingView("token", "****1b0a", "env OMNEO_TOKEN")
+
+
+def test_a_profile_without_a_config_file_says_there_is_none(tmp_path: Path) -> None:
+    """The message names the file as absent, not as a file lacking the profile."""
+    absent = tmp_path / "config-home" / "omneo-status" / "config.toml"  # the fixture's
+    env = {"OMNEO_TOKEN": TOKEN}
+    views = views_of(profile="acme", env=env)
+    assert views["config_file"] == SettingView("config_file", f"{absent} (not present)", "")
+    assert views["profile"] == SettingView(
+        "profile",
+        f"unusable: No profile 'acme': there is no config file ({absent} does not exist)",
+        "",
+        missing=True,
+    )
+    with pytest.raises(ConfigError, match="there is no config file"):
+        resolve_settings(profile="acme", env=env)
+
+
+def test_config_show_exits_0_with_a_missing_profile_and_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    runner = CliRunner()
+    for args in (["--profile", "acme"], ["--config", str(missing)]):
+        table = runner.invoke(cli.app, ["config", "show", *args])
+        assert table.exit_code == 0, table.stderr
+        assert "unusable" in table.stdout
+        assert table.stderr.startswith("Warning: Not set or unusable:")
+        doc = runner.invoke(cli.app, ["config", "show", *args, "--json"])
+        assert doc.exit_code == 0
+        shown = json.loads(doc.stdout)
+        assert shown["profile" if args[0] == "--profile" else "config_file"]["missing"] is True
+        assert shown["state_dir"]["missing"] is False

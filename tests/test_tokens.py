@@ -73,10 +73,10 @@ def _point_at_token(
     }
     if case.source == "env":
         return [], {"OMNEO_TOKEN": case.token}
-    if case.source == "file":
-        token_path.write_text(case.token, encoding="utf-8")
-        return ["--token-file", str(token_path)], {}
     token_path.write_text(case.token, encoding="utf-8")
+    os.chmod(token_path, 0o600)
+    if case.source == "file":
+        return ["--token-file", str(token_path)], {}
     config.write_text(f"[tenants.acme]\n{table[case.source]}\n", encoding="utf-8")
     os.chmod(config, 0o600)
     if case.source == "keyring":
@@ -125,6 +125,7 @@ def test_a_bad_token_is_exit_2_in_one_line_without_the_token(
 def test_surrounding_whitespace_and_a_final_newline_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(f"  {FIRST}{SECOND}\n", encoding="utf-8")
+    path.chmod(0o600)
     from_file = resolve_settings(tenant="acme", token_file=path, env={})
     from_env = resolve_settings(tenant="acme", env={"OMNEO_TOKEN": f"\t{FIRST}{SECOND}\r\n"})
     assert from_file.token.get_secret_value() == FIRST + SECOND

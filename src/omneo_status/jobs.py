@@ -35,7 +35,15 @@ from omneo_status.run.planner import TenantFacts
 from omneo_status.source import PreparedInput, journal_rows
 from omneo_status.store.journal import Journal, RunJournal
 from omneo_status.store.records import RESUMABLE, NewRow, RowRecord, RunInfo, RunState
-from omneo_status.summary import RunSummary, RunView, run_view, summarize, write_run_report
+from omneo_status.summary import (
+    NOTHING_YET,
+    Progress,
+    RunSummary,
+    RunView,
+    run_view,
+    summarize,
+    write_run_report,
+)
 from omneo_status.sync import SYNC_ONE, SyncPlanner
 
 
@@ -52,6 +60,15 @@ class JobContext:
     clock: Callable[[], float] = time.monotonic
     facts: TenantFacts | None = None
     """What doctor measured on the tenant (its saved record), for the lookup planner."""
+    on_run: Callable[[str], None] | None = None
+    """Told the id of the run the job works on as soon as it takes it up (the log file
+    stamps its lines with it)."""
+
+    def claim(self, lock: JobLock, run_id: str) -> None:
+        """Take up ``run_id``: its lock's sidecar names it, and ``on_run`` hears of it."""
+        lock.claim(run_id)
+        if self.on_run is not None:
+            self.on_run(run_id)
 
 
 def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
@@ -192,11 +209,11 @@ async def resume_job(
             )
         options = replace(options, dry_run=info.dry_run)
         with job_lock(ctx.state_dir, info.job_key) as lock:
-            lock.claim(info.run_id)
+            ctx.claim(lock, info.run_id)
             run = journal.run_journal(info.run_id)
             if info.state is RunState.FINISHED:
                 return _shown_again(run, options, report)
-            return await _drive(ctx, run, options, report, resumed=True)
+            return await _drive(ctx, run, options, report, since=Progress.of(run))
 
 
 async def undo_job(
@@ -294,11 +311,12 @@ async def _continue(
         return None
     run = journal.run_journal(latest.run_id)
     if latest.state is RunState.FINISHED or (latest.state is RunState.SENT and options.no_wait):
+        ctx.claim(lock, latest.run_id)
         return _shown_again(run, options, report)
     if latest.state in RESUMABLE:
-        lock.claim(latest.run_id)
+        ctx.claim(lock, latest.run_id)
         ctx.reporter.info(f"Resuming run {latest.run_id} ({latest.state.value})")
-        return await _drive(ctx, run, options, report, resumed=True)
+        return await _drive(ctx, run, options, report, since=Progress.of(run))
     return None
 
 
@@ -325,7 +343,7 @@ async def _start(
         dry_run=options.dry_run,
         undo_of=new.undo_of,
     )
-    lock.claim(run.run_id)
+    ctx.claim(lock, run.run_id)
     new.load(run)
     run.update(state=RunState.RUNNING)
     return await _drive(ctx, run, options, report, definitions=definitions)
@@ -352,9 +370,12 @@ async def _drive(
     report: Path | None,
     *,
     definitions: Mapping[str, StatusDefinition] | None = None,
-    resumed: bool = False,
+    since: Progress | None = None,
 ) -> RunSummary:
-    """Run the engine over the run, then record its end, write its report and summarize it."""
+    """Run the engine over the run, then record its end, write its report and summarize it.
+
+    ``since`` is where a resumed run stood when this command took it up (None: a new run,
+    all of it this command's): the summary's ``this_run`` is measured from it."""
     info = run.info()
     spec = JobSpec(
         info.action, info.handles, sync=info.sync is not None, match=MatchKey.parse(info.match)
@@ -407,12 +428,11 @@ async def _drive(
         report=path,
         strict=options.strict,
         lookup=result.lookup,
-        resumed=resumed,
+        resumed=since is not None,
         no_wait=options.no_wait,
+        this_run=(since or NOTHING_YET).since(run, requests=ctx.client.governor.stats.requests),
     )
     run.record_exit(int(summary.exit_code))
-    summary.requests = ctx.client.governor.stats.requests
-    summary.throttled = ctx.client.governor.stats.throttled
     return summary
 
 

@@ -13,6 +13,13 @@ from omneo_status.errors import ConfigError
 from omneo_status.events import Step
 
 
+def utc_stamp(moment: datetime | None = None) -> str:
+    """A time stamp as every log line has it: UTC, to the millisecond, ending in ``Z``
+    (``2026-11-28T18:47:54.132Z``; ``examples/cron-assign-vip.sh`` writes the same)."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class JsonLines:
     """A private (0600) file that records are appended to, one JSON line each, time-stamped
     and flushed as they come (``--log-file`` and ``--trace``)."""
@@ -27,8 +34,11 @@ class JsonLines:
         self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, fields: Mapping[str, Any]) -> None:
-        """Append one record: ``ts`` (UTC, milliseconds), then ``fields``."""
-        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **fields}
+        """Append one record: ``ts`` (:func:`utc_stamp`), then ``fields``."""
+        self.append({"ts": utc_stamp(), **fields})
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record as it is (its ``ts`` already in it)."""
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
 
@@ -38,20 +48,46 @@ class JsonLines:
 
 
 class JsonLogReporter:
-    """A ``Reporter`` that appends one JSON object per event to a private (0600) file."""
+    """A ``Reporter`` that appends one JSON object per event to a private (0600) file.
+
+    Every line carries the ``run_id`` of the run this process works on, so that the lines of
+    two runs sharing one file (overlapping cron jobs) can be told apart. Until the process
+    takes a run up (``bind``), its lines are held, each with its time; they are written with
+    the run's id once it has one, or with ``null`` when the command ends without one.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._out = JsonLines(path, "log file")
         self._counts: dict[Step, int] = {}
+        self.run_id: str | None = None
+        self._held: list[dict[str, Any]] | None = []
+
+    def bind(self, run_id: str) -> None:
+        """Stamp this line and every later one (and those held so far) with ``run_id``."""
+        self.run_id = run_id
+        self._release()
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Write what is held (with ``run_id`` null when no run was taken up), then close."""
+        self._release()
         self._out.close()
 
+    def _release(self) -> None:
+        held, self._held = self._held or [], None
+        for record in held:
+            record["run_id"] = self.run_id
+            self._out.append(record)
+
     def write(self, event: str, **fields: Any) -> None:
-        """Append one event."""
-        self._out.write({"event": event, **fields})
+        """Append one event, stamped with this process's run (a document's own ``run_id``
+        gives way: an exit-4 error names the run holding the lock, not this process's)."""
+        record = {"ts": utc_stamp(), "event": event, "run_id": None, **fields}
+        record["run_id"] = self.run_id
+        if self._held is not None:
+            self._held.append(record)
+        else:
+            self._out.append(record)
 
     def start(self, step: Step, total: int | None = None) -> None:
         """Log a stage's start (once)."""

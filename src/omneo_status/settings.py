@@ -104,15 +104,41 @@ def normalize_base_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def check_private(path: Path, what: str, *, instead: str = "") -> None:
+    """The one rule for a file that holds a token (a token file, or a config file with a plain
+    ``token``): as ssh treats a private key, a file of yours that its group or anyone else can
+    get at (any of the mode bits 077) is refused with ``ConfigError`` and the ``chmod`` that
+    fixes it (``instead``: what else to do, for the hint).
+
+    A file owned by another user (a secret mounted by root for a container, say) is not
+    checked, since its reader cannot change its mode; nor is any file on Windows, whose modes
+    do not say who can read it.
+    """
+    if os.name == "nt":  # pragma: no cover - POSIX modes only
+        return
+    try:
+        status = path.stat()
+    except OSError:
+        return  # reading it says why, in the caller's words
+    if status.st_uid != os.getuid() or not status.st_mode & 0o077:
+        return
+    raise ConfigError(
+        f"The {what} {path} holds a token but others can read it"
+        f" (mode {status.st_mode & 0o777:04o})",
+        hint=f"chmod 600 {path}{instead}",
+    )
+
+
 def read_token_file(path: Path) -> SecretStr:
     """The token stored in ``path``: one line, surrounding whitespace dropped, checked by
     :func:`checked_token`; ``ConfigError`` (never showing the token) when it cannot be read or
-    used."""
+    used, or when others can read it (:func:`check_private`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"Cannot read the token file {path}: {reason}") from None
+    check_private(path, "token file")
     if not text.strip():
         raise ConfigError(f"The token file {path} is empty")
     return checked_token(text, f"in {path}")
@@ -218,12 +244,19 @@ class ConfigFile:
 
     path: Path
     data: Mapping[str, Any]
-    private: bool
-    """Whether only its owner can read it (mode 0600 or stricter), where that can be told."""
+    present: bool = True
+    """Whether the file exists (the default one may not)."""
 
     def profile(self, name: str) -> Mapping[str, Any]:
-        """The ``[tenants.NAME]`` table, or ``ConfigError`` naming the ones that exist."""
+        """The ``[tenants.NAME]`` table, or ``ConfigError`` naming the ones that exist (or
+        saying that there is no config file to hold it)."""
         tenants = self.data.get("tenants", {})
+        if not self.present:
+            raise ConfigError(
+                f"No profile {name!r}: there is no config file ({self.path} does not exist)",
+                hint="Create it with a [tenants.NAME] table (docs/configuration.md), or drop"
+                " --profile.",
+            )
         if not isinstance(tenants, dict) or name not in tenants:
             known = ", ".join(sorted(tenants)) if isinstance(tenants, dict) and tenants else "none"
             raise ConfigError(
@@ -245,24 +278,28 @@ class ConfigFile:
 _PROFILE_KEYS = {"tenant", "base_url", "token_env", "token_file", "token", "keyring", "state_dir"}
 
 
+def config_path(path: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """Where the config file is: ``--config``, else ``OMNEO_CONFIG``, else the default; and
+    whether it was named (a named file must exist)."""
+    value, _ = _pick(path, env, "OMNEO_CONFIG")
+    return (Path(value).expanduser(), True) if value else (default_config_path(), False)
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> ConfigFile:
     """The config file named by ``--config``/``OMNEO_CONFIG``, else the default one if present."""
     env = os.environ if env is None else env
-    value, _ = _pick(path, env, "OMNEO_CONFIG")
-    explicit = value is not None
-    target = Path(value).expanduser() if value else default_config_path()
+    target, explicit = config_path(path, env)
     if not target.exists():
         if explicit:
             raise ConfigError(f"The config file {target} does not exist")
-        return ConfigFile(target, {}, True)
+        return ConfigFile(target, {}, present=False)
     try:
         data = tomllib.loads(target.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read the config file {target}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"The config file {target} is not valid TOML: {exc}") from None
-    private = os.name == "nt" or (target.stat().st_mode & 0o077) == 0
-    return ConfigFile(target, data, private)
+    return ConfigFile(target, data)
 
 
 def mask(secret: SecretStr) -> str:
@@ -335,16 +372,40 @@ class _Context:
         return f"profile {self.profile}" if self.profile else ""
 
 
-def _context(profile: str | None, config: Path | None, env: Mapping[str, str]) -> _Context:
+def _context(
+    profile: str | None,
+    config: Path | None,
+    env: Mapping[str, str],
+    problems: dict[str, str] | None = None,
+) -> _Context:
+    """The config file and the profile to read settings from; ``ConfigError`` when either
+    cannot be used. Given ``problems`` (``config show``), it raises nothing: it puts the
+    error there under ``config_file`` or ``profile`` and goes on without that file or table."""
     profile_name, profile_source = _pick(profile, env, "OMNEO_PROFILE")
-    conf = load_config(config, env)
+    try:
+        conf = load_config(config, env)
+    except ConfigError as exc:
+        if problems is None:
+            raise
+        problems["config_file"] = exc.message
+        conf = ConfigFile(config_path(config, env)[0], {}, present=False)
     if profile_name is None and isinstance(conf.data.get("default_profile"), str):
         profile_name, profile_source = conf.data["default_profile"], f"{conf.path} default_profile"
-    table: Mapping[str, Any] = conf.profile(profile_name) if profile_name else {}
-    sources = {"config_file": str(conf.path) + ("" if conf.path.exists() else " (not present)")}
+    table: Mapping[str, Any] = {}
+    if problems is not None and profile_name and "config_file" in problems:
+        problems["profile"] = f"{profile_name} not read: the config file cannot be used"
+    elif profile_name:
+        try:
+            table = conf.profile(profile_name)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems["profile"] = exc.message
+    sources = {"config_file": str(conf.path) + ("" if conf.present else " (not present)")}
     if profile_name:
         sources["profile"] = f"{profile_name} ({profile_source})"
-    return _Context(conf, table, profile_name, sources)
+    unusable = problems is not None and "profile" in problems
+    return _Context(conf, table, None if unusable else profile_name, sources)
 
 
 def _state_dir(flag: Path | None, env: Mapping[str, str], context: _Context) -> tuple[Path, str]:
@@ -422,11 +483,7 @@ def _token(
         return _keyring_token(context.profile or "", table["keyring"]), f"{where} (keyring)"
     if table.get("token"):
         conf = context.conf
-        if not conf.private:
-            raise ConfigError(
-                f"{conf.path} holds a token in plain text but others can read it",
-                hint=f"chmod 600 {conf.path}, or use token_env / token_file / keyring instead.",
-            )
+        check_private(conf.path, "config file", instead=", or use token_env, token_file or keyring")
         token = checked_token(str(table["token"]), f"in {conf.path} ({where})")
         return token, f"{where} (config file)"
     return None
@@ -480,17 +537,20 @@ def describe_settings(
     """What ``config show`` lists: ``config_file``, ``profile``, ``base_url``, ``token`` (masked),
     ``state_dir`` and ``transport``, each with its source.
 
-    It does not stop at a missing or unusable tenant or token: that setting comes back with
-    ``missing=True`` and a value saying what is wrong or what to set (a token is never shown
-    beyond :func:`mask`). Only a config file that cannot be used (missing when named, not TOML,
-    an unknown profile or key) still raises ``ConfigError``, since every setting depends on it.
+    It raises nothing: a setting that is missing or cannot be used (a config file named but
+    absent or not TOML, a profile it lacks, a tenant or a token) comes back with
+    ``missing=True`` and a value saying what is wrong or what to set, and the others are read
+    without it (a token is never shown beyond :func:`mask`).
     """
     env = os.environ if env is None else env
-    context = _context(flags.get("profile"), flags.get("config"), env)
+    problems: dict[str, str] = {}
+    context = _context(flags.get("profile"), flags.get("config"), env, problems)
     state, state_source = _state_dir(flags.get("state_dir"), env, context)
     views = [
-        SettingView("config_file", context.sources["config_file"], ""),
-        SettingView("profile", context.sources.get("profile", "(none)"), ""),
+        SettingView(key, f"unusable: {problems[key]}", "", missing=True)
+        if key in problems
+        else SettingView(key, context.sources.get(key, "(none)"), "")
+        for key in ("config_file", "profile")
     ]
     try:
         url = _base_url(flags.get("tenant"), flags.get("base_url"), env, context)

@@ -63,13 +63,75 @@ class BatchSummary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ThisRun:
+    """What one command did to its run, as opposed to the whole run's counts: a re-run of a
+    finished job did nothing, and a resumed run did only what was left."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
+    """Rows this command gave their outcome, per outcome (every outcome, zeros included); a
+    row it followed from ``sent`` to its end counts under its end."""
+    batches: int = 0
+    """Batches this command sent that the tenant accepted."""
+    profiles_sent: int = 0
+    """Profiles in those batches."""
+    requests: int = 0
+    """HTTP requests this command made."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``this_run`` object of the summary."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stood when a command took it up: what ``this_run`` is measured from."""
+
+    counts: dict[Outcome, int]
+    sent: frozenset[int]
+    """The lines whose outcome was ``sent`` (their batch not followed to its end)."""
+    chunks: frozenset[int]
+    """The chunks that had a batch id."""
+
+    @classmethod
+    def of(cls, run: RunJournal) -> Progress:
+        """The run as the journal holds it now."""
+        return cls(
+            counts=run.counts(),
+            sent=frozenset(row.line for row in run.rows_with_outcome([Outcome.SENT])),
+            chunks=frozenset(chunk.chunk for chunk in run.chunks() if chunk.batch_id),
+        )
+
+    def since(self, run: RunJournal, *, requests: int) -> ThisRun:
+        """What happened to the run since this point, by a command that made ``requests``.
+
+        A row's outcome, once given, changes only from ``sent`` to its end; so every other
+        outcome's growth is the rows given it now, and ``sent`` counts its new lines.
+        """
+        now = Progress.of(run)
+        counts = {o.value: now.counts.get(o, 0) - self.counts.get(o, 0) for o in Outcome}
+        counts[Outcome.SENT.value] = len(now.sent - self.sent)
+        accepted = [c for c in run.chunks() if c.batch_id and c.chunk not in self.chunks]
+        return ThisRun(
+            counts=counts,
+            batches=len(accepted),
+            profiles_sent=sum(chunk.profiles for chunk in accepted),
+            requests=requests,
+        )
+
+
+NOTHING_YET = Progress(counts={}, sent=frozenset(), chunks=frozenset())
+"""A new run's starting point: everything it holds was done by the command that made it."""
+
+
 @dataclass
 class RunSummary:
     """Everything the summary table and ``--json`` show about a run.
 
     The flags say what happened without wording it; the CLI words them:
     ``already_finished`` (the same job had finished: nothing was done again), ``resumed``
-    (an earlier run of the job was continued), ``gave_up`` (batches were accepted but not
+    (an earlier run of the job was continued; ``this_run`` says what this command did),
+    ``gave_up`` (batches were accepted but not
     awaited to their end: exit 5, the run can be resumed), ``no_wait`` (the run did not wait
     for its batches on purpose).
     """
@@ -91,17 +153,26 @@ class RunSummary:
     already_finished: bool = False
     gave_up: bool = False
     no_wait: bool = False
-    requests: int = 0
-    throttled: int = 0
+    this_run: ThisRun = field(default_factory=ThisRun)
+    """What this command did (nothing, for a finished job shown again)."""
     sync: SyncPlan | None = None
     """A sync's plan (None for other runs)."""
     match: str = "email"
     """The key rows were matched by (``email``, ``mobile``, ``id``, ``identity:HANDLE``)."""
+    undoes: str | None = None
+    """For an undo, what the run it reverses did (``sync``, ``assign``, ``remove``); None
+    otherwise."""
 
     @property
     def verb(self) -> str:
         """What the run did, as the summary names it: ``sync``, or its action."""
         return "sync" if self.sync is not None else self.action.value
+
+    @property
+    def what(self) -> str:
+        """What the run did, as its title names it: its verb, or ``undo of sync`` (of
+        ``assign``, of ``remove``) for an undo, whose own action is only half the story."""
+        return f"undo of {self.undoes}" if self.undoes is not None else self.verb
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``--json`` document (a sync's adds ``sync``, its plan)."""
@@ -112,6 +183,8 @@ class RunSummary:
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "state": self.state,
+            "already_finished": self.already_finished,
+            "resumed": self.resumed,
             "rows": self.rows,
             "counts": self.counts,
             "batches": [batch.to_json() for batch in self.batches],
@@ -121,6 +194,7 @@ class RunSummary:
                 if self.lookup is not None
                 else {"mode": None, "requests": 0, "reason": None, "warning": None}
             ),
+            "this_run": self.this_run.to_json(),
             "report": str(self.report),
             "exit_code": int(self.exit_code),
         }
@@ -144,6 +218,7 @@ class RunView:
     state: str
     """As a person should read it: a dead ``running`` run is ``interrupted``."""
     rows: int
+    """Every row of the run, a sync's holder rows included (the sum of ``counts``)."""
     counts: dict[str, int]
     """Rows per outcome, counted as the report counts them; while the run is live, rows not
     yet decided are counted under ``pending``."""
@@ -230,8 +305,10 @@ def summarize(
     resumed: bool = False,
     already_finished: bool = False,
     no_wait: bool = False,
+    this_run: ThisRun | None = None,
 ) -> RunSummary:
-    """The run's summary from its journal; its exit code follows ``exit_code_of``."""
+    """The run's summary from its journal; its exit code follows ``exit_code_of``.
+    ``this_run`` is what this command did (None: nothing)."""
     info = run.info()
     counts = outcome_counts(run, info.state)
     batches = [
@@ -263,11 +340,22 @@ def summarize(
         already_finished=already_finished,
         gave_up=info.state is RunState.GAVE_UP,
         no_wait=no_wait,
+        this_run=this_run or ThisRun(),
         sync=SyncPlan.of(info.sync),
         match=info.match,
+        undoes=_undone_verb(run, info.undo_of),
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary
+
+
+def _undone_verb(run: RunJournal, undo_of: str | None) -> str | None:
+    """What the run an undo reverses did (None for a run that is no undo, or whose undone run
+    was pruned from the journal: its title is then its own action's)."""
+    undone = run.journal.run_info(undo_of) if undo_of is not None else None
+    if undone is None:
+        return None
+    return "sync" if undone.sync is not None else undone.action.value
 
 
 def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
@@ -284,7 +372,7 @@ def exit_code_of(summary: RunSummary, *, strict: bool) -> ExitCode:
     return ExitCode.OK
 
 
-_WORDED = frozenset({"action", "state", "counts"})
+_WORDED = frozenset({"action", "state", "counts", "rows"})
 """The fields a ``RunView`` works out; it copies the others from the run's ``RunInfo``."""
 
 
@@ -294,9 +382,11 @@ def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
     if state in LIVE and not running:
         state = RunState.INTERRUPTED
     kept = {f.name: getattr(info, f.name) for f in fields(RunView) if f.name not in _WORDED}
+    counts = outcome_counts(run, state, live=state in LIVE)
     return RunView(
         action="sync" if info.sync is not None else info.action.value,
         state=state.value,
-        counts=outcome_counts(run, state, live=state in LIVE),
+        rows=sum(counts.values()),  # a sync's holder rows too, as its summary counts them
+        counts=counts,
         **kept,
     )

@@ -83,17 +83,21 @@ class MissingBatch:
     that it does not, or cannot tell (None): see ``batches_endpoint_shown``."""
 
 
-def batches_endpoint_shown(message: object) -> bool | None:
+def batches_endpoint_shown(message: object, *, made_up: bool = False) -> bool | None:
     """What the ``message`` of a 404 to ``GET /v3/batches/{id}`` says of the endpoint: a
-    missing record ("No query results for model [Batch].") shows that it exists, a bare "Not
-    Found" or a routing error that it does not; any other answer cannot tell (None)."""
+    missing record ("No query results for model [Batch].") shows that it exists, a routing
+    error that it does not, and so does a bare "Not Found" for a batch the tenant gave; for a
+    ``made_up`` id (doctor's probe) a bare "Not Found" cannot tell, since a tenant that serves
+    batches may answer it for an id it does not hold. Any other answer cannot tell (None)."""
     if not isinstance(message, str):
         return None
     text = message.strip().lower()
+    if "route" in text:  # first: a routing error names the path, batches and all
+        return False
     if "no query results" in text or "batch" in text:
         return True
-    if text.rstrip(".") == "not found" or "route" in text:
-        return False
+    if text.rstrip(".") == "not found":
+        return None if made_up else False
     return None
 
 

@@ -375,21 +375,29 @@ class _Doctor:
         detail = {
             True: "GET /v3/batches/{id} exists: batches are polled",
             False: "GET /v3/batches/{id} does not exist: runs check profiles instead",
-            None: f"unknown whether GET /v3/batches/{{id}} exists (it answered {answer.status})",
+            None: f"cannot tell whether GET /v3/batches/{{id}} exists: a made-up id answered"
+            f" {answer.status}{_said(answer)}; a run finds out from its first batch",
         }[exists]
         self.add("batches_endpoint", "ok" if exists is not None else "warn", detail)
 
 
+def _message(answer: ProbeAnswer) -> str | None:
+    return answer.body.get("message") if isinstance(answer.body, dict) else None
+
+
+def _said(answer: ProbeAnswer) -> str:
+    message = _message(answer)
+    return f" ({message!r})" if isinstance(message, str) and message.strip() else ""
+
+
 def _batches_endpoint(answer: ProbeAnswer) -> bool | None:
-    """Whether the batches endpoint exists, as far as the answer for an unknown id tells:
-    a "no such batch" 404 says yes, a "no such route" 404 says no, anything else: unknown."""
+    """Whether the batches endpoint exists, as far as the answer for a made-up id tells (a
+    bare 404 cannot: see ``batches_endpoint_shown``)."""
     if answer.status < 300:
         return True
     if answer.status != 404:
         return None
-    return batches_endpoint_shown(
-        answer.body.get("message") if isinstance(answer.body, dict) else None
-    )
+    return batches_endpoint_shown(_message(answer), made_up=True)
 
 
 def _describe_statuses(statuses: list[StatusDefinition]) -> str:

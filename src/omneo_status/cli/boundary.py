@@ -21,6 +21,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
+from omneo_status import __version__
 from omneo_status.cli import console
 from omneo_status.errors import ConfigError, ExitCode, Interrupted, OmneoStatusError, UsageError
 
@@ -59,8 +60,11 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 def sandbox_missing() -> ConfigError:
     """The error for ``--sandbox`` or ``sandbox`` without the sandbox's server libraries."""
     return ConfigError(
-        "The sandbox needs its server libraries",
-        hint="Install the extra: pip install 'omneo-status[sandbox]' (uv run has it).",
+        "The sandbox needs its server libraries (the `sandbox` extra)",
+        hint="Install the tool again with the extra, from where it came: a checkout (pipx"
+        " install '.[sandbox]') or a wheel (uv tool install"
+        f" './omneo_status-{__version__}-py3-none-any.whl[sandbox]'); uv run in a checkout"
+        " has it.",
     )
 
 

@@ -347,7 +347,7 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
     from rich.table import Table
 
     out = stderr() if err else stdout()
-    verb = f"Dry run of {summary.verb}" if summary.dry_run else summary.verb.capitalize()
+    verb = f"Dry run of {summary.what}" if summary.dry_run else summary.what.capitalize()
     title = f"{verb} {', '.join(summary.handles)} - run {summary.run_id}{title_note}"
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("outcome")
@@ -399,13 +399,14 @@ def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
         )
 
 
-def summary_line(summary: RunSummary) -> str:
-    """A run's summary in one line (what ``--quiet`` prints)."""
+def summary_line(summary: RunSummary, *, note: str = "") -> str:
+    """A run's summary in one line (what ``--quiet`` prints); ``note`` follows the handles
+    as it follows the table's title (``(already finished: nothing sent)``)."""
     verb = "dry run of " if summary.dry_run else ""
     counts = summary.counts
     shown = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "nothing to do"
     return (
-        f"{verb}{summary.verb} {','.join(summary.handles)}: {shown}"
+        f"{verb}{summary.what} {','.join(summary.handles)}{note}: {shown}"
         f" ({summary.rows} rows); run {summary.run_id}; report {summary.report}"
     )
 

@@ -185,7 +185,13 @@ MATCH = defaulted(
     metavar="KEY",
 )
 DRY_RUN = switch("--dry-run", help="Do every read and no write: preview the real plan.", panel=RUN)
-YES = switch("--yes", "-y", help="Do not ask before writing.", panel=RUN)
+YES = switch(
+    "--yes",
+    "-y",
+    help="Do not ask before writing. Off a terminal (cron, a pipe) nothing can ask: the run"
+    " writes without asking all the same, and warns unless --yes is given.",
+    panel=RUN,
+)
 CHUNK_SIZE = defaulted(
     int,
     options.CHUNK_SIZE,
@@ -272,7 +278,10 @@ REPORT = optional(
     panel=OUT,
 )
 LOG_FILE = optional(
-    Path, "--log-file", help="Append every stage and failure as JSON lines.", panel=OUT
+    Path,
+    "--log-file",
+    help="Append every stage and failure as JSON lines, each naming its run (run_id).",
+    panel=OUT,
 )
 TRACE = optional(
     Path,
@@ -281,7 +290,13 @@ TRACE = optional(
     panel=OUT,
 )
 JSON = switch("--json", help="Print one JSON document on stdout.", panel=OUT)
-QUIET = switch("--quiet", "-q", help="Print only errors and the final line.", panel=OUT)
+QUIET = switch(
+    "--quiet",
+    "-q",
+    help="Only warnings and errors on stderr; stdout gets one summary line (or the report, with"
+    " --report -).",
+    panel=OUT,
+)
 VERBOSE = defaulted(
     int,
     0,

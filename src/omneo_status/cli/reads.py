@@ -35,7 +35,10 @@ from omneo_status.errors import UsageError
 from omneo_status.models import Batch, StatusDefinition
 from omneo_status.settings import describe_settings, resolve_state_dir
 
-STATUSES_EPILOG = "Example:\n\n  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status statuses --json"
+STATUSES_EPILOG = (
+    "Example:\n\n  export OMNEO_TENANT=acme OMNEO_TOKEN_FILE=~/.config/omneo-status/token\n\n"
+    "  omneo-status statuses --json"
+)
 BATCH_EPILOG = "Example:\n\n  omneo-status batch 9f1c2e4a-... --json"
 DOCTOR_EPILOG = (
     "Examples:\n\n  omneo-status doctor\n\n  omneo-status doctor --json --trace doctor.jsonl"
@@ -43,7 +46,13 @@ DOCTOR_EPILOG = (
 RUNS_EPILOG = "Examples:\n\n  omneo-status runs --limit 5 --json\n\n  omneo-status runs --prune 90"
 CONFIG_SHOW_EPILOG = (
     "Examples:\n\n  omneo-status config show --profile acme\n\n"
-    "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status config show --json"
+    "  OMNEO_TENANT=acme omneo-status config show --json"
+)
+
+
+_NO_BATCH_HINT = (
+    "Check the id: a run's batch ids are in its summary and in its report's batch_id column."
+    " Whether this tenant serves GET /v3/batches/{id} at all, `omneo-status doctor` says."
 )
 
 
@@ -75,10 +84,7 @@ def batch(batch_id: BatchIdArg, given: Given) -> None:
     with _reading(given) as s:
         found = boundary.run(s.rt, lambda: s.call(lambda c: c.get_batch(batch_id)))
         if not isinstance(found, Batch):
-            raise UsageError(
-                f"No batch {batch_id!r} on this tenant",
-                hint="The tenant may not offer the batch endpoint; check the profiles.",
-            )
+            raise UsageError(f"No batch {batch_id!r} on this tenant", hint=_NO_BATCH_HINT)
     if given[JSON]:
         console.print_json(found.to_json())
     else:
@@ -124,7 +130,8 @@ def runs(given: Given) -> None:
 def config_show(given: Given) -> None:
     """Print the effective configuration and where each value came from; the token masked.
 
-    What is missing is marked, not an error: this is the command to find out what is.
+    What is missing or unusable (a config file or a profile too) is marked, not an error: it
+    exits 0, since this is the command to find out what is.
     """
     with boundary.guard(given[JSON]):
         views = describe_settings(**sources(given))

@@ -22,7 +22,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Examples:\n\n  omneo-status assign vip examples/emails.csv --sandbox\n\n"
-    "  OMNEO_TENANT=acme OMNEO_TOKEN=... omneo-status assign vip customers.csv --dry-run\n\n"
+    "  export OMNEO_TENANT=acme OMNEO_TOKEN_FILE=~/.config/omneo-status/token\n\n"
+    "  omneo-status assign vip customers.csv --dry-run\n\n"
     "Network: HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE are read as httpx reads them;"
     " OMNEO_TRANSPORT=httpx sends every request through httpx's own transport (a way round a"
     " bug in the tool's own; docs/network.md).\n\n" + EXIT_CODES_HELP,

@@ -8,6 +8,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from enum import Enum
 from pathlib import Path
 from typing import NoReturn
 
@@ -149,10 +150,29 @@ def _handles(text: str) -> tuple[str, ...]:
     return handles
 
 
-def _asks(rt: Runtime, given: Given, options: RunOptions, conn: Connection) -> bool:
-    """Whether the run asks before it writes: a person is there to answer, and neither --yes,
-    a dry run nor --sandbox says not to (a rehearsal in the sandbox changes nothing real)."""
-    return not (given[YES] or options.dry_run or conn.sandbox) and rt.interactive()
+class Asking(Enum):
+    """Whether a run asks before its first write."""
+
+    ASK = "ask"
+    """A person is there to answer."""
+    TOLD = "told"
+    """Nothing to ask: --yes, a dry run, or --sandbox (a rehearsal changes nothing real)."""
+    NOBODY = "nobody"
+    """It would ask, but stdin or stderr is not a terminal: it writes without asking, and
+    says so in a warning (cron is how unattended runs are meant to go; --yes silences it)."""
+
+
+UNASKED = (
+    "Writing without asking: stdin or stderr is not a terminal, so nobody can answer"
+    " (pass --yes to say that is meant)"
+)
+
+
+def _asking(rt: Runtime, given: Given, options: RunOptions, conn: Connection) -> Asking:
+    """Whether the run asks before it writes (see ``Asking``)."""
+    if given[YES] or options.dry_run or conn.sandbox:
+        return Asking.TOLD
+    return Asking.ASK if rt.interactive() else Asking.NOBODY
 
 
 def _from_file(
@@ -188,7 +208,7 @@ def _from_file(
                     ctx, spec, options, source, report=report, fresh=given[FRESH]
                 ),
                 spec=spec,
-                ask=_asks(rt, given, options, conn),
+                asking=_asking(rt, given, options, conn),
             )
     _finish(summary, out, fresh_advice=True)
 
@@ -207,16 +227,18 @@ def _by_id(undo: bool, run_id: str, given: Given) -> None:
                 options,
                 lambda ctx: runner(ctx, run_id, options, report=report),
                 spec=None,
-                ask=_asks(rt, given, options, conn),
+                asking=_asking(rt, given, options, conn),
             )
     _finish(summary, out, fresh_advice=False)
 
 
 def _execute(
-    session: Session, options: RunOptions, job: Job, *, spec: JobSpec | None, ask: bool
+    session: Session, options: RunOptions, job: Job, *, spec: JobSpec | None, asking: Asking
 ) -> RunSummary:
     """Drive one job with the session's client and display; log its end."""
-    shown, rt = session.shown, session.rt
+    shown, rt, log = session.shown, session.rt, session.log
+    if asking is Asking.NOBODY:
+        session.reporter.warn(UNASKED)
     facts = session.facts()
 
     def confirm(preview: console.PlanPreview) -> bool:
@@ -230,10 +252,11 @@ def _execute(
                 base_url=session.settings.base_url,
                 state_dir=session.settings.state_dir,
                 reporter=session.reporter,
-                confirm=confirm if ask else None,
+                confirm=confirm if asking is Asking.ASK else None,
                 sleep=rt.sleep,
                 clock=rt.clock,
                 facts=facts,
+                on_run=log.bind if log is not None else None,
             )
             ticker = asyncio.ensure_future(_tick(rt, shown)) if shown.ticks else None
             try:
@@ -248,11 +271,11 @@ def _execute(
     try:
         summary = boundary.run(rt, go)
     except OmneoStatusError as exc:
-        if session.log is not None:
-            session.log.write("error", **boundary.advice(exc).to_json())
+        if log is not None:
+            log.write("error", **boundary.advice(exc).to_json())
         raise
-    if session.log is not None:
-        session.log.write("summary", **summary.to_json())
+    if log is not None:
+        log.write("summary", **summary.to_json())
     return summary
 
 
@@ -277,13 +300,17 @@ def _advice_of(summary: RunSummary, *, fresh_advice: bool) -> list[str]:
 
 
 def _finish(summary: RunSummary, out: Output, *, fresh_advice: bool) -> NoReturn:
+    """Show the summary (stdout: the table, one line, the JSON document, or the report) and
+    the advice its flags call for, then exit with its code. ``--quiet`` leaves stderr to
+    warnings and errors whatever stdout gets."""
     if out.json:
         console.print_json(summary.to_json())
     elif out.report_to_stdout:
-        console.render_summary(summary, title_note=_title_note(summary), err=True)
+        if not out.quiet:
+            console.render_summary(summary, title_note=_title_note(summary), err=True)
         console.print_text(summary.report.read_text(encoding="utf-8"))
     elif out.quiet:
-        console.print_line(console.summary_line(summary))
+        console.print_line(console.summary_line(summary, note=_title_note(summary)))
     else:
         console.render_summary(summary, title_note=_title_note(summary))
     for advice in _advice_of(summary, fresh_advice=fresh_advice):
