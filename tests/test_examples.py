@@ -319,7 +319,6 @@ def test_cron_wrapper_keeps_the_last_summary_through_a_failed_and_a_locked_run(
     summary = last.read_text(encoding="utf-8")
     run_id = json.loads(summary)["run_id"]
     assert json.loads(summary)["counts"]["assigned"] == 4
-    assert last_any.read_text(encoding="utf-8") == summary
 
     # Exit 1: another export, with a token the tenant refuses.
     other = EXAMPLES / "shopify-customers.csv"
