@@ -23,16 +23,6 @@ _BOM = b"\xef\xbb\xbf"
 _SIGNATURES = (
     (b"\xff\xfe", "a UTF-16 file (it starts with a UTF-16 byte order mark)", UTF8_HINT),
     (b"\xfe\xff", "a UTF-16 file (it starts with a UTF-16 byte order mark)", UTF8_HINT),
-    (
-        b"PK\x03\x04",
-        "a spreadsheet (.xlsx) or another zip file, not a CSV",
-        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
-    ),
-    (
-        b"\xd0\xcf\x11\xe0",
-        "an Excel 97-2003 spreadsheet (.xls), not a CSV",
-        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
-    ),
 )
 _SIGNATURE_BYTES = 4
 _CHUNK_BYTES = 1 << 16
@@ -43,18 +33,19 @@ _EOL_BYTE = re.compile(rb"[\r\n]")
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 
 
-def decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
-    """The file's physical lines as text, each ending in "\\n" whatever the file used.
+def decoded_lines(stream: BinaryIO, name: str, head: bytes = b"") -> Iterator[str]:
+    """The file's physical lines as text, each ending in "\\n" whatever the file used; ``head``
+    is what was read of the file already.
 
     Lines are split on LF, CRLF or a lone CR and decoded one at a time, so a bad byte is reported
     with its own line number and memory never holds more than one (bounded) line.
     """
-    for number, raw in enumerate(_raw_lines(stream, name), start=1):
+    for number, raw in enumerate(_raw_lines(stream, name, head), start=1):
         yield _decode_line(raw, name=name, line=number) + "\n"
 
 
-def _raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
-    pending = _file_start(stream, name)
+def _raw_lines(stream: BinaryIO, name: str, head: bytes) -> Iterator[bytes]:
+    pending = _file_start(stream, name, head)
     number = 0
     eof = False
     while not eof:
@@ -75,13 +66,14 @@ def _raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
         yield pending
 
 
-def _file_start(stream: BinaryIO, name: str) -> bytes:
-    """The first bytes of the stream, without a UTF-8 byte order mark.
+def _file_start(stream: BinaryIO, name: str, start: bytes) -> bytes:
+    """The first bytes of the stream (after ``start``, those read already), without a UTF-8
+    byte order mark.
 
-    A file whose first bytes say it is UTF-16 or a spreadsheet is refused here, before any line
-    is decoded (a UTF-16 file would otherwise read as a bad byte, an .xlsx as binary noise).
+    A file whose first bytes say it is UTF-16 is refused here, before any line is decoded (it
+    would otherwise read as a bad byte). A workbook never gets here: ``inputs.read_rows`` reads
+    it as one (:mod:`omneo_status.sheets`).
     """
-    start = b""
     while len(start) < _SIGNATURE_BYTES:
         chunk = stream.read(_SIGNATURE_BYTES - len(start))
         if not chunk:
@@ -106,7 +98,7 @@ def _decode_line(raw: bytes, *, name: str, line: int) -> str:
     if "\x00" in text:
         raise InputError(
             f"{name}, line {line}: a NUL byte at column {text.index(chr(0)) + 1}",
-            hint="Is this a spreadsheet (.xlsx) or a UTF-16 file? " + UTF8_HINT,
+            hint="Is this a UTF-16 file? " + UTF8_HINT,
         )
     if len(text) > MAX_CELL_CHARS:
         raise too_long(name=name, line=line, chars=len(text), one_cell=not _has_delimiter(text))

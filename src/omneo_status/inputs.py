@@ -19,6 +19,7 @@ first record.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import re
 import sys
@@ -26,12 +27,13 @@ import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 
+from omneo_status import sheets
 from omneo_status.csvtext import DELIMITERS as DELIMITERS  # the reader's, re-exported
 from omneo_status.csvtext import MAX_CELL_CHARS as MAX_CELL_CHARS
 from omneo_status.csvtext import decoded_lines, too_long
-from omneo_status.errors import InputError
+from omneo_status.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import _csv
@@ -205,8 +207,14 @@ class InputRow:
     canonical: str = field(init=False)
     """The cell as the rule compares it (:func:`email_key`): equal for two rows exactly when
     they name the same profile key."""
+    refused: str | None = field(init=False)
+    """Why the cell cannot be a key whatever it reads (a workbook's number with a fraction, a
+    date ...: a :class:`~omneo_status.sheets.Refused` cell), or None."""
 
     def __post_init__(self) -> None:
+        refused = self.key.reason if isinstance(self.key, sheets.Refused) else None
+        object.__setattr__(self, "key", str(self.key))
+        object.__setattr__(self, "refused", refused)
         address = self.rule.normalize(self.key)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "canonical", self.rule.key(address))
@@ -223,6 +231,8 @@ class InputLayout:
     """0-based index of the key column (the email column of an email run)."""
     column_name: str | None
     """The header cell as written, or None when the file has no header."""
+    sheet: str | None = None
+    """The name of the workbook's sheet read, or None for a CSV."""
 
 
 @contextmanager
@@ -244,35 +254,76 @@ def open_input(path: str, stdin: BinaryIO | None = None) -> Iterator[BinaryIO]:
 
 
 def read_rows(
-    stream: BinaryIO, *, name: str, column: str | None = None, rule: KeyRule = EMAIL_RULE
+    stream: BinaryIO,
+    *,
+    name: str,
+    column: str | None = None,
+    rule: KeyRule = EMAIL_RULE,
+    sheet: str | None = None,
 ) -> tuple[InputLayout, Iterator[InputRow]]:
-    """Decide the layout of a CSV of emails and return it with a lazy iterator of its rows.
+    """Decide the layout of a CSV (or a workbook's sheet) of emails and return it with a lazy
+    iterator of its rows.
 
-    ``name`` is how errors refer to the file. ``column`` names the email column's header; without
-    it, the one header such as ``Email`` or ``E-mail Address`` is found (two such headers are an
-    error asking for ``column``), or a one-column file starting with an address is read as having
-    no header. Problems found before the first row (an empty file, a UTF-16 or spreadsheet file,
-    no email column) raise here; problems further down (a bad byte, a NUL, a huge cell, a quote
-    that swallows rows) raise while iterating, so callers should iterate to the end before acting
-    on the rows. The iterator accounts for every physical line of the file and raises rather than
-    end early. Blank records are skipped; a record too short to reach the email column gives
-    ``key=""``.
+    ``stream`` is a binary file or pipe. ``name`` is how errors refer to the file. ``column``
+    names the email column's header; without it, the one header such as ``Email`` or ``E-mail
+    Address`` is found (two such headers are an error asking for ``column``), or a one-column
+    file starting with an address is read as having no header. Problems found before the first
+    row (an empty file, a UTF-16 file, no email column) raise here; problems further down (a bad
+    byte, a NUL, a huge cell, a quote that swallows rows) raise while iterating, so callers
+    should iterate to the end before acting on the rows. The iterator accounts for every
+    physical line of the file and raises rather than end early. Blank records are skipped; a
+    record too short to reach the email column gives ``key=""``.
+
+    A workbook (.xlsx, .xls, .ods: known by its first bytes) is read through
+    :func:`omneo_status.sheets.sheet_records`: its sheet ``sheet`` (a name or a number from 1;
+    the first by default), with the sheet's row numbers as lines and errors naming the sheet.
+    ``sheet`` for a CSV is a ``UsageError``.
 
     ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
     and how it is normalised (the email policy by default).
     """
-    feed = _LineFeed(decoded_lines(stream, name), name=name)
-    head = feed.read_head()
-    feed.delimiter = sniff_delimiter(head) if head is not None else ","
-    records = _records(csv.reader(feed, delimiter=feed.delimiter), feed)
-    first = next(records, None) if head is not None else None
+    opened = _opened(stream, name=name, sheet=sheet)
+    first = next(opened.records, None)
     if first is None:
-        raise InputError(f"{name}: the file is empty")
+        raise InputError(
+            f"{opened.name}: the {'file' if opened.sheet is None else 'sheet'} is empty"
+        )
     line, cells, _ = first
     layout = _choose_layout(
-        cells, delimiter=feed.delimiter, line=line, name=name, column=column, rule=rule
+        cells, delimiter=opened.delimiter, line=line, name=opened.name, column=column, rule=rule
     )
-    return layout, _rows(first, records, layout, name=name, rule=rule)
+    layout = dataclasses.replace(layout, sheet=opened.sheet)
+    return layout, _rows(first, opened.records, layout, name=opened.name, rule=rule)
+
+
+class _Opened(NamedTuple):
+    """An input opened for its records: a CSV, or one sheet of a workbook."""
+
+    name: str
+    """How messages name it (a sheet's says which)."""
+    delimiter: str
+    records: Iterator[tuple[int, list[str], list[str]]]
+    sheet: str | None
+
+
+def _opened(stream: BinaryIO, *, name: str, sheet: str | None) -> _Opened:
+    """The input's records: a workbook's (known by its first bytes) or a CSV's."""
+    start = stream.read(len(sheets.SIGNATURES[0]))
+    if sheets.is_workbook(start):
+        book = sheets.sheet_records(start + stream.read(), name=name, sheet=sheet)
+        return _Opened(book.label, ",", book.records, book.sheet)
+    if sheet is not None:
+        raise UsageError(
+            f"--sheet {sheet!r}: {name} is read as a CSV, not a workbook",
+            hint="Leave out --sheet, or give a workbook (.xlsx, .xls or .ods).",
+        )
+    feed = _LineFeed(decoded_lines(stream, name, start), name=name)
+    head = feed.read_head()
+    if head is None:
+        return _Opened(name, ",", iter(()), None)
+    feed.delimiter = sniff_delimiter(head)
+    records = _records(csv.reader(feed, delimiter=feed.delimiter), feed)
+    return _Opened(name, feed.delimiter, records, None)
 
 
 def sniff_delimiter(line: str) -> str:

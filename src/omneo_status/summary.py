@@ -97,6 +97,9 @@ class RunSummary:
     """A sync's plan (None for other runs)."""
     match: str = "email"
     """The key rows were matched by (``email``, ``mobile``, ``id``, ``identity:HANDLE``)."""
+    input: str = ""
+    """What the run read: the file (``-``: ``<stdin>``) and a workbook's sheet
+    (``tiers.xlsx, sheet 'Customers'``), or ``undo of RUN_ID``."""
 
     @property
     def verb(self) -> str:
@@ -109,6 +112,7 @@ class RunSummary:
             "action": self.verb,
             "handles": list(self.handles),
             "match": self.match,
+            "input": self.input,
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "state": self.state,
@@ -265,6 +269,7 @@ def summarize(
         no_wait=no_wait,
         sync=SyncPlan.of(info.sync),
         match=info.match,
+        input=info.input_name,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary
