@@ -264,6 +264,20 @@ def test_an_excel_97_file_cut_short_says_so() -> None:
     )
 
 
+def test_a_workbook_without_a_worksheet() -> None:
+    import re
+    import zipfile
+
+    source, data = zipfile.ZipFile(book("xlsx")), io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        for item in source.infolist():
+            part = source.read(item.filename)
+            if item.filename == "xl/workbook.xml":  # its list of sheets emptied
+                part = re.sub(rb"<sheets>.*</sheets>", b"<sheets/>", part, flags=re.DOTALL)
+            archive.writestr(item, part)
+    assert error_of(data.getvalue()).message == "book: the workbook has no worksheet"
+
+
 def test_a_zip_that_is_no_workbook() -> None:
     import zipfile
 
