@@ -58,6 +58,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "action",
         "handles",
         "match",
+        "input",
         "dry_run",
         "run_id",
         "rows",
@@ -81,6 +82,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
     # Nine addresses and a 31-profile tenant: its one page is the cheapest plan.
     assert doc["lookup"]["mode"] == "scan" and doc["lookup"]["requests"] == 1
     assert doc["action"] == "assign" and doc["handles"] == ["vip"] and doc["dry_run"] is False
+    assert doc["input"] == EMAILS
     assert doc["rows"] == 9
     assert doc["counts"] == {
         "assigned": 4,

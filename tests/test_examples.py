@@ -86,6 +86,7 @@ EXPECTED = {
 
 def test_every_example_csv_is_tested() -> None:
     assert {path.name for path in EXAMPLES.glob("*.csv")} == set(EXPECTED)
+    assert {path.name for path in EXAMPLES.glob("*.xls*")} == {"tiers.xlsx"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -99,6 +100,25 @@ def test_example_csv_gives_the_documented_outcomes(sandbox: Sandbox, name: str) 
     assert summary["verified"]["problems"] == []
     report = report_rows(Path(summary["report"]))
     assert [int(row["line"]) for row in report] == sorted(int(row["line"]) for row in report)
+
+
+@pytest.mark.parametrize(
+    ("sheet", "counts"),
+    [(None, {"assigned": 4, "already_had": 1}), ("Left", {"assigned": 1})],
+)
+def test_example_workbook_gives_the_documented_outcomes_per_sheet(
+    sandbox: Sandbox, sheet: str | None, counts: dict[str, int]
+) -> None:
+    path = EXAMPLES / "tiers.xlsx"
+    args = ("--sheet", sheet) if sheet else ()
+    result = sandbox.run("assign", "vip", str(path), *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = summary_of(result)
+    assert {k: v for k, v in summary["counts"].items() if v} == counts
+    assert summary["input"] == f"{path}, sheet {sheet or 'Customers'!r}"
+    assert "vip" in sandbox.statuses(
+        "isla.wright@example.com" if sheet is None else "member01@example.com"
+    )
 
 
 def test_shopify_export_keeps_every_status_customers_held(sandbox: Sandbox) -> None:

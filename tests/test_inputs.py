@@ -337,23 +337,20 @@ def test_invalid_utf8_in_the_header_raises_from_read_rows() -> None:
     assert error.message == "in.csv, line 1: not valid UTF-8 (byte 0xE9 at column 1)"
 
 
-@pytest.mark.parametrize(
-    ("start", "says"),
-    [
-        (b"\xff\xfe", "a UTF-16 file"),
-        (b"\xfe\xff", "a UTF-16 file"),
-        (b"PK\x03\x04", "a spreadsheet (.xlsx)"),
-        (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 spreadsheet (.xls)"),
-    ],
-    ids=["utf16-le", "utf16-be", "xlsx", "xls"],
-)
-def test_utf16_and_spreadsheets_are_named_before_any_line_is_decoded(
-    start: bytes, says: str
-) -> None:
-    body = "email\na@b.co\n".encode("utf-16-le") if start[:1] == b"\xff" else b"\x00" * 40
-    error = read_error(start + body)
-    assert error.message.startswith(f"in.csv: this looks like {says}")
+@pytest.mark.parametrize("start", [b"\xff\xfe", b"\xfe\xff"], ids=["utf16-le", "utf16-be"])
+def test_utf16_is_named_before_any_line_is_decoded(start: bytes) -> None:
+    error = read_error(start + "email\na@b.co\n".encode("utf-16-le"))
+    assert error.message.startswith("in.csv: this looks like a UTF-16 file")
     assert error.hint and "CSV UTF-8" in error.hint
+
+
+@pytest.mark.parametrize(
+    "start", [b"PK\x03\x04", b"\xd0\xcf\x11\xe0"], ids=["zip (.xlsx, .ods)", "compound (.xls)"]
+)
+def test_a_workbook_is_read_as_one_not_asked_for_as_a_csv(start: bytes) -> None:
+    error = read_error(start + b"\x00" * 508)  # a workbook's first bytes, and nothing of one
+    assert error.message.startswith("in.csv: this looks like a workbook (.xlsx, .xls or .ods)")
+    assert "cannot be read" in error.message
 
 
 def test_column_counts_characters_not_bytes() -> None:

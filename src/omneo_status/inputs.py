@@ -19,6 +19,7 @@ first record.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import re
 import sys
@@ -26,15 +27,16 @@ import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 
-from omneo_status.errors import InputError
+from omneo_status import sheets
+from omneo_status.csvtext import DELIMITERS as DELIMITERS  # the reader's, re-exported
+from omneo_status.csvtext import MAX_CELL_CHARS as MAX_CELL_CHARS
+from omneo_status.csvtext import decoded_lines, too_long
+from omneo_status.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import _csv
-
-MAX_CELL_CHARS = 100_000
-"""Longer cells (and longer lines) are refused: no CSV of email addresses has them."""
 
 MAX_RECORD_LINES = 10
 """A record (a row with its quoted line breaks) may span at most this many physical lines.
@@ -43,11 +45,7 @@ Enough for an address or a short note written over several lines; more is far li
 quote that was never closed and is swallowing the rows after it.
 """
 
-DELIMITERS = (",", ";", "\t")
-"""The delimiters the reader recognises, in the order that breaks a tie when sniffing."""
-
 _EMAIL_HEADERS = frozenset({"email", "emailaddress", "mail"})
-_UTF8_HINT = "Save the file as UTF-8 (in Excel: 'CSV UTF-8')."
 _COLUMN_HINT = "Name the column with --column NAME."
 _UNCLOSED_QUOTE_HINT = 'A quote (") that is never closed turns the rest of the file into one cell.'
 _QUOTE_HINT = (
@@ -55,29 +53,6 @@ _QUOTE_HINT = (
 )
 _HEADER_CELLS_SHOWN = 30
 
-_BOM = b"\xef\xbb\xbf"
-# What the first bytes of a file that is not a UTF-8 CSV say it is.
-_SIGNATURES = (
-    (b"\xff\xfe", "a UTF-16 file (it starts with a UTF-16 byte order mark)", _UTF8_HINT),
-    (b"\xfe\xff", "a UTF-16 file (it starts with a UTF-16 byte order mark)", _UTF8_HINT),
-    (
-        b"PK\x03\x04",
-        "a spreadsheet (.xlsx) or another zip file, not a CSV",
-        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
-    ),
-    (
-        b"\xd0\xcf\x11\xe0",
-        "an Excel 97-2003 spreadsheet (.xls), not a CSV",
-        "Open it in the spreadsheet and save it as 'CSV UTF-8'.",
-    ),
-)
-_SIGNATURE_BYTES = 4
-_CHUNK_BYTES = 1 << 16
-# A UTF-8 character takes at most 4 bytes, so a line this long cannot fit in MAX_CELL_CHARS.
-_MAX_LINE_BYTES = 4 * MAX_CELL_CHARS
-_EOL = re.compile(rb"\r\n|\r|\n")
-_EOL_BYTE = re.compile(rb"[\r\n]")
-_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 # A line of whitespace, delimiters and quotes only is blank (a row of empty cells).
 _NO_DELIMITERS_OR_QUOTES = str.maketrans("", "", ',;\t"')
 # Decoded lines never hold a NUL (it is refused), so this line after the last can only be ours:
@@ -232,8 +207,14 @@ class InputRow:
     canonical: str = field(init=False)
     """The cell as the rule compares it (:func:`email_key`): equal for two rows exactly when
     they name the same profile key."""
+    refused: str | None = field(init=False)
+    """Why the cell cannot be a key whatever it reads (a workbook's number with a fraction, a
+    date ...: a :class:`~omneo_status.sheets.Refused` cell), or None."""
 
     def __post_init__(self) -> None:
+        refused = self.key.reason if isinstance(self.key, sheets.Refused) else None
+        object.__setattr__(self, "key", str(self.key))
+        object.__setattr__(self, "refused", refused)
         address = self.rule.normalize(self.key)
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "canonical", self.rule.key(address))
@@ -250,6 +231,8 @@ class InputLayout:
     """0-based index of the key column (the email column of an email run)."""
     column_name: str | None
     """The header cell as written, or None when the file has no header."""
+    sheet: str | None = None
+    """The name of the workbook's sheet read, or None for a CSV."""
 
 
 @contextmanager
@@ -271,35 +254,76 @@ def open_input(path: str, stdin: BinaryIO | None = None) -> Iterator[BinaryIO]:
 
 
 def read_rows(
-    stream: BinaryIO, *, name: str, column: str | None = None, rule: KeyRule = EMAIL_RULE
+    stream: BinaryIO,
+    *,
+    name: str,
+    column: str | None = None,
+    rule: KeyRule = EMAIL_RULE,
+    sheet: str | None = None,
 ) -> tuple[InputLayout, Iterator[InputRow]]:
-    """Decide the layout of a CSV of emails and return it with a lazy iterator of its rows.
+    """Decide the layout of a CSV (or a workbook's sheet) of emails and return it with a lazy
+    iterator of its rows.
 
-    ``name`` is how errors refer to the file. ``column`` names the email column's header; without
-    it, the one header such as ``Email`` or ``E-mail Address`` is found (two such headers are an
-    error asking for ``column``), or a one-column file starting with an address is read as having
-    no header. Problems found before the first row (an empty file, a UTF-16 or spreadsheet file,
-    no email column) raise here; problems further down (a bad byte, a NUL, a huge cell, a quote
-    that swallows rows) raise while iterating, so callers should iterate to the end before acting
-    on the rows. The iterator accounts for every physical line of the file and raises rather than
-    end early. Blank records are skipped; a record too short to reach the email column gives
-    ``key=""``.
+    ``stream`` is a binary file or pipe. ``name`` is how errors refer to the file. ``column``
+    names the email column's header; without it, the one header such as ``Email`` or ``E-mail
+    Address`` is found (two such headers are an error asking for ``column``), or a one-column
+    file starting with an address is read as having no header. Problems found before the first
+    row (an empty file, a UTF-16 file, no email column) raise here; problems further down (a bad
+    byte, a NUL, a huge cell, a quote that swallows rows) raise while iterating, so callers
+    should iterate to the end before acting on the rows. The iterator accounts for every
+    physical line of the file and raises rather than end early. Blank records are skipped; a
+    record too short to reach the email column gives ``key=""``.
+
+    A workbook (.xlsx, .xls, .ods: known by its first bytes) is read through
+    :func:`omneo_status.sheets.sheet_records`: its sheet ``sheet`` (a name or a number from 1;
+    the first by default), with the sheet's row numbers as lines and errors naming the sheet.
+    ``sheet`` for a CSV is a ``UsageError``.
 
     ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
     and how it is normalised (the email policy by default).
     """
-    feed = _LineFeed(_decoded_lines(stream, name), name=name)
-    head = feed.read_head()
-    feed.delimiter = sniff_delimiter(head) if head is not None else ","
-    records = _records(csv.reader(feed, delimiter=feed.delimiter), feed)
-    first = next(records, None) if head is not None else None
+    opened = _opened(stream, name=name, sheet=sheet)
+    first = next(opened.records, None)
     if first is None:
-        raise InputError(f"{name}: the file is empty")
+        raise InputError(
+            f"{opened.name}: the {'file' if opened.sheet is None else 'sheet'} is empty"
+        )
     line, cells, _ = first
     layout = _choose_layout(
-        cells, delimiter=feed.delimiter, line=line, name=name, column=column, rule=rule
+        cells, delimiter=opened.delimiter, line=line, name=opened.name, column=column, rule=rule
     )
-    return layout, _rows(first, records, layout, name=name, rule=rule)
+    layout = dataclasses.replace(layout, sheet=opened.sheet)
+    return layout, _rows(first, opened.records, layout, name=opened.name, rule=rule)
+
+
+class _Opened(NamedTuple):
+    """An input opened for its records: a CSV, or one sheet of a workbook."""
+
+    name: str
+    """How messages name it (a sheet's says which)."""
+    delimiter: str
+    records: Iterator[tuple[int, list[str], list[str]]]
+    sheet: str | None
+
+
+def _opened(stream: BinaryIO, *, name: str, sheet: str | None) -> _Opened:
+    """The input's records: a workbook's (known by its first bytes) or a CSV's."""
+    start = stream.read(len(sheets.SIGNATURES[0]))
+    if sheets.is_workbook(start):
+        book = sheets.sheet_records(start + stream.read(), name=name, sheet=sheet)
+        return _Opened(book.label, ",", book.records, book.sheet)
+    if sheet is not None:
+        raise UsageError(
+            f"--sheet {sheet!r}: {name} is read as a CSV, not a workbook",
+            hint="Leave out --sheet, or give a workbook (.xlsx, .xls or .ods).",
+        )
+    feed = _LineFeed(decoded_lines(stream, name, start), name=name)
+    head = feed.read_head()
+    if head is None:
+        return _Opened(name, ",", iter(()), None)
+    feed.delimiter = sniff_delimiter(head)
+    records = _records(csv.reader(feed, delimiter=feed.delimiter), feed)
+    return _Opened(name, feed.delimiter, records, None)
 
 
 def sniff_delimiter(line: str) -> str:
@@ -357,112 +381,6 @@ def _is_valid_domain(domain: str) -> bool:
         len(labels) >= 2
         and all(_LABEL.fullmatch(label) for label in labels)
         and not labels[-1].isdecimal()
-    )
-
-
-# --- reading: bytes to lines -----------------------------------------------------------------
-
-
-def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
-    """The file's physical lines as text, each ending in "\\n" whatever the file used.
-
-    Lines are split on LF, CRLF or a lone CR and decoded one at a time, so a bad byte is reported
-    with its own line number and memory never holds more than one (bounded) line.
-    """
-    for number, raw in enumerate(_raw_lines(stream, name), start=1):
-        yield _decode_line(raw, name=name, line=number) + "\n"
-
-
-def _raw_lines(stream: BinaryIO, name: str) -> Iterator[bytes]:
-    pending = _file_start(stream, name)
-    number = 0
-    eof = False
-    while not eof:
-        chunk = stream.read(_CHUNK_BYTES)
-        eof = not chunk
-        pending += chunk
-        start = 0
-        for match in _EOL.finditer(pending):
-            if match.group() == b"\r" and match.end() == len(pending) and not eof:
-                break  # may be the first half of a CRLF split between two reads
-            number += 1
-            yield pending[start : match.start()]
-            start = match.end()
-        pending = pending[start:]
-        if len(pending) > _MAX_LINE_BYTES:
-            raise _line_too_long(stream, pending, name=name, line=number + 1)
-    if pending:
-        yield pending
-
-
-def _file_start(stream: BinaryIO, name: str) -> bytes:
-    """The first bytes of the stream, without a UTF-8 byte order mark.
-
-    A file whose first bytes say it is UTF-16 or a spreadsheet is refused here, before any line
-    is decoded (a UTF-16 file would otherwise read as a bad byte, an .xlsx as binary noise).
-    """
-    start = b""
-    while len(start) < _SIGNATURE_BYTES:
-        chunk = stream.read(_SIGNATURE_BYTES - len(start))
-        if not chunk:
-            break
-        start += chunk
-    for signature, what, hint in _SIGNATURES:
-        if start.startswith(signature):
-            raise InputError(f"{name}: this looks like {what}", hint=hint)
-    return start.removeprefix(_BOM)
-
-
-def _decode_line(raw: bytes, *, name: str, line: int) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        column = len(raw[: error.start].decode("utf-8", "replace")) + 1
-        raise InputError(
-            f"{name}, line {line}: not valid UTF-8 "
-            f"(byte 0x{raw[error.start]:02X} at column {column})",
-            hint=_UTF8_HINT,
-        ) from error
-    if "\x00" in text:
-        raise InputError(
-            f"{name}, line {line}: a NUL byte at column {text.index(chr(0)) + 1}",
-            hint="Is this a spreadsheet (.xlsx) or a UTF-16 file? " + _UTF8_HINT,
-        )
-    if len(text) > MAX_CELL_CHARS:
-        raise _too_long(name=name, line=line, chars=len(text), one_cell=not _has_delimiter(text))
-    return text
-
-
-def _line_too_long(stream: BinaryIO, start: bytes, *, name: str, line: int) -> InputError:
-    """The error for a line too long to hold; reads the rest of it to say how long it is."""
-    chars = _count_chars(start.removesuffix(b"\r"))
-    while True:
-        rest = stream.read(_CHUNK_BYTES)
-        end = _EOL_BYTE.search(rest)
-        chars += _count_chars(rest[: end.start()] if end else rest)
-        if end or not rest:
-            break
-    return _too_long(name=name, line=line, chars=chars, one_cell=not _has_delimiter(start))
-
-
-def _count_chars(data: bytes) -> int:
-    """Characters in UTF-8 bytes: every byte except a continuation byte starts one."""
-    return len(data.translate(None, _CONTINUATION_BYTES))
-
-
-def _has_delimiter(text: str | bytes) -> bool:
-    if isinstance(text, bytes):
-        return any(delimiter.encode() in text for delimiter in DELIMITERS)
-    return any(delimiter in text for delimiter in DELIMITERS)
-
-
-def _too_long(
-    *, name: str, line: int, chars: int, one_cell: bool, hint: str | None = None
-) -> InputError:
-    what = "a cell" if one_cell else "a line"
-    return InputError(
-        f"{name}, line {line}: {what} of {chars:,} characters: is this a CSV of email addresses?",
-        hint=hint or f"Cells and lines are limited to {MAX_CELL_CHARS:,} characters.",
     )
 
 
@@ -593,7 +511,7 @@ def _records(reader: _csv.Reader, feed: _LineFeed) -> Iterator[tuple[int, list[s
             continue
         longest = max(map(len, cells))
         if longest > MAX_CELL_CHARS:
-            raise _too_long(
+            raise too_long(
                 name=feed.name, line=start, chars=longest, one_cell=True, hint=_QUOTE_HINT
             )
         yield start, cells, lines

@@ -189,7 +189,7 @@ async def run_job(
 
     with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
         latest = None if fresh else journal.latest_run(key)
-        new = _NewRun(key, spec, source.name, load)
+        new = _NewRun(key, spec, source.label, load)
         return await _start(ctx, journal, lock, latest, new, options, report)
 
 

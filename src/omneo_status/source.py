@@ -17,6 +17,7 @@ from typing import BinaryIO
 from omneo_status.errors import UsageError
 from omneo_status.inputs import InputRow, open_input, read_rows
 from omneo_status.keys import EMAIL, MatchKey
+from omneo_status.sheets import sheet_label
 from omneo_status.store.records import NewRow
 
 
@@ -36,6 +37,14 @@ class PreparedInput:
     """The key the rows are matched by; it decides the column and each cell's policy."""
     kept: tuple[InputRow, ...] | None = field(default=None, repr=False, compare=False)
     """The rows as the first reading found them, for a file of at most ``KEPT_ROWS`` rows."""
+    sheet: str | None = None
+    """The name of the workbook's sheet read (None for a CSV): read again by that name."""
+
+    @property
+    def label(self) -> str:
+        """How the run names its input: the file, and a workbook's sheet
+        (``tiers.xlsx, sheet 'Customers'``)."""
+        return self.name if self.sheet is None else sheet_label(self.name, self.sheet)
 
 
 KEPT_ROWS = 20_000
@@ -50,13 +59,16 @@ def prepared_input(
     state_dir: Path,
     stdin: BinaryIO | None = None,
     match: MatchKey = EMAIL,
+    sheet: str | None = None,
 ) -> Iterator[PreparedInput]:
     """Read the input to its end before anything touches the API.
 
-    ``match`` is the key the rows are matched by (email unless told otherwise). Every problem
-    in the file (encoding, no key column, ...) is raised here as an
-    ``InputError``. Standard input (``-``) is spooled to a private file so it can be read
-    again; the spool is removed when the context ends.
+    ``match`` is the key the rows are matched by (email unless told otherwise). ``sheet``
+    picks a workbook's sheet (``--sheet``: a name or a number; the first by default), whose
+    name becomes part of the digest, so another sheet is another job. Every problem in the file
+    (encoding, no key column, no such sheet ...) is raised here as an ``InputError``. Standard
+    input (``-``) is spooled to a private file so it can be read again; the spool is removed
+    when the context ends.
     """
     spool: Path | None = None
     try:
@@ -69,7 +81,11 @@ def prepared_input(
         rows = 0
         kept: list[InputRow] | None = []
         with open_input(source) as stream:
-            _, records = read_rows(stream, name=name, column=column, rule=match.rule)
+            layout, records = read_rows(
+                stream, name=name, column=column, rule=match.rule, sheet=sheet
+            )
+            if layout.sheet is not None:
+                digest.update(f"sheet\t{layout.sheet}\n".encode())
             for record in records:
                 digest.update(f"{record.line}\t{record.canonical}\n".encode())
                 rows += 1
@@ -85,6 +101,7 @@ def prepared_input(
             rows,
             match,
             tuple(kept) if kept is not None else None,
+            layout.sheet,
         )
     finally:
         if spool is not None:
@@ -93,23 +110,25 @@ def prepared_input(
 
 
 def journal_rows(source: PreparedInput) -> Iterator[NewRow]:
-    """The input's rows as the journal loads them: a malformed key is settled at once, with no
-    request, as ``invalid_email`` (email runs) or ``invalid_key``; every other row waits for
-    its lookup."""
+    """The input's rows as the journal loads them: a malformed key (or a workbook's cell that
+    cannot be a key, with its reason) is settled at once, with no request, as ``invalid_email``
+    (email runs) or ``invalid_key``; every other row waits for its lookup."""
     match = source.match
     rule = match.rule
     if source.kept is not None:
         yield from _new_rows(source.kept, match)
         return
     with open_input(str(source.path)) as stream:
-        _, records = read_rows(stream, name=source.name, column=source.column, rule=rule)
+        _, records = read_rows(
+            stream, name=source.name, column=source.column, rule=rule, sheet=source.sheet
+        )
         yield from _new_rows(records, match)
 
 
 def _new_rows(records: Iterable[InputRow], match: MatchKey) -> Iterator[NewRow]:
     rule = match.rule
     for record in records:
-        if rule.is_valid(record.address):
+        if record.refused is None and rule.is_valid(record.address):
             yield NewRow(record.line, record.key, record.address, record.canonical)
             continue
         yield NewRow(
@@ -118,7 +137,7 @@ def _new_rows(records: Iterable[InputRow], match: MatchKey) -> Iterator[NewRow]:
             record.address,
             record.canonical,
             outcome=match.invalid,
-            detail=match.invalid_detail(record.address),
+            detail=record.refused or match.invalid_detail(record.address),
         )
 
 

@@ -162,6 +162,9 @@ class RunSummary:
     undoes: str | None = None
     """For an undo, what the run it reverses did (``sync``, ``assign``, ``remove``); None
     otherwise."""
+    input: str = ""
+    """What the run read: the file (``-``: ``<stdin>``) and a workbook's sheet
+    (``tiers.xlsx, sheet 'Customers'``), or ``undo of RUN_ID``."""
 
     @property
     def verb(self) -> str:
@@ -180,6 +183,7 @@ class RunSummary:
             "action": self.verb,
             "handles": list(self.handles),
             "match": self.match,
+            "input": self.input,
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "state": self.state,
@@ -344,6 +348,7 @@ def summarize(
         sync=SyncPlan.of(info.sync),
         match=info.match,
         undoes=_undone_verb(run, info.undo_of),
+        input=info.input_name,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary

@@ -319,17 +319,21 @@ class PlanPreview(Protocol):
         """Profiles that would be written."""
 
 
-def confirm_plan(preview: PlanPreview, spec: JobSpec | None) -> bool:
+def confirm_plan(
+    preview: PlanPreview, spec: JobSpec | None, *, input_name: str | None = None
+) -> bool:
     """Show the plan's counts and ask whether to write (on stderr; the answer from stdin).
 
-    ``spec`` names the action and handles when the command knows them before the run starts.
+    ``spec`` names the action and handles when the command knows them before the run starts,
+    ``input_name`` what it read (a workbook's sheet included).
     """
     from rich.prompt import Confirm
     from rich.table import Table
 
     err = stderr()
     verb = ("sync" if spec.sync else spec.action.value) if spec is not None else "write"
-    table = Table(title="Plan", show_header=True, header_style="bold")
+    title = f"Plan for {escape(input_name)}" if input_name else "Plan"
+    table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
     for outcome, count in sorted(preview.counts.items()):
@@ -377,6 +381,8 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
             out.print(f"  [red]-[/] {escape(problem)}")
         for note in verified.notes:
             out.print(f"  [yellow]note:[/] {escape(note)}")
+    if summary.input:
+        out.print(f"Input: {escape(summary.input)}")
     out.print(f"Report: {escape(str(summary.report))}")
 
 

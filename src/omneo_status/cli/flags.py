@@ -147,7 +147,8 @@ CsvArg = Annotated[
     str,
     typer.Argument(
         metavar="CSV_FILE",
-        help="CSV of email addresses (or of --match keys), or - for stdin.",
+        help="CSV or workbook (.xlsx, .xls, .ods) of email addresses (or of --match keys),"
+        " or - for stdin.",
         show_default=False,
     ),
 ]
@@ -174,6 +175,14 @@ COLUMN = optional(
     help="Name of the key column, email unless --match says otherwise (default: found by"
     " its header).",
     panel=RUN,
+)
+SHEET = optional(
+    str,
+    "--sheet",
+    help="The workbook's sheet to read: its name, or its number (1 for the first; default:"
+    " the first).",
+    panel=RUN,
+    metavar="NAME|NUMBER",
 )
 MATCH = defaulted(
     str,
@@ -392,7 +401,18 @@ PRUNE = optional(
 
 EVERY_RUN = (DRY_RUN, YES, CHUNK_SIZE, VERIFY, POLL_TIMEOUT, STALL_TIMEOUT)
 """What every run command takes, a run by id included."""
-FILE_RUN = (COLUMN, MATCH, *EVERY_RUN, NO_WAIT, STRICT, MAX_UNMATCHED, FRESH, LOOKUP, CONCURRENCY)
+FILE_RUN = (
+    COLUMN,
+    SHEET,
+    MATCH,
+    *EVERY_RUN,
+    NO_WAIT,
+    STRICT,
+    MAX_UNMATCHED,
+    FRESH,
+    LOOKUP,
+    CONCURRENCY,
+)
 """What a run from an input file takes (``assign``, ``remove``, ``sync``)."""
 WHICH_TENANT = (TENANT, BASE_URL, TOKEN_FILE, PROFILE, CONFIG)
 """Which tenant, and its token (over the environment and the config file)."""

@@ -28,6 +28,7 @@ from omneo_status.cli.flags import (
     MAX_REMOVE,
     RUN_CONNECTION,
     RUN_OUTPUT,
+    SHEET,
     YES,
     Connection,
     CsvArg,
@@ -56,12 +57,13 @@ RUN_EPILOG = (
     "  omneo-status {verb} vip,staff customers.csv --yes --json\n\n"
     "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n"
     "  omneo-status {verb} vip customers.csv --match identity:shopify --column 'Customer ID'\n\n"
-    + EXIT_CODES_HELP
+    "  omneo-status {verb} vip tiers.xlsx --sheet Customers --dry-run\n\n" + EXIT_CODES_HELP
 )
 SYNC_EPILOG = (
     "Examples:\n\n"
     "  omneo-status sync vip tonight.csv --dry-run\n\n"
     "  omneo-status sync vip tonight.csv --max-remove 50 --yes --json\n\n"
+    "  omneo-status sync vip members.xlsx --sheet 2 --dry-run\n\n"
     "  omneo-status sync vip examples/emails.csv --sandbox --max-remove 100%\n\n" + EXIT_CODES_HELP
 )
 RESUME_EPILOG = (
@@ -199,6 +201,7 @@ def _from_file(
                 state_dir=session.settings.state_dir,
                 stdin=sys.stdin.buffer,
                 match=spec.match,
+                sheet=given[SHEET],
             ) as source,
         ):
             summary = _execute(
@@ -209,6 +212,7 @@ def _from_file(
                 ),
                 spec=spec,
                 asking=_asking(rt, given, options, conn),
+                input_name=source.label,
             )
     _finish(summary, out, fresh_advice=True)
 
@@ -233,7 +237,13 @@ def _by_id(undo: bool, run_id: str, given: Given) -> None:
 
 
 def _execute(
-    session: Session, options: RunOptions, job: Job, *, spec: JobSpec | None, asking: Asking
+    session: Session,
+    options: RunOptions,
+    job: Job,
+    *,
+    spec: JobSpec | None,
+    asking: Asking,
+    input_name: str | None = None,
 ) -> RunSummary:
     """Drive one job with the session's client and display; log its end."""
     shown, rt, log = session.shown, session.rt, session.log
@@ -243,7 +253,7 @@ def _execute(
 
     def confirm(preview: console.PlanPreview) -> bool:
         with shown.paused():
-            return console.confirm_plan(preview, spec)
+            return console.confirm_plan(preview, spec, input_name=input_name)
 
     async def go() -> RunSummary:
         async with session.client(options.concurrency) as client:
