@@ -68,6 +68,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "exit_code",
         "state",
         "lookup",
+        "status_column",
     }
     assert doc["state"] == "finished" and set(doc["lookup"]) == {
         "mode",

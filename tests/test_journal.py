@@ -265,6 +265,7 @@ def test_every_kind_of_row_loads_through_the_one_loader(tmp_path: Path) -> None:
         Action.REMOVE,
         True,
         False,
+        None,
     )
 
 

@@ -25,7 +25,7 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from omneo_status.errors import InputError
@@ -227,6 +227,8 @@ class InputRow:
     when the record is too short."""
     rule: KeyRule = field(default=EMAIL_RULE, repr=False, compare=False)
     """The match key's rule (the email policy unless another key was asked for)."""
+    status: str | None = None
+    """The cell of ``status_column`` as read (``--status-column``), or None without one."""
     address: str = field(init=False)
     """The cell as the rule normalises it (:func:`normalize_email`): what is sent to the API."""
     canonical: str = field(init=False)
@@ -250,6 +252,7 @@ class InputLayout:
     """0-based index of the key column (the email column of an email run)."""
     column_name: str | None
     """The header cell as written, or None when the file has no header."""
+    status_index: int | None = None
 
 
 @contextmanager
@@ -271,7 +274,12 @@ def open_input(path: str, stdin: BinaryIO | None = None) -> Iterator[BinaryIO]:
 
 
 def read_rows(
-    stream: BinaryIO, *, name: str, column: str | None = None, rule: KeyRule = EMAIL_RULE
+    stream: BinaryIO,
+    *,
+    name: str,
+    column: str | None = None,
+    rule: KeyRule = EMAIL_RULE,
+    status_column: str | None = None,
 ) -> tuple[InputLayout, Iterator[InputRow]]:
     """Decide the layout of a CSV of emails and return it with a lazy iterator of its rows.
 
@@ -299,6 +307,12 @@ def read_rows(
     layout = _choose_layout(
         cells, delimiter=feed.delimiter, line=line, name=name, column=column, rule=rule
     )
+    if status_column is not None:  # a header cell other than the key's
+        at = _named_column(cells, status_column) if layout.has_header else None
+        if at is None or at == layout.column_index:
+            where, hint = f"{name}, line {line}", "Name its header with --status-column NAME."
+            raise InputError(f"{where}: no status column named {status_column!r}", hint=hint)
+        layout = replace(layout, status_index=at)
     return layout, _rows(first, records, layout, name=name, rule=rule)
 
 
@@ -645,7 +659,7 @@ def _rows(
     name: str,
     rule: KeyRule,
 ) -> Iterator[InputRow]:
-    index = layout.column_index
+    index, at = layout.column_index, layout.status_index
     width = len(first[1])
     if layout.has_header and len(first[2]) > 1:
         # A header cell never holds a line break: the header's quote swallowed the rows after it.
@@ -658,7 +672,8 @@ def _rows(
     for line, cells, lines in rest:
         if len(lines) > 1:
             _check_spread_row(line, cells, lines, layout=layout, width=width, name=name, rule=rule)
-        yield InputRow(line, cells[index] if index < len(cells) else "", rule)
+        status = None if at is None else cells[at] if at < len(cells) else ""
+        yield InputRow(line, cells[index] if index < len(cells) else "", rule, status)
 
 
 def _check_spread_row(
