@@ -164,6 +164,7 @@ def test_a_missing_status_column_is_a_usage_error_naming_it(
     [
         (["assign", "vip", "--status-column", "tier", TIERS], "give no HANDLE (got 'vip')"),
         (["assign", TIERS], "Missing argument CSV_FILE"),
+        (["assign", "--status-column", "tier"], "Missing argument CSV_FILE"),
         (["sync", "vip", TIERS, "--status-column", "tier"], "give no HANDLE"),
     ],
 )

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omneo_status.models import Outcome, StatusDefinition
+from omneo_status.models import Action, Outcome, Profile, StatusDefinition
+from omneo_status.store.records import NewRow, RowRecord, Stage
 
 CHANGES = frozenset(
     {
@@ -47,6 +48,13 @@ def siblings(handle: str, definitions: Mapping[str, StatusDefinition]) -> tuple[
     )
 
 
+def rivals(handles: Iterable[str], definitions: Mapping[str, StatusDefinition]) -> set[str]:
+    """The statuses a profile must not keep beside ``handles`` (a row's statuses): their
+    siblings in their groups."""
+    wanted = set(handles)
+    return {other for handle in wanted for other in siblings(handle, definitions)} - wanted
+
+
 def scope(handles: Iterable[str], definitions: Mapping[str, StatusDefinition]) -> tuple[str, ...]:
     """Every status a run giving ``handles`` may change: each handle, then its siblings."""
     found: dict[str, None] = {}
@@ -54,6 +62,27 @@ def scope(handles: Iterable[str], definitions: Mapping[str, StatusDefinition]) -
         found[handle] = None
         found.update(dict.fromkeys(siblings(handle, definitions)))
     return tuple(found)
+
+
+def second_write(
+    row: RowRecord, profile: Profile, away: tuple[str, ...], canonical: str, dry_run: bool
+) -> NewRow:
+    """The row that follows ``row`` (decided for ``profile``): ``away`` removed once the row's
+    status is on the profile; a dry run settles it as it would go."""
+    return NewRow(
+        None,
+        row.key,
+        row.address,
+        canonical,
+        stage=Stage.PLANNED,
+        outcome=Action.REMOVE.would if dry_run else None,
+        detail=f"would remove {names(away)}" if dry_run else "",
+        profile_id=profile.id,
+        held=profile.statuses,
+        send=away,
+        action=Action.REMOVE,
+        follows=row.line,
+    )
 
 
 def names(handles: Iterable[str]) -> str:

@@ -134,31 +134,31 @@ def with_flags(*flags: Flag[Any]) -> Callable[[Callable[..., None]], Callable[..
 # -- the arguments ---------------------------------------------------------------------------
 
 HandleArg = Annotated[
-    str,
+    str | None,
     typer.Argument(
-        metavar="[HANDLE]",
-        help="Status handle, or several separated by commas (vip,staff); none with"
+        metavar="HANDLE",
+        help="Status handle, or several separated by commas (vip,staff); left out with"
         " --status-column.",
         show_default=False,
     ),
 ]
 SyncHandleArg = Annotated[
-    str,
+    str | None,
     typer.Argument(
-        metavar="[HANDLE]",
-        help="The one status handle to sync; none with --status-column.",
+        metavar="HANDLE",
+        help="The one status handle to sync; left out with --status-column.",
         show_default=False,
     ),
 ]
+"""Optional to Typer, as CSV_FILE is: with --status-column the one argument is the file."""
 CsvArg = Annotated[
     str | None,
     typer.Argument(
         metavar="CSV_FILE",
-        help="CSV of email addresses (or of --match keys), or - for stdin.",
+        help="CSV of email addresses (or of --match keys), or - for stdin (always needed).",
         show_default=False,
     ),
 ]
-"""Optional to Typer: with --status-column the file is the one argument given."""
 RunIdArg = Annotated[
     str,
     typer.Argument(

@@ -87,7 +87,7 @@ def _file_command(action: Action, help_text: str) -> Callable[..., None]:
     """``assign`` or ``remove``: the same command but for its action, its name and its help."""
 
     @with_flags(*FILE_RUN, *RUN_OUTPUT, *RUN_CONNECTION)
-    def command(given: Given, handle: HandleArg, csv_file: CsvArg = None) -> None:
+    def command(given: Given, handle: HandleArg = None, csv_file: CsvArg = None) -> None:
         _from_file(action, handle, csv_file, given)
 
     command.__name__ = command.__qualname__ = action.value
@@ -115,7 +115,7 @@ remove = _file_command(
 
 
 @with_flags(MAX_REMOVE, *FILE_RUN, *RUN_OUTPUT, *RUN_CONNECTION)
-def sync(given: Given, handle: SyncHandleArg, csv_file: CsvArg = None) -> None:
+def sync(given: Given, handle: SyncHandleArg = None, csv_file: CsvArg = None) -> None:
     """Make the profiles in CSV_FILE exactly the holders of status HANDLE.
 
     Adds HANDLE to listed profiles that lack it and removes it from holders the file does not
@@ -164,14 +164,21 @@ def _asks(rt: Runtime, given: Given, options: RunOptions, conn: Connection) -> b
     return not (given[YES] or options.dry_run or conn.sandbox) and rt.interactive()
 
 
-def _arguments(first: str, csv_file: str | None, status_column: str | None) -> tuple[str, str]:
+def _arguments(
+    first: str | None, csv_file: str | None, status_column: str | None
+) -> tuple[str, str]:
     """The HANDLE and CSV_FILE arguments (HANDLE "" with --status-column, where the one
     argument is the file)."""
+    if first is None:
+        raise UsageError(
+            "Missing argument CSV_FILE",
+            hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
+        )
     if status_column is None:
         if csv_file is None:
             raise UsageError(
                 "Missing argument CSV_FILE",
-                hint="Give a status HANDLE and a CSV_FILE, or --status-column and a CSV_FILE.",
+                hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
             )
         return first, csv_file
     if csv_file is not None:
@@ -184,7 +191,7 @@ def _arguments(first: str, csv_file: str | None, status_column: str | None) -> t
 
 
 def _from_file(
-    action: Action, first: str, second: str | None, given: Given, *, sync: bool = False
+    action: Action, first: str | None, second: str | None, given: Given, *, sync: bool = False
 ) -> None:
     """``assign`` and ``remove``, or ``sync`` (``sync=True``): read the file, run the job, show
     the summary, exit."""

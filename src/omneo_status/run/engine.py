@@ -20,8 +20,8 @@ from omneo_status.api.client import OmneoClient
 from omneo_status.errors import Cancelled, GuardrailError
 from omneo_status.events import Reporter, Step
 from omneo_status.keys import KeyKind
-from omneo_status.models import SKIPPED, Action, Outcome, Profile, StatusDefinition
-from omneo_status.moves import MovePair, siblings
+from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
+from omneo_status.moves import MovePair, rivals, second_write
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
 from omneo_status.run.backoff import Backoff, Clock, Sleep
 from omneo_status.run.decide import Decision, Match, Send, decide, dropped
@@ -36,7 +36,7 @@ from omneo_status.run.resolver import (
 from omneo_status.run.verify import verify_sample
 from omneo_status.run.watcher import BatchWatcher
 from omneo_status.store.journal import FLUSH_SECONDS, RunJournal
-from omneo_status.store.records import NewRow, Planned, RowRecord, RunState, Settled, Stage
+from omneo_status.store.records import Planned, RowRecord, RunState, Settled, Stage
 from omneo_status.summary import Verification, move_pairs, outcome_counts
 
 SCAN_MOVED = (
@@ -352,40 +352,12 @@ class Engine:
         dry_run = self.options.dry_run
         decision = decide(match, action, handles, dry_run=dry_run, key_name=key_name)
         self._record(row, decision)
-        rivals = self._rivals(row, action)
-        if rivals and decision.profile is not None:
-            away = dropped(action, decision.profile.statuses, rivals)
+        if self.moves and not row.holder and decision.profile is not None:
+            others = rivals(row.send, self.definitions)
+            away = dropped(action, decision.profile.statuses, others)
             if away:
-                self._follow(row, decision.profile, away)
-
-    def _rivals(self, row: RowRecord, action: Action) -> set[str]:
-        """The siblings of an input row's statuses in their groups (none when the run moves
-        no one): the statuses its profile must lose."""
-        if not self.moves or row.holder or action is not Action.ASSIGN:
-            return set()
-        rivals = {other for handle in row.send for other in siblings(handle, self.definitions)}
-        return rivals - set(row.send)
-
-    def _follow(self, row: RowRecord, profile: Profile, away: tuple[str, ...]) -> None:
-        """Journal a move's second write, with the row's decision: ``away`` removed from the
-        profile once the row's status is on it (a dry run settles it as it would go)."""
-        dry_run = self.options.dry_run
-        self.run.follow(
-            NewRow(
-                None,
-                row.key,
-                row.address,
-                self.spec.match.rule.key(row.address),
-                stage=Stage.PLANNED,
-                outcome=Action.REMOVE.would if dry_run else None,
-                detail=f"would remove {', '.join(away)}" if dry_run else "",
-                profile_id=profile.id,
-                held=profile.statuses,
-                send=away,
-                action=Action.REMOVE,
-                follows=row.line,
-            )
-        )
+                canonical = self.spec.match.rule.key(row.address)
+                self.run.follow(second_write(row, decision.profile, away, canonical, dry_run))
 
     def _record(self, row: RowRecord, decision: Decision) -> None:
         if isinstance(decision, Send):
@@ -435,7 +407,8 @@ class Engine:
 
 def check_unmatched(run: RunJournal, limit: float | None) -> None:
     """Raise ``GuardrailError`` when more than ``limit`` percent of the rows are skipped (not
-    found, ambiguous, invalid). Dry runs are checked too: they preview the real decision."""
+    found, ambiguous, invalid, no status). Dry runs are checked too: they preview the real
+    decision."""
     if limit is None:
         return
     total = sum(tally.count for tally in run.tally())
@@ -443,7 +416,8 @@ def check_unmatched(run: RunJournal, limit: float | None) -> None:
     if total and skipped * 100 > limit * total:
         raise GuardrailError(
             f"{skipped} of {total} rows ({skipped * 100 / total:.1f}%) would be skipped"
-            f" (not found, ambiguous or invalid), over the limit of {limit:g}%;"
+            f" (not found, ambiguous, invalid or without a status), over the limit of"
+            f" {limit:g}%;"
             " nothing was written",
             hint="Check that the file and the tenant belong together, then raise the"
             " unmatched limit if this is expected.",
