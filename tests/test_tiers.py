@@ -5,6 +5,7 @@ group sync and its guard, and (slow) kill -9 between the two writes of a move.""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from omneo_status import cli
+from omneo_status.errors import InputError
+from omneo_status.inputs import read_rows
 from omneo_status.sandbox import (
     SandboxConfig,
     ServerThread,
@@ -59,6 +62,32 @@ def bodies(sandbox: Sandbox, method: str) -> list[dict[str, list[str]]]:
 
 def by_email(report: str) -> dict[str, dict[str, str]]:
     return {row["email"]: row for row in report_rows(Path(report))}
+
+
+# -- reading the status column -----------------------------------------------------------------
+
+
+def test_the_status_column_is_found_by_its_header_and_read_as_written() -> None:
+    data = b"Email;Tier Level\nava@x.co; club-gold \nben@x.co\n"
+    layout, rows = read_rows(io.BytesIO(data), name="in.csv", status_column="tier level")
+    assert (layout.delimiter, layout.column_index, layout.status_index) == (";", 0, 1)
+    assert [(r.line, r.key, r.status) for r in rows] == [
+        (2, "ava@x.co", " club-gold "),  # trimmed when the rows are loaded
+        (3, "ben@x.co", ""),  # a short row: an empty cell
+    ]
+    _, plain = read_rows(io.BytesIO(data), name="in.csv")
+    assert [r.status for r in plain] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"email,tier\nava@x.co,gold\n", b"ava@x.co\n", b"email,tier\n"],
+    ids=["another-header", "no-header", "the-key-column"],
+)
+def test_a_status_column_the_file_lacks_is_refused_naming_it(data: bytes) -> None:
+    wanted = "email" if data == b"email,tier\n" else "level"
+    with pytest.raises(InputError, match=f"in.csv, line 1: no status column named '{wanted}'"):
+        read_rows(io.BytesIO(data), name="in.csv", status_column=wanted)
 
 
 # -- a status per row ---------------------------------------------------------------------------

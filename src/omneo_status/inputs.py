@@ -293,8 +293,8 @@ def read_rows(
     end early. Blank records are skipped; a record too short to reach the email column gives
     ``key=""``.
 
-    ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
-    and how it is normalised (the email policy by default).
+    ``rule`` is the match key's (its headers, valid cells, normalisation; the email policy by
+    default); ``status_column`` names the header of the column of each row's ``status``.
     """
     feed = _LineFeed(_decoded_lines(stream, name), name=name)
     head = feed.read_head()
