@@ -486,6 +486,36 @@ def test_a_group_sync_is_refused_by_its_guard_then_allowed_with_max_remove(
     assert all(len(set(CLUB) & set(p.statuses)) <= 1 for p in sandbox.tenant.profiles.values())
 
 
+@pytest.mark.parametrize(
+    ("status_filter", "found_by", "requests"),
+    [(True, "filter", 3), (False, "tenant_scan", 2)],
+    ids=["filter", "filter-ignored"],
+)
+def test_a_group_sync_finds_the_holders_of_every_status_of_the_group(
+    sandbox: Sandbox, status_filter: bool, found_by: str, requests: int
+) -> None:
+    sandbox.config.status_filter = status_filter
+    args = ("sync", "--status-column", "tier", TIERS, "--lookup", "single", "--dry-run")
+    result = sandbox.run(*args, "--max-remove", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    plan = summary_of(result)["sync"]
+    assert (plan["holders"], plan["would_remove"]) == (7, 2)
+    # One filtered read per status of the group (or one page of the tenant, after the first
+    # answer showed the filter ignored).
+    assert (plan["holders_found_by"], plan["holder_requests"]) == (found_by, requests)
+    rows = by_email(summary_of(result)["report"])
+    assert rows["member10@example.com"]["detail"] == "would remove club-gold: not in the input"
+    assert rows["member07@example.com"]["line"] == ""
+
+
+def test_runs_names_the_status_column(sandbox: Sandbox) -> None:
+    sandbox.run("assign", "--status-column", "tier", TIERS, "--dry-run")
+    listed = sandbox.invoke("runs")
+    assert "assign club-gold,club-silver,club-platinum from column tier" in listed.stdout
+    [run] = json.loads(sandbox.invoke("runs", "--json").stdout)
+    assert run["status_column"] == "tier"
+
+
 # -- kill -9 between the two writes of a move ---------------------------------------------------
 
 

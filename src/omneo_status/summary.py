@@ -245,7 +245,7 @@ def move_pairs(
         if (tally.action or action) is Action.REMOVE:
             key = (", ".join(tally.send), None)
         else:
-            moved = tally.then_send and (pending or outcome not in _OWN_ONLY)
+            moved = bool(tally.then_send) and (pending or outcome not in _OWN_ONLY)
             key = (", ".join(tally.then_send) if moved else None, ", ".join(tally.send))
         pairs[key] = pairs.get(key, 0) + tally.count
     ranked = sorted(pairs.items(), key=lambda item: (-item[1], str(item[0])))

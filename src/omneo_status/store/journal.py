@@ -401,13 +401,6 @@ class RunReads:
         """The rows sent in one chunk, in input order."""
         return list(self._paged("chunk=?", (chunk,), None))
 
-    def rows_with_outcome(
-        self, outcomes: Sequence[Outcome], *, limit: int | None = None
-    ) -> list[RowRecord]:
-        """Rows with one of these outcomes, in input order (at most ``limit``)."""
-        marks = ",".join("?" for _ in outcomes)
-        return list(self._paged(f"outcome IN ({marks})", tuple(o.value for o in outcomes), limit))
-
     def counts(self) -> dict[Outcome, int]:
         """Rows per final outcome (rows still pending are not counted)."""
         self.flush()
