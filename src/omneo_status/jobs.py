@@ -131,13 +131,9 @@ def status_caveats(
                 " check may find it gone"
             )
         if status.grouped and not moves:
-            siblings = sorted(
-                other.handle
-                for other in definitions.values()
-                if other.group_handle == status.group_handle and other.handle != handle
-            )
+            others = sorted(siblings(handle, definitions))
             group = status.group_name or status.group_handle
-            also = f" ({', '.join(siblings)})" if siblings else ""
+            also = f" ({', '.join(others)})" if others else ""
             caveats.append(
                 f"`{handle}` belongs to the group {group}: the tenant may let a profile hold one"
                 f" status of a group, so giving it may take a sibling{also} away"
