@@ -72,6 +72,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "already_finished",
         "resumed",
         "this_run",
+        "status_column",
     }
     assert doc["state"] == "finished" and set(doc["lookup"]) == {
         "mode",
@@ -88,6 +89,8 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "assigned": 4,
         "already_had": 1,
         "would_assign": 0,
+        "moved": 0,
+        "would_move": 0,
         "removed": 0,
         "did_not_have": 0,
         "would_remove": 0,
@@ -96,6 +99,7 @@ def test_json_summary_has_the_documented_shape(sandbox: Sandbox) -> None:
         "invalid_email": 1,
         "invalid_key": 0,
         "duplicate": 1,
+        "no_status": 0,
         "failed": 0,
         "sent": 0,
     }

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omneo_status.models import Action, Outcome, Profile, StatusDefinition
-from omneo_status.run.decide import Match, Send, Settle, check_profile, decide
+from omneo_status.run.decide import Check, Match, Send, Settle, check_profile, decide, dropped
 
 HANDLES = st.lists(st.sampled_from(["vip", "gold", "staff", "media", "tier1"]), unique=True)
 
@@ -119,3 +119,23 @@ def test_a_status_replaced_within_its_group_is_a_note() -> None:
 def test_a_group_status_gone_without_a_rival_sent_is_a_problem() -> None:
     check = check_profile(Action.ASSIGN, ["staff"], ["gold"], profile("staff"), DEFINITIONS)
     assert check.problem == "held gold before the run and no longer does"
+
+
+def test_a_move_is_checked_as_one_change() -> None:
+    defs = {h: StatusDefinition(handle=h, group_handle="club") for h in ("silver", "gold")}
+    before = ("silver", "staff")
+
+    def check(now: tuple[str, ...]) -> Check:
+        profile = Profile(id="p", statuses=now)
+        return check_profile(Action.ASSIGN, ("gold",), before, profile, defs, away=("silver",))
+
+    assert check(("staff", "gold")) == Check(None, ())  # moved: no note for the sibling
+    assert check(("silver", "staff", "gold")).problem == "silver still on the profile"
+    assert check(("staff", "silver")).problem == "gold not on the profile"
+    assert check(("gold",)).problem == "held staff before the run and no longer does"
+
+
+def test_only_an_assign_drops_the_rivals_a_profile_holds() -> None:
+    held = ("vip", "silver", "platinum")
+    assert dropped(Action.ASSIGN, held, {"silver", "platinum", "bronze"}) == ("silver", "platinum")
+    assert dropped(Action.REMOVE, held, {"silver"}) == ()

@@ -48,10 +48,12 @@ SHOPIFY_HEADER = (
 
 @dataclass(frozen=True)
 class Expected:
-    """What ``assign vip FILE`` gives on the demo tenant."""
+    """What ``assign vip FILE`` (``assign FILE`` with ``--status-column``) gives on the demo
+    tenant."""
 
     args: tuple[str, ...]
     counts: dict[str, int]
+    handle: tuple[str, ...] = ("vip",)
 
 
 EXPECTED = {
@@ -81,6 +83,11 @@ EXPECTED = {
         ("--column", "Adresse e-mail"),
         {"assigned": 3, "already_had": 2, "not_found": 1, "invalid_email": 1, "duplicate": 1},
     ),
+    "tiers.csv": Expected(
+        ("--status-column", "tier"),
+        {"moved": 3, "assigned": 2, "already_had": 1, "not_found": 1, "no_status": 1},
+        handle=(),
+    ),
 }
 
 
@@ -92,7 +99,7 @@ def test_every_example_csv_is_tested() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_csv_gives_the_documented_outcomes(sandbox: Sandbox, name: str) -> None:
     expected = EXPECTED[name]
-    result = sandbox.run("assign", "vip", str(EXAMPLES / name), *expected.args, "--json")
+    result = sandbox.run("assign", *expected.handle, str(EXAMPLES / name), *expected.args, "--json")
     assert result.exit_code == 0, result.stderr
     summary = summary_of(result)
     assert {k: v for k, v in summary["counts"].items() if v} == expected.counts

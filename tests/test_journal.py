@@ -265,6 +265,7 @@ def test_every_kind_of_row_loads_through_the_one_loader(tmp_path: Path) -> None:
         Action.REMOVE,
         True,
         False,
+        None,
     )
 
 
@@ -346,3 +347,92 @@ def test_prune_with_a_huge_number_of_days_forgets_nothing(tmp_path: Path) -> Non
         assert journal.prune(older_than_days=365) == 1
         with pytest.raises(UsageError):
             journal.prune(older_than_days=-1)
+
+
+# -- a row that follows another (a tier move's second write) -----------------------------------
+
+
+def follower(of: int, handle: str = "silver") -> NewRow:
+    return NewRow(
+        None,
+        f"p{of}@x.com",
+        f"p{of}@x.com",
+        f"p{of}@x.com",
+        stage=Stage.PLANNED,
+        profile_id=f"id{of}",
+        send=(handle,),
+        action=Action.REMOVE,
+        follows=of,
+    )
+
+
+def test_a_follower_is_written_with_the_decision_it_follows_and_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = new_run(journal, rows=3)  # lines 2, 3, 4
+        for line in (2, 3, 4):
+            run.plan(Planned(line, f"id{line}", ("silver",), ("gold",)))
+            run.follow(follower(line))
+        # Both wait in memory: after a crash here neither the plan nor the follower is there.
+        assert stage_seen_by_another_connection(tmp_path / "j.sqlite", 2) == "lookup"
+        run.flush()
+        assert [r.line for r in run.sendable(limit=10)] == [2, 3, 4]  # the followers wait
+        run.settle_now(
+            [
+                Settled(2, Outcome.ASSIGNED),
+                Settled(3, Outcome.FAILED, "Injected failure"),
+                Settled(4, Outcome.ALREADY_HAD),
+            ]
+        )
+        assert run.release() == 2
+        units = {row.line: then for row, then in run.units()}
+        ready = [r.follows for r in run.sendable(limit=10)]
+    assert ready == [2, 4]  # lines 5 and 7 follow 2 and 4
+    assert units[3] is not None and units[3].outcome is Outcome.FAILED
+    assert units[3].detail == "not sent: the write it follows failed"
+    assert units[2] is not None and (units[2].line, units[2].stage) == (5, Stage.PLANNED)
+
+
+def test_the_tally_counts_a_row_and_its_follower_as_one_unit(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = new_run(journal, rows=2)
+        run.plan(Planned(2, "id2", ("silver",), ("gold",)))
+        run.follow(follower(2))
+        run.settle(Settled(3, Outcome.NOT_FOUND))
+        tally = sorted(run.tally(), key=lambda t: t.stage)
+        [move] = [t for t in run.move_tally() if t.send == ("gold",)]
+    assert [(t.outcome, t.stage, t.count, t.then) for t in tally] == [
+        (Outcome.NOT_FOUND, Stage.DONE, 1, None),
+        (None, Stage.PLANNED, 1, (None, Stage.PLANNED, False)),
+    ]
+    assert (move.then_send, move.count) == (("silver",), 1)
+
+
+def test_a_journal_of_migration_7_opens_with_runs_that_name_no_status_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v7.sqlite"
+    with sqlite3.connect(path) as db:
+        for step in MIGRATIONS[:7]:
+            step(db)
+        db.execute("PRAGMA user_version=7")
+        db.execute(
+            "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name, dry_run,"
+            " state, created_at, updated_at) VALUES ('r1','k','assign','[\"vip\"]','u','in.csv',"
+            "0,'finished','2024-01-01T00:00:00Z','2024-01-01T00:00:00Z')"
+        )
+        db.execute(
+            "INSERT INTO rows (run_id, line, email, email_key, stage, outcome, send)"
+            " VALUES ('r1', 2, 'a@x.com', 'a@x.com', 'done', 'assigned', '[\"vip\"]')"
+        )
+    with Journal(path) as journal:
+        info = journal.find_run("r1")
+        run = journal.run_journal("r1")
+        [(row, then)] = list(run.units())
+        tally = run.tally()
+    assert info.status_column is None
+    assert (row.outcome, row.follows, then) == (Outcome.ASSIGNED, None, None)
+    assert [(t.outcome, t.count, t.then) for t in tally] == [(Outcome.ASSIGNED, 1, None)]
+    with sqlite3.connect(path) as db:
+        assert schema_version(db) == len(MIGRATIONS) == 8

@@ -271,3 +271,19 @@ def test_a_report_target_must_be_a_writable_file(tmp_path: Path) -> None:
     check_report_target(tmp_path / "new" / "dir" / "report.csv")
     assert (tmp_path / "new" / "dir").is_dir()
     assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe left nothing behind
+
+
+def test_a_report_of_statuses_per_row_has_a_status_column(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    rows = [
+        ReportRow(2, "a@b.co", Outcome.MOVED, "p1", "b1", "silver -> gold", status="gold"),
+        ReportRow(3, "c@d.co", Outcome.NO_STATUS, detail="the tier cell is empty", status=""),
+    ]
+    write_report(path, rows, statuses=True)
+    header = path.read_text(encoding="utf-8").splitlines()[0]
+    assert header == "line,email,status,outcome,profile_id,batch_id,detail"
+    assert read_report(path) == rows
+    plain = tmp_path / "plain.csv"
+    write_report(plain, [ReportRow(2, "a@b.co", Outcome.ASSIGNED, status="gold")])
+    assert "status" not in plain.read_text(encoding="utf-8")
+    assert read_report(plain)[0].status is None

@@ -286,17 +286,19 @@ def kill_then_rerun(
     tenant: Tenant,
     until: Callable[[], bool],
     tmp_path: Path,
+    group_rule: bool = False,
 ) -> KillRun:
     """Run ``args`` to its end against ``clean``; against ``tenant`` (15 ms of latency,
     batches taking half a second), kill it with SIGKILL once ``until()``, then run it again
-    with the same state directory. The baseline and the re-run must exit 0."""
+    with the same state directory. The baseline and the re-run must exit 0. ``group_rule``
+    is both sandboxes' (a tenant that detaches a status's siblings itself)."""
     baseline = tool(
         [*args, "--report", str(tmp_path / "clean.csv")],
-        base_url=served(clean, SandboxConfig()).base_url,
+        base_url=served(clean, SandboxConfig(group_rule=group_rule)).base_url,
         state=tmp_path / "clean-state",
     )
     assert baseline.returncode == 0, baseline.stderr
-    config = SandboxConfig(latency_ms=15, batch_delay=0.5)
+    config = SandboxConfig(latency_ms=15, batch_delay=0.5, group_rule=group_rule)
     box = served(tenant, config)
     killed = tool(args, base_url=box.base_url, state=tmp_path / "state", until=until)
     assert killed.returncode == -signal.SIGKILL

@@ -158,29 +158,29 @@ async def test_a_known_path_with_another_method_is_405() -> None:
 async def test_statuses_envelope_and_links() -> None:
     async with sandbox(demo_tenant()) as client:
         first = (await client.get("/statuses", params={"page[size]": 3})).json()
-        last = (await client.get("/statuses", params={"page[size]": 3, "page[number]": 3})).json()
+        last = (await client.get("/statuses", params={"page[size]": 3, "page[number]": 4})).json()
     base = "http://sandbox/api/v3/statuses"
     assert [s["handle"] for s in first["data"]] == ["vip", "staff", "influencer"]
     assert first["links"] == {
         "first": f"{base}?page[number]=1&page[size]=3",
-        "last": f"{base}?page[number]=3&page[size]=3",
+        "last": f"{base}?page[number]=4&page[size]=3",
         "prev": None,
         "next": f"{base}?page[number]=2&page[size]=3",
     }
     assert first["meta"] == {
         "current_page": 1,
         "from": 1,
-        "last_page": 3,
+        "last_page": 4,
         "links": [],
         "path": base,
         "per_page": 3,
         "to": 3,
-        "total": 8,
+        "total": 11,
     }
-    assert [s["handle"] for s in last["data"]] == ["tier-platinum", "welcome"]
-    assert last["links"]["prev"] == f"{base}?page[number]=2&page[size]=3"
+    assert [s["handle"] for s in last["data"]] == ["club-gold", "club-platinum"]
+    assert last["links"]["prev"] == f"{base}?page[number]=3&page[size]=3"
     assert last["links"]["next"] is None
-    assert (last["meta"]["from"], last["meta"]["to"]) == (7, 8)
+    assert (last["meta"]["from"], last["meta"]["to"]) == (10, 11)
 
 
 @pytest.mark.anyio
@@ -1125,13 +1125,32 @@ def test_demo_tenant_content() -> None:
         ("tier-silver", "Silver tier"),
         ("tier-platinum", "Platinum tier"),
         ("welcome", "Welcome offer"),
+        ("club-silver", "Club Silver"),
+        ("club-gold", "Club Gold"),
+        ("club-platinum", "Club Platinum"),
     ]
     tiers = [s for s in tenant.statuses if s.group_handle == "tier"]
     assert [s.handle for s in tiers] == ["tier-silver", "tier-platinum"]
+    club = [s for s in tenant.statuses if s.group_handle == "club"]
+    assert [s.handle for s in club] == ["club-silver", "club-gold", "club-platinum"]
     welcome = tenant.status_by_handle("welcome")
     assert welcome is not None and (welcome.period, welcome.period_type) == (30, "days")
     variant_only = {"tier-silver", "tier-platinum", "welcome"}
     assert not any(variant_only & set(p.statuses) for p in tenant.profiles.values())
+    in_club = {
+        p.email: [h for h in p.statuses if h.startswith("club-")]
+        for p in tenant.profiles.values()
+        if any(h.startswith("club-") for h in p.statuses)
+    }
+    assert in_club == {
+        "member01@example.com": ["club-silver"],
+        "member02@example.com": ["club-silver"],
+        "member03@example.com": ["club-gold"],
+        "member05@example.com": ["club-gold"],
+        "member06@example.com": ["club-platinum"],
+        "member07@example.com": ["club-silver"],
+        "member10@example.com": ["club-gold"],
+    }
     assert len(tenant.profiles) == DEMO_PROFILES
     expected = {
         "ava.nguyen@example.com": [],
@@ -1153,7 +1172,7 @@ def test_demo_tenant_content() -> None:
     assert only(tenant, "member12@example.com").statuses == ["vip", "staff"]
     assert only(tenant, "member04@example.com").statuses == ["vip"]
     assert only(tenant, "member09@example.com").statuses == ["staff"]
-    assert only(tenant, "member01@example.com").statuses == []
+    assert only(tenant, "member11@example.com").statuses == []
     assert all(uuid.UUID(pid).version == 4 for pid in tenant.profiles)
 
 

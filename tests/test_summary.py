@@ -155,6 +155,7 @@ def test_a_run_in_the_runs_list_keeps_its_json_keys_in_order() -> None:
         "undo_of",
         "exit_code",
         "match",
+        "status_column",
     ]
     assert document["handles"] == ["vip"] and document["input"] == "in.csv"
 

@@ -202,6 +202,8 @@ class InputRow:
     when the record is too short."""
     rule: KeyRule = field(default=EMAIL_RULE, repr=False, compare=False)
     """The match key's rule (the email policy unless another key was asked for)."""
+    status: str | None = None
+    """The cell of ``status_column`` as read (``--status-column``), or None without one."""
     address: str = field(init=False)
     """The cell as the rule normalises it (:func:`normalize_email`): what is sent to the API."""
     canonical: str = field(init=False)
@@ -233,6 +235,7 @@ class InputLayout:
     """The header cell as written, or None when the file has no header."""
     sheet: str | None = None
     """The name of the workbook's sheet read, or None for a CSV."""
+    status_index: int | None = None
 
 
 @contextmanager
@@ -260,6 +263,7 @@ def read_rows(
     column: str | None = None,
     rule: KeyRule = EMAIL_RULE,
     sheet: str | None = None,
+    status_column: str | None = None,
 ) -> tuple[InputLayout, Iterator[InputRow]]:
     """Decide the layout of a CSV (or a workbook's sheet) of emails and return it with a lazy
     iterator of its rows.
@@ -279,8 +283,8 @@ def read_rows(
     the first by default), with the sheet's row numbers as lines and errors naming the sheet.
     ``sheet`` for a CSV is a ``UsageError``.
 
-    ``rule`` is the match key's: it names the column's headers, and says what a valid cell is
-    and how it is normalised (the email policy by default).
+    ``rule`` is the match key's (its headers, valid cells, normalisation; the email policy by
+    default); ``status_column`` names the header of the column of each row's ``status``.
     """
     opened = _opened(stream, name=name, sheet=sheet)
     first = next(opened.records, None)
@@ -293,6 +297,15 @@ def read_rows(
         cells, delimiter=opened.delimiter, line=line, name=opened.name, column=column, rule=rule
     )
     layout = dataclasses.replace(layout, sheet=opened.sheet)
+    if status_column is not None:  # a header cell other than the key's
+        at = _named_column(cells, status_column) if layout.has_header else None
+        if at is None or at == layout.column_index:
+            where, hint = (
+                f"{opened.name}, line {line}",
+                "Name its header with --status-column NAME.",
+            )
+            raise InputError(f"{where}: no status column named {status_column!r}", hint=hint)
+        layout = dataclasses.replace(layout, status_index=at)
     return layout, _rows(first, opened.records, layout, name=opened.name, rule=rule)
 
 
@@ -563,7 +576,7 @@ def _rows(
     name: str,
     rule: KeyRule,
 ) -> Iterator[InputRow]:
-    index = layout.column_index
+    index, at = layout.column_index, layout.status_index
     width = len(first[1])
     if layout.has_header and len(first[2]) > 1:
         # A header cell never holds a line break: the header's quote swallowed the rows after it.
@@ -576,7 +589,8 @@ def _rows(
     for line, cells, lines in rest:
         if len(lines) > 1:
             _check_spread_row(line, cells, lines, layout=layout, width=width, name=name, rule=rule)
-        yield InputRow(line, cells[index] if index < len(cells) else "", rule)
+        status = None if at is None else cells[at] if at < len(cells) else ""
+        yield InputRow(line, cells[index] if index < len(cells) else "", rule, status)
 
 
 def _check_spread_row(

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from omneo_status.events import Reporter, Step
 from omneo_status.keys import KeyKind, MatchKey
 from omneo_status.locking import JobLock, is_held, job_lock
 from omneo_status.models import Action, Outcome, StatusDefinition
+from omneo_status.moves import scope, siblings
 from omneo_status.options import JobSpec, RunOptions
 from omneo_status.run.engine import Confirm, Engine, Preview
 from omneo_status.run.planner import TenantFacts
@@ -83,6 +84,8 @@ def job_key(spec: JobSpec, *, base_url: str, digest: str, dry_run: bool) -> str:
     ]
     if spec.match.kind is not KeyKind.EMAIL:
         parts.append(f"match={spec.match}")
+    if spec.status_column is not None:  # each row's status is in the digest
+        parts.append("statuses=per-row")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -92,16 +95,23 @@ def undo_key(run_id: str, *, dry_run: bool) -> str:
 
 
 async def check_handles(
-    client: OmneoClient, handles: tuple[str, ...], reporter: Reporter
+    client: OmneoClient,
+    handles: tuple[str, ...],
+    reporter: Reporter,
+    *,
+    lines: Mapping[str, int] | None = None,
+    moves: bool = False,
 ) -> dict[str, StatusDefinition]:
     """The tenant's status definitions by handle; raises ``UnknownHandleError`` unless every
-    handle has one (suggesting the closest)."""
+    handle has one (suggesting the closest). ``lines`` says where the input's status column
+    first names each handle; with ``moves`` (the run moves customers within groups itself) a
+    grouped handle needs no caveat."""
     reporter.start(Step.HANDLES, None)
     definitions = {status.handle: status for status in await client.list_statuses()}
     reporter.finish(Step.HANDLES)
     unknown = [h for h in handles if h not in definitions]
     if not unknown:
-        for caveat in status_caveats(definitions, handles):
+        for caveat in status_caveats(definitions, handles, moves=moves):
             reporter.warn(caveat)
         return definitions
     handle, known = unknown[0], list(definitions)
@@ -111,17 +121,19 @@ async def check_handles(
     ]
     guess = f"; did you mean {' or '.join(f'`{c}`' for c in close[:3])}?" if close else ""
     more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    where = f" (the status column, line {lines[handle]})" if lines and handle in lines else ""
     raise UnknownHandleError(
-        f"Unknown status handle `{handle}`{more}: the tenant has no such status{guess}",
+        f"Unknown status handle `{handle}`{where}{more}: the tenant has no such status{guess}",
         hint="List the tenant's statuses to see the handles; nothing was written.",
     )
 
 
 def status_caveats(
-    definitions: Mapping[str, StatusDefinition], handles: Sequence[str]
+    definitions: Mapping[str, StatusDefinition], handles: Sequence[str], *, moves: bool = False
 ) -> list[str]:
     """What the plan must say about handles that change on their own: a time-limited status
-    expires, and a grouped one may replace (or be replaced by) its siblings."""
+    expires, and a grouped one may replace (or be replaced by) its siblings (unless the run
+    ``moves`` customers within groups itself)."""
     caveats: list[str] = []
     for handle in handles:
         status = definitions[handle]
@@ -135,14 +147,10 @@ def status_caveats(
                 f"`{handle}` is time-limited ({when}): profiles lose it on their own, so a later"
                 " check may find it gone"
             )
-        if status.grouped:
-            siblings = sorted(
-                other.handle
-                for other in definitions.values()
-                if other.group_handle == status.group_handle and other.handle != handle
-            )
+        if status.grouped and not moves:
+            others = sorted(siblings(handle, definitions))
             group = status.group_name or status.group_handle
-            also = f" ({', '.join(siblings)})" if siblings else ""
+            also = f" ({', '.join(others)})" if others else ""
             caveats.append(
                 f"`{handle}` belongs to the group {group}: the tenant may let a profile hold one"
                 f" status of a group, so giving it may take a sibling{also} away"
@@ -163,6 +171,8 @@ class _NewRun:
     input_name: str
     load: Callable[[RunJournal], None]
     undo_of: str | None = None
+    lines: Mapping[str, int] | None = None
+    """Where the input's status column first names each handle (for an unknown one)."""
 
 
 async def run_job(
@@ -175,8 +185,14 @@ async def run_job(
     fresh: bool = False,
 ) -> RunSummary:
     """Run ``spec`` over a prepared input, resuming the same job's run if it is unfinished
-    (or showing it again, ``already_finished``, if it finished). ``fresh`` starts anew."""
-    if spec.sync and len(spec.handles) != 1:
+    (or showing it again, ``already_finished``, if it finished). ``fresh`` starts anew.
+
+    When the input names each row's status (``source.status_column``), ``spec``'s handles are
+    the statuses the column names."""
+    if source.status_column is not None:
+        named = tuple(handle for handle, _ in source.statuses)
+        spec = replace(spec, handles=named, status_column=source.status_column)
+    elif spec.sync and len(spec.handles) != 1:
         raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
     key = job_key(spec, base_url=ctx.base_url, digest=source.digest, dry_run=options.dry_run)
 
@@ -189,7 +205,7 @@ async def run_job(
 
     with job_lock(ctx.state_dir, key) as lock, Journal.in_state_dir(ctx.state_dir) as journal:
         latest = None if fresh else journal.latest_run(key)
-        new = _NewRun(key, spec, source.label, load)
+        new = _NewRun(key, spec, source.label, load, lines=dict(source.statuses))
         return await _start(ctx, journal, lock, latest, new, options, report)
 
 
@@ -229,17 +245,22 @@ async def undo_job(
         if original.undo_of is not None:
             ctx.reporter.info(f"Run {original.run_id} is itself an undo; undoing it re-applies")
         match = MatchKey.parse(original.match)
-        spec = JobSpec(original.action.inverse, original.handles, match=match)
+        spec = JobSpec(
+            original.action.inverse,
+            original.handles,
+            match=match,
+            status_column=original.status_column,
+        )
         key = undo_key(original.run_id, dry_run=options.dry_run)
 
         def load(run: RunJournal) -> None:
-            changed = journal.run_journal(original.run_id).rows_with_outcome(
-                [Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT]
+            changed = journal.run_journal(original.run_id).units(
+                "l.outcome IN (?,?,?) OR d.outcome IN (?,?,?)", _CHANGED * 2
             )
             run.load(
-                _undo_row(r, match.rule.key)
-                for r in changed
-                if r.profile_id and r.outcome in (_done(r.action, original.action))
+                row
+                for lead, then in changed
+                for row in _undo_rows(lead, then, original.action, match.rule.key)
             )
 
         new = _NewRun(key, spec, f"undo of {original.run_id}", load, undo_of=original.run_id)
@@ -247,9 +268,38 @@ async def undo_job(
             return await _start(ctx, journal, lock, journal.latest_run(key), new, options, report)
 
 
-def _undo_row(row: RowRecord, canonical: Callable[[str], str]) -> NewRow:
+_CHANGED = tuple(o.value for o in (Outcome.ASSIGNED, Outcome.REMOVED, Outcome.SENT))
+"""Outcomes of a row whose change went out (or may have)."""
+
+
+def _undo_rows(
+    lead: RowRecord, then: RowRecord | None, action: Action, canonical: Callable[[str], str]
+) -> Iterator[NewRow]:
+    """The rows of an undo that reverse a row of the run (``action``'s) and the row that
+    follows it. A tier move is reversed as a move back: its siblings assigned again first,
+    then (once they are there) its new status removed, unless the profile had it before."""
+
+    def went(row: RowRecord) -> bool:
+        return bool(row.profile_id) and row.outcome in _done(row.action, action)
+
+    if then is None or not went(then):
+        if went(lead):
+            yield _undo_row(lead, canonical)
+        return
+    back = _undo_row(then, canonical)
+    yield back._replace(line=lead.line, holder=lead.holder, follows=None)
+    if went(lead):
+        yield _undo_row(lead, canonical, own=lead.action or action)._replace(
+            line=then.line, follows=lead.line
+        )
+
+
+def _undo_row(
+    row: RowRecord, canonical: Callable[[str], str], *, own: Action | None = None
+) -> NewRow:
     """The row of an undo that reverses ``row``: its profile and handles known, its own
-    action (if it had one) reversed."""
+    action (``own``, if it had one) reversed."""
+    action = own or row.action
     return NewRow(
         row.line,
         row.key,
@@ -257,7 +307,7 @@ def _undo_row(row: RowRecord, canonical: Callable[[str], str]) -> NewRow:
         canonical(row.address),
         profile_id=row.profile_id,
         send=row.send,
-        action=row.action.inverse if row.action else None,
+        action=action.inverse if action else None,
         holder=row.holder,
     )
 
@@ -334,10 +384,23 @@ async def _start(
     earlier = await _continue(ctx, journal, latest, lock, options, report)
     if earlier is not None:
         return earlier
-    definitions = await check_handles(ctx.client, new.spec.handles, ctx.reporter)
+    moves = _moves(new.spec, undo_of=new.undo_of)
+    handles = new.spec.handles
+    definitions = await check_handles(
+        ctx.client, handles, ctx.reporter, lines=new.lines, moves=moves
+    )
+    spec = new.spec
+    if moves:  # the run may also take each status's siblings away
+        spec = replace(spec, handles=scope(handles, definitions))
+        if options.no_wait and any(siblings(handle, definitions) for handle in handles):
+            raise UsageError(
+                "--no-wait cannot be used when a row moves its customer within a status group:"
+                " the move's second write waits for its first to land; nothing was written",
+                hint="Leave out --no-wait.",
+            )
     run = journal.create_run(
         new.job_key,
-        new.spec,
+        spec,
         base_url=ctx.base_url,
         input_name=new.input_name,
         dry_run=options.dry_run,
@@ -347,6 +410,12 @@ async def _start(
     new.load(run)
     run.update(state=RunState.RUNNING)
     return await _drive(ctx, run, options, report, definitions=definitions)
+
+
+def _moves(spec: JobSpec, *, undo_of: str | None) -> bool:
+    """Whether the run moves customers within status groups: its rows name their statuses,
+    it assigns them (an assign or a sync), and it is not an undo (which only reverses)."""
+    return spec.status_column is not None and spec.action is Action.ASSIGN and undo_of is None
 
 
 def _check_target(info: RunInfo, base_url: str) -> None:
@@ -378,10 +447,15 @@ async def _drive(
     all of it this command's): the summary's ``this_run`` is measured from it."""
     info = run.info()
     spec = JobSpec(
-        info.action, info.handles, sync=info.sync is not None, match=MatchKey.parse(info.match)
+        info.action,
+        info.handles,
+        sync=info.sync is not None,
+        match=MatchKey.parse(info.match),
+        status_column=info.status_column,
     )
+    moves = _moves(spec, undo_of=info.undo_of)
     if definitions is None:
-        definitions = await check_handles(ctx.client, spec.handles, ctx.reporter)
+        definitions = await check_handles(ctx.client, spec.handles, ctx.reporter, moves=moves)
     run.update(state=RunState.RUNNING)
     engine = Engine(
         run=run,
@@ -404,6 +478,7 @@ async def _drive(
         facts=ctx.facts,
         sleep=ctx.sleep,
         clock=ctx.clock,
+        moves=moves,
     )
     try:
         result = await engine.execute()

@@ -58,6 +58,10 @@ class Outcome(StrEnum):
     ASSIGNED = "assigned"
     ALREADY_HAD = "already_had"
     WOULD_ASSIGN = "would_assign"
+    MOVED = "moved"
+    """The row's status was added and its siblings in the status's group removed (a tier move:
+    ``--status-column``)."""
+    WOULD_MOVE = "would_move"
     REMOVED = "removed"
     DID_NOT_HAVE = "did_not_have"
     WOULD_REMOVE = "would_remove"
@@ -66,15 +70,28 @@ class Outcome(StrEnum):
     INVALID_EMAIL = "invalid_email"
     INVALID_KEY = "invalid_key"
     DUPLICATE = "duplicate"
+    NO_STATUS = "no_status"
+    """The row's status cell is empty (``--status-column``): nothing to do for it."""
     FAILED = "failed"
     SENT = "sent"
 
 
 SKIPPED = frozenset(
-    {Outcome.NOT_FOUND, Outcome.AMBIGUOUS, Outcome.INVALID_EMAIL, Outcome.INVALID_KEY}
+    {
+        Outcome.NOT_FOUND,
+        Outcome.AMBIGUOUS,
+        Outcome.INVALID_EMAIL,
+        Outcome.INVALID_KEY,
+        Outcome.NO_STATUS,
+    }
 )
-"""Outcomes of rows left alone because they match no single profile (or no valid key):
-what the unmatched limit counts and strict mode turns into failures."""
+"""Outcomes of rows left alone because they match no single profile (or have no valid key, or
+no status): what the unmatched limit counts and strict mode turns into failures."""
+
+
+LANDED = frozenset({Outcome.ASSIGNED, Outcome.ALREADY_HAD, Outcome.REMOVED, Outcome.DID_NOT_HAVE})
+"""Outcomes of a row whose profile shows its change (written, or not needed): what the second
+write of a tier move waits for."""
 
 
 class ApiModel(BaseModel):

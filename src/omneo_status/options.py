@@ -164,12 +164,17 @@ DEFAULT_REMOVAL_LIMIT = RemovalLimit.parse(MAX_REMOVE)
 class JobSpec:
     """What a run does: the action, the status handles it applies, and the key its rows are
     matched to profiles by (``--match``). A ``sync`` assigns the one handle to its input and
-    removes it from the holders the input does not list."""
+    removes it from the holders the input does not list.
+
+    With ``status_column`` each row names its own status in that column of the input, and
+    ``handles`` are every status the run may change: those the column names (and, for an
+    assign or a sync, their siblings in their groups, which a tier move removes)."""
 
     action: Action
     handles: tuple[str, ...]
     sync: bool = False
     match: MatchKey = EMAIL
+    status_column: str | None = None
 
 
 @dataclass(frozen=True)

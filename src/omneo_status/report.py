@@ -20,7 +20,9 @@ from omneo_status.models import Outcome
 
 REPORT_COLUMNS = ("line", "email", "outcome", "profile_id", "batch_id", "detail")
 """The columns of an email run's report; another match key names the second column after
-itself (``mobile``, ``id``, ``identity``)."""
+itself (``mobile``, ``id``, ``identity``), and a run whose rows name their statuses
+(``--status-column``) has a ``status`` column after it."""
+STATUS_COLUMN = "status"
 KEY_COLUMNS = ("email", "mobile", "id", "identity")
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -44,6 +46,9 @@ class ReportRow:
     profile_id: str | None = None
     batch_id: str | None = None
     detail: str = ""
+    status: str | None = None
+    """The row's status as its input names it (``--status-column``; None: the report has no
+    status column)."""
 
 
 def safe_cell(value: str) -> str:
@@ -51,15 +56,20 @@ def safe_cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
-def report_columns(key_column: str = "email") -> tuple[str, ...]:
-    """The report's header when the key column is named ``key_column``."""
-    return (REPORT_COLUMNS[0], key_column, *REPORT_COLUMNS[2:])
+def report_columns(key_column: str = "email", *, statuses: bool = False) -> tuple[str, ...]:
+    """The report's header when the key column is named ``key_column`` (and, with
+    ``statuses``, a ``status`` column after it)."""
+    status = (STATUS_COLUMN,) if statuses else ()
+    return (REPORT_COLUMNS[0], key_column, *status, *REPORT_COLUMNS[2:])
 
 
-def write_report(path: Path, rows: Iterable[ReportRow], key_column: str = "email") -> int:
+def write_report(
+    path: Path, rows: Iterable[ReportRow], key_column: str = "email", *, statuses: bool = False
+) -> int:
     """Write the report to ``path`` (UTF-8 CSV, header first) and return the number of rows.
 
-    ``key_column`` names the second column (the cell as read): ``email`` for email runs.
+    ``key_column`` names the second column (the cell as read): ``email`` for email runs;
+    ``statuses`` adds the ``status`` column after it (each row's ``status``).
 
     Rows are streamed, so ``rows`` may be a generator of any length. Parent directories are
     created; the file is readable by its owner only (mode 0600) and replaces any previous file
@@ -77,7 +87,7 @@ def write_report(path: Path, rows: Iterable[ReportRow], key_column: str = "email
     replaced = False
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
-            count = _write_rows(stream, rows, report_columns(key_column))
+            count = _write_rows(stream, rows, report_columns(key_column, statuses=statuses))
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
@@ -118,18 +128,26 @@ def check_report_target(path: Path, *, source: Path | None = None) -> None:
 def read_report(path: Path) -> list[ReportRow]:
     """The rows of a report written by :func:`write_report`.
 
-    The second column may bear any key's name (``ReportRow.key`` holds it). Cells come back
-    as stored: a ``'`` that :func:`safe_cell` added stays, and empty
-    ``profile_id``/``batch_id`` cells become None.
+    The second column may bear any key's name (``ReportRow.key`` holds it), and a ``status``
+    column may follow it. Cells come back as stored: a ``'`` that :func:`safe_cell` added
+    stays, and empty ``profile_id``/``batch_id`` cells become None.
     """
     try:
         with path.open(encoding="utf-8", newline="") as stream:
             reader = csv.reader(stream)
             header = next(reader, None)
-            known = {report_columns(column) for column in KEY_COLUMNS}
+            known = {
+                report_columns(column, statuses=statuses)
+                for column in KEY_COLUMNS
+                for statuses in (False, True)
+            }
             if header is None or tuple(header) not in known:
                 raise ReportError(f"{path} is not a report: its header is {header!r}")
-            return [_parse_row(cells, path=path, line=reader.line_num) for cells in reader]
+            statuses = STATUS_COLUMN in header
+            return [
+                _parse_row(cells, path=path, line=reader.line_num, statuses=statuses)
+                for cells in reader
+            ]
     except OSError as error:
         raise ReportError(f"Cannot read the report {path}: {_reason(error)}") from error
 
@@ -137,12 +155,15 @@ def read_report(path: Path) -> list[ReportRow]:
 def _write_rows(stream: TextIO, rows: Iterable[ReportRow], columns: tuple[str, ...]) -> int:
     writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(columns)
+    statuses = STATUS_COLUMN in columns
     count = 0
     for row in rows:
+        status = (_text_cell(row.status),) if statuses else ()
         writer.writerow(
             (
                 "" if row.line is None else row.line,
                 _text_cell(row.key),
+                *status,
                 row.outcome.value,
                 _text_cell(row.profile_id),
                 _text_cell(row.batch_id),
@@ -159,9 +180,11 @@ def _text_cell(value: str | None) -> str:
     return safe_cell(value or "").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _parse_row(cells: list[str], *, path: Path, line: int) -> ReportRow:
-    if len(cells) != len(REPORT_COLUMNS):
-        raise ReportError(f"{path}, line {line}: {len(cells)} cells, not {len(REPORT_COLUMNS)}")
+def _parse_row(cells: list[str], *, path: Path, line: int, statuses: bool) -> ReportRow:
+    width = len(REPORT_COLUMNS) + statuses
+    if len(cells) != width:
+        raise ReportError(f"{path}, line {line}: {len(cells)} cells, not {width}")
+    status = cells.pop(2) if statuses else None
     number, key, outcome, profile_id, batch_id, detail = cells
     try:
         return ReportRow(
@@ -171,6 +194,7 @@ def _parse_row(cells: list[str], *, path: Path, line: int) -> ReportRow:
             profile_id=profile_id or None,
             batch_id=batch_id or None,
             detail=detail,
+            status=status,
         )
     except ValueError as error:
         raise ReportError(f"{path}, line {line}: {error}") from error

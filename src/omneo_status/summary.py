@@ -16,10 +16,19 @@ from typing import Any
 from omneo_status.errors import ExitCode
 from omneo_status.keys import MatchKey
 from omneo_status.models import SKIPPED, Action, Outcome
+from omneo_status.moves import CHANGES, MovePair, fold
 from omneo_status.options import LookupPlan
 from omneo_status.report import ReportRow, write_report
 from omneo_status.store.journal import RunJournal
-from omneo_status.store.records import LIVE, RowRecord, RunInfo, RunState, Stage, SyncPlan
+from omneo_status.store.records import (
+    LIVE,
+    Part,
+    RowRecord,
+    RunInfo,
+    RunState,
+    Stage,
+    SyncPlan,
+)
 
 
 @dataclass
@@ -165,6 +174,10 @@ class RunSummary:
     input: str = ""
     """What the run read: the file (``-``: ``<stdin>``) and a workbook's sheet
     (``tiers.xlsx, sheet 'Customers'``), or ``undo of RUN_ID``."""
+    status_column: str | None = None
+    """The input column each row's status was read from (None: given on the command line)."""
+    moves: list[MovePair] | None = None
+    """With a status column: the rows that changed (or would), by pair (``silver -> gold``)."""
 
     @property
     def verb(self) -> str:
@@ -178,12 +191,14 @@ class RunSummary:
         return f"undo of {self.undoes}" if self.undoes is not None else self.verb
 
     def to_json(self) -> dict[str, Any]:
-        """The documented ``--json`` document (a sync's adds ``sync``, its plan)."""
-        document = {
+        """The documented ``--json`` document (a sync's adds ``sync``, its plan; a run whose
+        rows name their statuses adds ``moves``, its rows by pair)."""
+        document: dict[str, Any] = {
             "action": self.verb,
             "handles": list(self.handles),
             "match": self.match,
             "input": self.input,
+            "status_column": self.status_column,
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "state": self.state,
@@ -191,6 +206,10 @@ class RunSummary:
             "resumed": self.resumed,
             "rows": self.rows,
             "counts": self.counts,
+        }
+        if self.moves is not None:
+            document["moves"] = [pair.to_json() for pair in self.moves]
+        document |= {
             "batches": [batch.to_json() for batch in self.batches],
             "verified": self.verified.to_json(),
             "lookup": (
@@ -232,6 +251,8 @@ class RunView:
     """The exit code the run ended with (None until it ended)."""
     match: str = "email"
     """The key its rows were matched by (``--match``)."""
+    status_column: str | None = None
+    """The input column its rows' statuses were read from (``--status-column``), or None."""
 
     def to_json(self) -> dict[str, Any]:
         """The run's entry in ``runs --json``: its fields in order, ``input_name`` as
@@ -254,21 +275,64 @@ def effective_outcome(
     return Outcome.FAILED, f"not processed: the run stopped ({state.value}); resume it to go on"
 
 
+def _effective(part: Part, detail: str, state: RunState) -> tuple[Outcome, str]:
+    return effective_outcome(
+        part.outcome, detail, stage=part.stage, has_batch=part.has_batch, state=state
+    )
+
+
+def _part_of(row: RowRecord) -> Part:
+    return Part(row.outcome, row.stage, row.batch_id is not None)
+
+
+def _pending(part: Part, then: Part | None) -> bool:
+    """Whether a row (or the row that follows it) has no outcome yet."""
+    return part.outcome is None or (then is not None and then.outcome is None)
+
+
 def outcome_counts(run: RunJournal, state: RunState, *, live: bool = False) -> dict[str, int]:
-    """Rows per outcome as the report counts them (every outcome present, zeros included).
+    """Rows per outcome as the report counts them (every outcome present, zeros included); a
+    tier move's two rows count once, as the input row's one outcome.
 
     With ``live`` (a process still works on the run), undecided rows count as ``pending``.
     """
     counts = {outcome.value: 0 for outcome in Outcome}
     for tally in run.tally():
-        if live and tally.outcome is None:
+        if live and _pending(tally.part, tally.then):
             counts["pending"] = counts.get("pending", 0) + tally.count
             continue
-        outcome, _ = effective_outcome(
-            tally.outcome, "", stage=tally.stage, has_batch=tally.has_batch, state=state
-        )
+        then = None if tally.then is None else _effective(tally.then, "", state)
+        outcome, _ = fold(_effective(tally.part, "", state), then, to=(), away=())
         counts[outcome.value] += tally.count
     return counts
+
+
+def move_pairs(
+    run: RunJournal, action: Action, state: RunState, *, live: bool = False
+) -> list[MovePair]:
+    """The rows that changed a profile (or would, or went out) by pair, most first: ``new gold``
+    (assigned, no sibling to remove), ``silver -> gold`` (a move), ``gold -> none`` (removed).
+    With ``live``, rows still to send count as what they are to do."""
+    pairs: dict[tuple[str | None, str | None], int] = {}
+    for tally in run.move_tally():
+        pending = live and _pending(tally.part, tally.then)
+        then = None if tally.then is None else _effective(tally.then, "", state)
+        outcome, _ = fold(_effective(tally.part, "", state), then, to=(), away=())
+        if not (pending or outcome in CHANGES):
+            continue
+        key: tuple[str | None, str | None]
+        if (tally.action or action) is Action.REMOVE:
+            key = (", ".join(tally.send), None)
+        else:
+            moved = bool(tally.then_send) and (pending or outcome not in _OWN_ONLY)
+            key = (", ".join(tally.then_send) if moved else None, ", ".join(tally.send))
+        pairs[key] = pairs.get(key, 0) + tally.count
+    ranked = sorted(pairs.items(), key=lambda item: (-item[1], str(item[0])))
+    return [MovePair(away, to, rows) for (away, to), rows in ranked]
+
+
+_OWN_ONLY = frozenset({Outcome.ASSIGNED, Outcome.WOULD_ASSIGN})
+"""Outcomes of a row with a follower that removed nothing (its siblings were gone already)."""
 
 
 def default_report_path(journal_path: Path, run_id: str) -> Path:
@@ -277,26 +341,30 @@ def default_report_path(journal_path: Path, run_id: str) -> Path:
 
 
 def write_run_report(run: RunJournal, path: Path | None) -> Path:
-    """Write the run's CSV report (one row per input row) and record where; returns the path."""
+    """Write the run's CSV report (one row per input row, a tier move's two writes as one) and
+    record where; returns the path."""
     info = run.info()
     target = path or default_report_path(run.journal.path, run.run_id)
     key_column = MatchKey.parse(info.match).column
-    write_report(target, (_report_row(row, info.state) for row in run.all_rows()), key_column)
+    rows = (_report_row(row, then, info) for row, then in run.units())
+    write_report(target, rows, key_column, statuses=info.status_column is not None)
     run.record_report(target)
     return target
 
 
-def _report_row(row: RowRecord, state: RunState) -> ReportRow:
-    outcome, detail = effective_outcome(
-        row.outcome, row.detail, stage=row.stage, has_batch=row.batch_id is not None, state=state
-    )
+def _report_row(row: RowRecord, then: RowRecord | None, info: RunInfo) -> ReportRow:
+    state = info.state
+    lead = _effective(_part_of(row), row.detail, state)
+    follow = None if then is None else _effective(_part_of(then), then.detail, state)
+    outcome, detail = fold(lead, follow, to=row.send, away=then.send if then else ())
     return ReportRow(
         line=None if row.holder else row.line,
         key=row.key,
         outcome=outcome,
         profile_id=row.profile_id,
-        batch_id=row.batch_id,
+        batch_id=row.batch_id or (then.batch_id if then else None),
         detail=detail,
+        status="" if row.holder else ", ".join(row.send),
     )
 
 
@@ -349,6 +417,8 @@ def summarize(
         match=info.match,
         undoes=_undone_verb(run, info.undo_of),
         input=info.input_name,
+        status_column=info.status_column,
+        moves=move_pairs(run, info.action, info.state) if info.status_column else None,
     )
     summary.exit_code = exit_code_of(summary, strict=strict)
     return summary

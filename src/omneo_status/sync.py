@@ -16,7 +16,7 @@ any write).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,38 +68,52 @@ class Holders:
 
 
 async def find_holders(
-    client: OmneoClient, run: RunJournal, handle: str, reporter: Reporter, *, concurrency: int
+    client: OmneoClient,
+    run: RunJournal,
+    handles: Sequence[str],
+    reporter: Reporter,
+    *,
+    concurrency: int,
 ) -> Holders:
-    """Every profile holding ``handle``, proven: from the run's tenant scan when it read every
-    page unmoved, else from the status filter when every profile it lists holds the handle,
-    else from a scan of the whole tenant (``UsageError`` when the tenant has more than
-    ``TENANT_SCAN_MAX`` profiles or does not say how many)."""
+    """Every profile holding one of ``handles``, proven: from the run's tenant scan when it
+    read every page unmoved, else from the status filter (one reading per handle) when every
+    profile it lists holds the handle, else from a scan of the whole tenant (``UsageError``
+    when the tenant has more than ``TENANT_SCAN_MAX`` profiles or does not say how many)."""
     before = client.governor.stats.requests
     scan = TenantScan(client, run, concurrency=concurrency)
     state = scan.started()
-    if state is not None and state.holders_of == handle and not state.moved:
+    what = ", ".join(handles)
+    if state is not None and state.holders_of == ",".join(handles) and not state.moved:
         if state.complete:
             holders = tuple(scan.store.holders())
             reporter.info(
-                f"{handle}: {len(holders)} holder(s), seen by the tenant scan of this run"
+                f"{what}: {len(holders)} holder(s), seen by the tenant scan of this run"
                 " (no request of their own)"
             )
             return Holders(holders, "tenant_scan", 0)
         # A scan for the holders that an earlier attempt began (the filter proved ignored).
-        return await _scanned(client, scan, handle, reporter, before, fresh=False)
-    listed = await client.find_profiles(
-        {"filter[statuses.handle]": handle},
-        stop_at=lambda page: any(handle not in profile.statuses for profile in page),
-    )
-    strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
-    if not strangers:
-        spent = client.governor.stats.requests - before
-        return Holders(tuple(listed.profiles), "filter", spent)
-    reporter.warn(
-        f"The tenant ignores filter[statuses.handle]: it listed {strangers} profile(s) without"
-        f" {handle}; reading the whole tenant to find its holders"
-    )
-    return await _scanned(client, scan, handle, reporter, before, fresh=True)
+        return await _scanned(client, scan, what, reporter, before, fresh=False)
+    found: dict[str, Profile] = {}
+    for handle in handles:
+        listed = await client.find_profiles(
+            {"filter[statuses.handle]": handle}, stop_at=_without(handle)
+        )
+        strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
+        if strangers:
+            reporter.warn(
+                "The tenant ignores filter[statuses.handle]: it listed"
+                f" {strangers} profile(s) without {handle}; reading the whole tenant to find"
+                " its holders"
+            )
+            return await _scanned(client, scan, what, reporter, before, fresh=True)
+        found.update((profile.id, profile) for profile in listed.profiles)
+    spent = client.governor.stats.requests - before
+    return Holders(tuple(found.values()), "filter", spent)
+
+
+def _without(handle: str) -> Callable[[Sequence[Profile]], bool]:
+    """Whether a page lists a profile without ``handle`` (the tenant ignores the filter)."""
+    return lambda page: any(handle not in profile.statuses for profile in page)
 
 
 async def _scanned(
@@ -170,7 +184,11 @@ def guard_hint(*, rows: int, removals: int, holders: int) -> str:
 
 class SyncPlanner:
     """Plans the removal side of a sync run, once: holders found, guard applied, holder rows
-    journaled with the plan (a resumed run that planned already is left as it is)."""
+    journaled with the plan (a resumed run that planned already is left as it is).
+
+    A sync whose rows name their statuses (``--status-column``) has several handles: every
+    status the column names and their siblings in their groups. A holder of any of them that
+    the input does not list loses those it holds, and the guard counts over all of them."""
 
     def __init__(
         self,
@@ -182,10 +200,10 @@ class SyncPlanner:
         dry_run: bool,
         concurrency: int = CONCURRENCY,
     ) -> None:
-        if len(handles) != 1:
-            raise UsageError(f"A sync takes exactly one status handle: {SYNC_ONE}")
         self.client = client
-        self.handle = handles[0]
+        self.handles = tuple(handles)
+        self.handle = ", ".join(handles)
+        """The handles as messages name them."""
         self.limit = limit
         self.reporter = reporter
         self.dry_run = dry_run
@@ -199,7 +217,7 @@ class SyncPlanner:
         if earlier is not None and earlier.planned:
             return
         holders = await find_holders(
-            self.client, run, self.handle, self.reporter, concurrency=self.concurrency
+            self.client, run, self.handles, self.reporter, concurrency=self.concurrency
         )
         keys = [(p.id, email_key(p.email or "") or None) for p in holders.profiles]
         listed = listed_profiles(run, keys)
@@ -240,6 +258,7 @@ class SyncPlanner:
     def _row(self, profile: Profile) -> NewRow:
         email = profile.email or ""
         would = self.dry_run
+        send = tuple(handle for handle in self.handles if handle in profile.statuses)
         return NewRow(
             line=None,
             key=email,
@@ -247,10 +266,10 @@ class SyncPlanner:
             canonical=email_key(email),
             stage=Stage.PLANNED,
             outcome=Action.REMOVE.would if would else None,
-            detail=f"would remove {self.handle}: not in the input" if would else "",
+            detail=f"would remove {', '.join(send)}: not in the input" if would else "",
             profile_id=profile.id,
             held=profile.statuses,
-            send=(self.handle,),
+            send=send,
             action=Action.REMOVE,
             holder=True,
         )

@@ -18,6 +18,7 @@ from omneo_status.api.doctor import DoctorReport
 from omneo_status.api.trace import Exchange
 from omneo_status.events import Step
 from omneo_status.models import Batch, BatchState, Outcome, StatusDefinition
+from omneo_status.moves import MovePair
 from omneo_status.options import JobSpec
 from omneo_status.settings import SettingView
 from omneo_status.summary import BatchSummary, RunSummary, RunView
@@ -39,6 +40,8 @@ _OUTCOME_STYLE = {
     Outcome.ASSIGNED.value: "green",
     Outcome.REMOVED.value: "green",
     Outcome.WOULD_ASSIGN.value: "cyan",
+    Outcome.MOVED.value: "green",
+    Outcome.WOULD_MOVE.value: "cyan",
     Outcome.WOULD_REMOVE.value: "cyan",
     Outcome.FAILED.value: "bold red",
     Outcome.NOT_FOUND.value: "yellow",
@@ -318,6 +321,10 @@ class PlanPreview(Protocol):
     def to_send(self) -> int:
         """Profiles that would be written."""
 
+    @property
+    def moves(self) -> Sequence[MovePair]:
+        """The moves by pair (a run whose rows name their statuses), else empty."""
+
 
 def confirm_plan(
     preview: PlanPreview, spec: JobSpec | None, *, input_name: str | None = None
@@ -341,7 +348,8 @@ def confirm_plan(
             table.add_row(outcome, str(count))
     table.add_row(f"to {verb}", str(preview.to_send), style="bold")
     err.print(table)
-    what = f" {', '.join(spec.handles)}" if spec is not None else ""
+    _render_moves(err, preview.moves)
+    what = f" {', '.join(spec.handles)}" if spec is not None and spec.handles else ""
     question = f"{verb.capitalize()}{what} on {preview.to_send} profile(s)?"
     return Confirm.ask(question, console=err, default=False)
 
@@ -363,6 +371,7 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
             table.add_row(f"[{style}]{outcome.value}[/]" if style else outcome.value, str(count))
     table.add_row("total", str(summary.rows), style="bold")
     out.print(table)
+    _render_moves(out, summary.moves or ())
     _render_batches(out, summary.batches)
     lookup = summary.lookup
     if lookup is not None:
@@ -384,6 +393,14 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
     if summary.input:
         out.print(f"Input: {escape(summary.input)}")
     out.print(f"Report: {escape(str(summary.report))}")
+
+
+def _render_moves(out: Console, moves: Sequence[MovePair]) -> None:
+    """The rows that change by pair, one line each (``silver -> gold: 812``)."""
+    if moves:
+        out.print("Moves:")
+    for pair in moves:
+        out.print(f"  {escape(pair.label)}: {pair.rows}")
 
 
 def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
@@ -476,6 +493,7 @@ def render_runs(runs: Sequence[RunView]) -> None:
     table.add_column("input", overflow="fold", min_width=8)
     for run in runs:
         job = f"{run.action} {','.join(run.handles)}"
+        job += f" from column {run.status_column}" if run.status_column else ""
         job += f" by {run.match}" if run.match != "email" else ""
         job += " (dry run)" if run.dry_run else ""
         table.add_row(

@@ -111,15 +111,17 @@ class Given:
 def with_flags(*flags: Flag[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """The command ``body`` offering ``flags`` after its own parameters (its arguments): Typer
     reads them from the signature, and ``body`` gets their values, as one ``Given``, in its
-    last parameter."""
+    parameter annotated ``Given`` (its first, when an argument has a default; else its last)."""
 
     def decorate(body: Callable[..., None]) -> Callable[..., None]:
-        *own, _ = inspect.signature(body, eval_str=True).parameters.values()
+        parameters = inspect.signature(body, eval_str=True).parameters.values()
+        own = [parameter for parameter in parameters if parameter.annotation is not Given]
+        [given] = [parameter.name for parameter in parameters if parameter.annotation is Given]
 
         @functools.wraps(body)
         def command(**values: Any) -> None:
-            arguments = [values.pop(parameter.name) for parameter in own]
-            body(*arguments, Given(values))
+            arguments = {parameter.name: values.pop(parameter.name) for parameter in own}
+            body(**arguments, **{given: Given(values)})
 
         signature = inspect.Signature([*own, *(flag.parameter() for flag in flags)])
         command.__signature__ = signature  # type: ignore[attr-defined]
@@ -132,23 +134,29 @@ def with_flags(*flags: Flag[Any]) -> Callable[[Callable[..., None]], Callable[..
 # -- the arguments ---------------------------------------------------------------------------
 
 HandleArg = Annotated[
-    str,
+    str | None,
     typer.Argument(
         metavar="HANDLE",
-        help="Status handle, or several separated by commas (vip,staff).",
+        help="Status handle, or several separated by commas (vip,staff); left out with"
+        " --status-column.",
         show_default=False,
     ),
 ]
 SyncHandleArg = Annotated[
-    str,
-    typer.Argument(metavar="HANDLE", help="The one status handle to sync.", show_default=False),
+    str | None,
+    typer.Argument(
+        metavar="HANDLE",
+        help="The one status handle to sync; left out with --status-column.",
+        show_default=False,
+    ),
 ]
+"""Optional to Typer, as CSV_FILE is: with --status-column the one argument is the file."""
 CsvArg = Annotated[
-    str,
+    str | None,
     typer.Argument(
         metavar="CSV_FILE",
         help="CSV or workbook (.xlsx, .xls, .ods) of email addresses (or of --match keys),"
-        " or - for stdin.",
+        " or - for stdin (always needed).",
         show_default=False,
     ),
 ]
@@ -183,6 +191,14 @@ SHEET = optional(
     " the first).",
     panel=RUN,
     metavar="NAME|NUMBER",
+)
+STATUS_COLUMN = optional(
+    str,
+    "--status-column",
+    help="Read each row's status from this column (give no HANDLE): a status of a group"
+    " moves its customer within the group, the other statuses of the group removed.",
+    panel=RUN,
+    metavar="NAME",
 )
 MATCH = defaulted(
     str,
@@ -237,7 +253,9 @@ STALL_TIMEOUT = defaulted(
 )
 NO_WAIT = switch("--no-wait", help="Send and stop; follow up with `omneo-status batch`.", panel=RUN)
 STRICT = switch(
-    "--strict", help="Rows not found, ambiguous or invalid count as failures (exit 3).", panel=RUN
+    "--strict",
+    help="Rows not found, ambiguous, invalid or without a status count as failures (exit 3).",
+    panel=RUN,
 )
 MAX_UNMATCHED = optional(
     float,
@@ -404,6 +422,7 @@ EVERY_RUN = (DRY_RUN, YES, CHUNK_SIZE, VERIFY, POLL_TIMEOUT, STALL_TIMEOUT)
 FILE_RUN = (
     COLUMN,
     SHEET,
+    STATUS_COLUMN,
     MATCH,
     *EVERY_RUN,
     NO_WAIT,

@@ -29,6 +29,7 @@ from omneo_status.cli.flags import (
     RUN_CONNECTION,
     RUN_OUTPUT,
     SHEET,
+    STATUS_COLUMN,
     YES,
     Connection,
     CsvArg,
@@ -57,14 +58,18 @@ RUN_EPILOG = (
     "  omneo-status {verb} vip,staff customers.csv --yes --json\n\n"
     "  omneo-status {verb} vip examples/emails.csv --sandbox\n\n"
     "  omneo-status {verb} vip customers.csv --match identity:shopify --column 'Customer ID'\n\n"
-    "  omneo-status {verb} vip tiers.xlsx --sheet Customers --dry-run\n\n" + EXIT_CODES_HELP
+    "  omneo-status {verb} vip tiers.xlsx --sheet Customers --dry-run\n\n"
+    "  omneo-status {verb} --status-column tier examples/tiers.csv --sandbox --dry-run\n\n"
+    + EXIT_CODES_HELP
 )
 SYNC_EPILOG = (
     "Examples:\n\n"
     "  omneo-status sync vip tonight.csv --dry-run\n\n"
     "  omneo-status sync vip tonight.csv --max-remove 50 --yes --json\n\n"
     "  omneo-status sync vip members.xlsx --sheet 2 --dry-run\n\n"
-    "  omneo-status sync vip examples/emails.csv --sandbox --max-remove 100%\n\n" + EXIT_CODES_HELP
+    "  omneo-status sync vip examples/emails.csv --sandbox --max-remove 100%\n\n"
+    "  omneo-status sync --status-column tier examples/tiers.csv --sandbox --dry-run\n\n"
+    + EXIT_CODES_HELP
 )
 RESUME_EPILOG = (
     "Examples:\n\n  omneo-status resume 20261128T181500-3fa9c2-0b1e\n\n"
@@ -86,7 +91,7 @@ def _file_command(action: Action, help_text: str) -> Callable[..., None]:
     """``assign`` or ``remove``: the same command but for its action, its name and its help."""
 
     @with_flags(*FILE_RUN, *RUN_OUTPUT, *RUN_CONNECTION)
-    def command(handle: HandleArg, csv_file: CsvArg, given: Given) -> None:
+    def command(given: Given, handle: HandleArg = None, csv_file: CsvArg = None) -> None:
         _from_file(action, handle, csv_file, given)
 
     command.__name__ = command.__qualname__ = action.value
@@ -98,25 +103,30 @@ assign = _file_command(
     Action.ASSIGN,
     """Add status HANDLE to every profile whose email (or --match key) is in CSV_FILE.
 
-    Only the batch endpoint is used: statuses the profiles already hold are kept.
+    Only the batch endpoint is used: statuses the profiles already hold are kept. With
+    --status-column each row names its own status instead, and a status of a group moves its
+    customer within the group: the other statuses of that group the profile holds are removed.
     """,
 )
 remove = _file_command(
     Action.REMOVE,
     """Remove status HANDLE from every profile whose email (or --match key) is in CSV_FILE.
 
-    Only the handles given are detached; every other status is kept.
+    Only the handles given are detached; every other status is kept. With --status-column
+    each row names the status to detach from its profile.
     """,
 )
 
 
 @with_flags(MAX_REMOVE, *FILE_RUN, *RUN_OUTPUT, *RUN_CONNECTION)
-def sync(handle: SyncHandleArg, csv_file: CsvArg, given: Given) -> None:
+def sync(given: Given, handle: SyncHandleArg = None, csv_file: CsvArg = None) -> None:
     """Make the profiles in CSV_FILE exactly the holders of status HANDLE.
 
     Adds HANDLE to listed profiles that lack it and removes it from holders the file does not
     list, through the batch endpoint only; every other status is kept. The removal guard
-    (--max-remove) stops before any write when too many holders would lose it.
+    (--max-remove) stops before any write when too many holders would lose it. With
+    --status-column, each row's status (its customer moved within the status's group) and
+    every holder of those statuses or their siblings the file does not list loses them.
     """
     _from_file(Action.ASSIGN, handle, csv_file, given, sync=True)
 
@@ -177,15 +187,43 @@ def _asking(rt: Runtime, given: Given, options: RunOptions, conn: Connection) ->
     return Asking.ASK if rt.interactive() else Asking.NOBODY
 
 
+def _arguments(
+    first: str | None, csv_file: str | None, status_column: str | None
+) -> tuple[str, str]:
+    """The HANDLE and CSV_FILE arguments (HANDLE "" with --status-column, where the one
+    argument is the file)."""
+    if first is None:
+        raise UsageError(
+            "Missing argument CSV_FILE",
+            hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
+        )
+    if status_column is None:
+        if csv_file is None:
+            raise UsageError(
+                "Missing argument CSV_FILE",
+                hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
+            )
+        return first, csv_file
+    if csv_file is not None:
+        raise UsageError(
+            f"--status-column {status_column} reads each row's status from the file: give no"
+            f" HANDLE (got {first!r})",
+            hint="Example: omneo-status assign --status-column tier customers.csv",
+        )
+    return "", first
+
+
 def _from_file(
-    action: Action, handle: str, csv_file: str, given: Given, *, sync: bool = False
+    action: Action, first: str | None, second: str | None, given: Given, *, sync: bool = False
 ) -> None:
     """``assign`` and ``remove``, or ``sync`` (``sync=True``): read the file, run the job, show
     the summary, exit."""
     rt = boundary.runtime()
     out, conn = output(given), connection(given)
     with boundary.guard(out.json):
-        spec = JobSpec(action, _handles(handle), sync=sync, match=MatchKey.parse(given[MATCH]))
+        handle, csv_file = _arguments(first, second, given[STATUS_COLUMN])
+        handles = _handles(handle) if handle else ()
+        spec = JobSpec(action, handles, sync=sync, match=MatchKey.parse(given[MATCH]))
         if sync and len(spec.handles) > 1:
             raise UsageError(
                 f"sync takes one status handle, not {len(spec.handles)}: {SYNC_ONE}",
@@ -202,6 +240,7 @@ def _from_file(
                 stdin=sys.stdin.buffer,
                 match=spec.match,
                 sheet=given[SHEET],
+                status_column=given[STATUS_COLUMN],
             ) as source,
         ):
             summary = _execute(

@@ -6,7 +6,7 @@ Nothing here does I/O; the action's polarity comes from ``Action`` alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from omneo_status.models import Action, Outcome, Profile, StatusDefinition
@@ -82,6 +82,15 @@ def decide(
     return Send(profile, to_send, match.note)
 
 
+def dropped(action: Action, held: Sequence[str], rivals: Collection[str]) -> tuple[str, ...]:
+    """The statuses a profile holding ``held`` must lose for a row whose status has
+    ``rivals`` (its siblings in its group): those it holds, when the row assigns (a tier
+    move); none otherwise."""
+    if action is not Action.ASSIGN:
+        return ()
+    return tuple(handle for handle in held if handle in rivals)
+
+
 def _noted(detail: str, note: str | None) -> str:
     """A detail with a caveat after it."""
     if not note:
@@ -105,12 +114,15 @@ def check_profile(
     held_before: Sequence[str],
     profile: Profile | None,
     definitions: Mapping[str, StatusDefinition],
+    *,
+    away: Sequence[str] = (),
 ) -> Check:
     """Whether ``profile`` (read after the run) shows the change and kept the rest.
 
-    A status the profile held before and no longer holds is a problem, unless its definition
-    explains it: a time-limited status may have expired, and a status that shares its group with
-    a handle that was sent may have been replaced by it. Those become notes.
+    ``away`` are the siblings a tier move removed: they must be gone. A status the profile held
+    before and no longer holds is a problem, unless its definition explains it: a time-limited
+    status may have expired, and a status that shares its group with a handle that was sent may
+    have been replaced by it. Those become notes.
     """
     if profile is None:
         return Check("profile not found on re-read")
@@ -120,7 +132,10 @@ def check_profile(
         # The handles still there were to go; the others were to come.
         where = "still on" if missing[0] in now else "not on"
         return Check(f"{', '.join(missing)} {where} the profile")
-    lost = [h for h in held_before if h not in sent and h not in now]
+    kept = Action.REMOVE.to_send(now, away)
+    if kept:
+        return Check(f"{', '.join(kept)} still on the profile")
+    lost = [h for h in held_before if h not in sent and h not in away and h not in now]
     notes: list[str] = []
     unexplained: list[str] = []
     for handle in lost:

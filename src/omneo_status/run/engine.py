@@ -21,9 +21,10 @@ from omneo_status.errors import Cancelled, GuardrailError
 from omneo_status.events import Reporter, Step
 from omneo_status.keys import KeyKind
 from omneo_status.models import SKIPPED, Action, Outcome, StatusDefinition
+from omneo_status.moves import MovePair, rivals, second_write
 from omneo_status.options import JobSpec, LookupMode, LookupPlan, RunOptions
 from omneo_status.run.backoff import Backoff, Clock, Sleep
-from omneo_status.run.decide import Decision, Match, Send, decide
+from omneo_status.run.decide import Decision, Match, Send, decide, dropped
 from omneo_status.run.outbox import Outbox
 from omneo_status.run.planner import Chosen, LookupPlanner, TenantFacts
 from omneo_status.run.readback import ProfileReader
@@ -35,8 +36,8 @@ from omneo_status.run.resolver import (
 from omneo_status.run.verify import verify_sample
 from omneo_status.run.watcher import BatchWatcher
 from omneo_status.store.journal import FLUSH_SECONDS, RunJournal
-from omneo_status.store.records import Planned, RowRecord, Settled, Stage
-from omneo_status.summary import Verification
+from omneo_status.store.records import Planned, RowRecord, RunState, Settled, Stage
+from omneo_status.summary import Verification, move_pairs, outcome_counts
 
 SCAN_MOVED = (
     "The tenant's profile list changed during the scan: addresses it did not find are looked"
@@ -50,6 +51,9 @@ class Preview:
 
     counts: dict[str, int]
     to_send: int
+    """Rows with a write to send (a tier move counts once)."""
+    moves: tuple[MovePair, ...] = ()
+    """The moves by pair, for a run whose rows name their statuses (``--status-column``)."""
 
 
 Confirm = Callable[[Preview], bool]
@@ -137,9 +141,13 @@ class Engine:
         facts: TenantFacts | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        moves: bool = False,
     ) -> None:
         self.run = run
         self.planner = planner
+        self.moves = moves
+        """Whether a row assigning a status of a group moves its customer within the group
+        (``--status-column``; never in an undo, which only reverses)."""
         self.facts = facts
         """What doctor measured on the tenant, for the lookup planner's sums."""
         self._lookups: LookupPlanner | None = None
@@ -202,9 +210,12 @@ class Engine:
             if self.planner is not None:
                 await self.planner.plan(self.run)
             if not self.options.dry_run:
-                ask_to_proceed(self.run, self.confirm)
+                ask_to_proceed(self.run, self.confirm, self.spec)
                 self.outbox.launch(full_only=False)
             await self._crew.drain()
+            while self.run.release():  # the second writes of moves whose first write landed
+                self.outbox.launch(full_only=False)
+                await self._crew.drain()
             self.result.gave_up = self.outbox.gave_up
             self.reporter.finish(Step.SEND)
             self.reporter.finish(Step.WAIT)
@@ -339,7 +350,14 @@ class Engine:
             return
         action, handles = self.action_of(row), row.send or self.spec.handles
         dry_run = self.options.dry_run
-        self._record(row, decide(match, action, handles, dry_run=dry_run, key_name=key_name))
+        decision = decide(match, action, handles, dry_run=dry_run, key_name=key_name)
+        self._record(row, decision)
+        if self.moves and not row.holder and decision.profile is not None:
+            others = rivals(row.send, self.definitions)
+            away = dropped(action, decision.profile.statuses, others)
+            if away:
+                canonical = self.spec.match.rule.key(row.address)
+                self.run.follow(second_write(row, decision.profile, away, canonical, dry_run))
 
     def _record(self, row: RowRecord, decision: Decision) -> None:
         if isinstance(decision, Send):
@@ -389,7 +407,8 @@ class Engine:
 
 def check_unmatched(run: RunJournal, limit: float | None) -> None:
     """Raise ``GuardrailError`` when more than ``limit`` percent of the rows are skipped (not
-    found, ambiguous, invalid). Dry runs are checked too: they preview the real decision."""
+    found, ambiguous, invalid, no status). Dry runs are checked too: they preview the real
+    decision."""
     if limit is None:
         return
     total = sum(tally.count for tally in run.tally())
@@ -397,18 +416,21 @@ def check_unmatched(run: RunJournal, limit: float | None) -> None:
     if total and skipped * 100 > limit * total:
         raise GuardrailError(
             f"{skipped} of {total} rows ({skipped * 100 / total:.1f}%) would be skipped"
-            f" (not found, ambiguous or invalid), over the limit of {limit:g}%;"
+            f" (not found, ambiguous, invalid or without a status), over the limit of"
+            f" {limit:g}%;"
             " nothing was written",
             hint="Check that the file and the tenant belong together, then raise the"
             " unmatched limit if this is expected.",
         )
 
 
-def ask_to_proceed(run: RunJournal, confirm: Confirm | None) -> None:
+def ask_to_proceed(run: RunJournal, confirm: Confirm | None, spec: JobSpec) -> None:
     """Show the plan to the person (when one is asked) and raise ``Cancelled`` if they say no."""
-    to_send = run.stage_count(Stage.PLANNED)
-    if confirm is None or to_send == 0:
+    if confirm is None or run.stage_count(Stage.PLANNED) == 0:
         return
-    counts = {outcome.value: n for outcome, n in run.counts().items()}
-    if not confirm(Preview(counts, to_send)):
+    counts = outcome_counts(run, RunState.RUNNING, live=True)
+    to_send = counts.pop("pending", 0)
+    moves = move_pairs(run, spec.action, RunState.RUNNING, live=True) if spec.status_column else []
+    shown = {outcome: n for outcome, n in counts.items() if n}
+    if not confirm(Preview(shown, to_send, tuple(moves))):
         raise Cancelled("Cancelled at the prompt; nothing was written")

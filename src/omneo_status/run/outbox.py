@@ -23,7 +23,7 @@ from omneo_status.options import RunOptions
 from omneo_status.run.readback import ProfileReader
 from omneo_status.run.watcher import BatchWatcher, Watched, reconcile
 from omneo_status.store.journal import RunJournal
-from omneo_status.store.records import ChunkState, Planned, RowRecord, Settled, Stage
+from omneo_status.store.records import ChunkState, Planned, RowRecord, Settled
 
 RECONCILING = (
     "{chunks} chunk(s) may or may not have been sent before the last run stopped: reading their"
@@ -107,13 +107,15 @@ class Outbox:
             self.launch(full_only=True)
 
     def launch(self, *, full_only: bool) -> None:
-        """Cut chunks from the planned rows (only full ones while lookups go on) and send each;
-        a chunk holds rows of one action (it is sent with that action's method)."""
+        """Cut chunks from the planned rows that may go now (only full ones while lookups go
+        on; a tier move's second write once its first landed) and send each; a chunk holds rows
+        of one action (it is sent with that action's method): the first row's, and the rows of
+        the other action among the next ``chunk_size`` wait for a chunk of their own (an undo
+        of moves mixes them line by line)."""
         size = self.options.chunk_size
-        while rows := list(self.run.rows_in_stage(Stage.PLANNED, limit=size)):
+        while rows := list(self.run.sendable(limit=size)):
             first = self.action_of(rows[0])
-            cut = next((n for n, r in enumerate(rows) if self.action_of(r) is not first), None)
-            rows = rows[:cut]
+            rows = [row for row in rows if self.action_of(row) is first]
             if full_only and len(rows) < size:
                 return
             self._ready = max(0, self._ready - len(rows))

@@ -6,9 +6,10 @@ indexed query on their keys, and only the profiles some row asks for are kept, i
 A page's matches and the fact that it was read are committed together, so after a crash the
 pages already read are not read again.
 
-A sync run's scan also keeps every profile holding the sync's status, committed with its
-page: a scan that read the whole tenant has seen every holder, so the sync takes its holders
-from it instead of reading the tenant again, and a resumed run finds them in the journal.
+A sync run's scan also keeps every profile holding one of the sync's statuses, committed with
+its page: a scan that read the whole tenant has seen every holder, so the sync takes its
+holders from it instead of reading the tenant again, and a resumed run finds them in the
+journal.
 
 A tenant whose list changes while it is scanned may shift a page boundary: a profile then shows
 on two pages (kept once: matches are keyed by profile id) or on none. A page that reports
@@ -143,13 +144,13 @@ class TenantScan:
 
     def _record(self, number: int, profiles: Sequence[Profile], *, moved: bool) -> None:
         """Journal a page: its profiles by email key (the store keeps those some row asks
-        for) and those holding the status whose holders the scan keeps."""
+        for) and those holding a status whose holders the scan keeps."""
         by_key: dict[str, list[Profile]] = {}
         for profile in profiles:
             if profile.email:
                 by_key.setdefault(email_key(profile.email), []).append(profile)
-        handle = self.store.holders_of
-        holders = [p for p in profiles if handle is not None and handle in p.statuses]
+        holding = self.store.holding
+        holders = [p for p in profiles if holding.intersection(p.statuses)]
         self.store.record_page(number, by_key, holders, moved=moved)
 
     def matched(self, state: ScanState) -> Iterator[list[tuple[RowRecord, Match]]]:

@@ -9,7 +9,7 @@ Many processes share one journal (a nightly job, a manual run, ``runs``): the fi
 mode, so readers never wait; a write transaction is only ever open for the few statements of
 one write, never across a network wait; rows resolved between two write-ahead points are kept
 in memory and written in small batches. ``Journal`` is the file; ``RunJournal`` is a handle
-bound to one run, whose methods need no run id.
+bound to one run, whose methods need no run id (its reads are those of ``RunReads``).
 
 This is the store's front door: every query of the journal is a method of ``Journal``, of
 ``RunJournal`` (whose statements on a run's rows and chunks are in ``rowstore``) or of
@@ -31,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from omneo_status.errors import ConfigError, JournalBusy, OmneoStatusError, UsageError
-from omneo_status.models import Action, Outcome
+from omneo_status.models import LANDED, Action, Outcome
 from omneo_status.options import JobSpec
 from omneo_status.store import rowstore
 from omneo_status.store.migrations import migrate
 from omneo_status.store.records import (
     ChunkRecord,
     ChunkState,
+    MoveTally,
     NewRow,
+    Part,
     Planned,
     RowRecord,
     RunInfo,
@@ -137,8 +139,8 @@ class Journal:
         self.write(
             lambda db: db.execute(
                 "INSERT INTO runs (run_id, job_key, action, handles, base_url, input_name,"
-                " dry_run, undo_of, state, created_at, updated_at, sync, match)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " dry_run, undo_of, state, created_at, updated_at, sync, match, status_column)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job_key,
@@ -153,6 +155,7 @@ class Journal:
                     stamp,
                     "{}" if spec.sync else None,
                     str(spec.match),
+                    spec.status_column,
                 ),
             )
         )
@@ -289,7 +292,203 @@ class Journal:
         )
 
 
-class RunJournal:
+_FOLLOWER = (
+    "LEFT JOIN rows d INDEXED BY rows_by_follows"
+    " ON d.run_id = l.run_id AND d.follows = l.line AND d.follows IS NOT NULL"
+)
+"""Joins a row (``l``) to the row that follows it (``d``), by the index of followers (named:
+without statistics SQLite would scan the run's rows for each row)."""
+_LEAD_COLUMNS = ", ".join(f"l.{name.strip()}" for name in rowstore.ROW_COLUMNS.split(","))
+_FOLLOW_COLUMNS = ", ".join(f"d.{name.strip()}" for name in rowstore.ROW_COLUMNS.split(","))
+_LANDED = tuple(outcome.value for outcome in LANDED)
+_LANDED_MARKS = ",".join("?" for _ in _LANDED)
+_READY = (
+    "(follows IS NULL OR EXISTS (SELECT 1 FROM rows l WHERE l.run_id = rows.run_id"  # noqa: S608
+    f" AND l.line = rows.follows AND l.outcome IN ({_LANDED_MARKS})))"
+)
+"""A planned row that may be sent: it follows none, or the row it follows landed (its
+parameters are the ``LANDED`` outcomes)."""
+_ORPHANED = (
+    "run_id=? AND stage=? AND follows IS NOT NULL AND EXISTS (SELECT 1 FROM rows l"  # noqa: S608
+    " WHERE l.run_id = rows.run_id AND l.line = rows.follows AND l.stage=?"
+    f" AND l.outcome NOT IN ({_LANDED_MARKS}))"
+)
+"""A row (of a run, in a stage) following one that ended without landing (its parameters are
+the run, the stage, ``done`` and the ``LANDED`` outcomes)."""
+
+
+def _part(outcome: str | None, stage: str, has_batch: int) -> Part:
+    return Part(Outcome(outcome) if outcome else None, Stage(stage), bool(has_batch))
+
+
+def _then(then: Sequence[Any]) -> Part | None:
+    """The follower's part of a joined row (None when no row follows)."""
+    outcome, stage, has_batch = then
+    return None if stage is None else _part(outcome, stage, has_batch)
+
+
+class RunReads:
+    """The reads of one run's journal, in line order where rows come back; each flushes
+    first (``RunJournal``, which adds the writes, buffers resolved rows), so it sees every row
+    written so far."""
+
+    journal: Journal
+    run_id: str
+
+    def flush(self) -> None:
+        """Write what waits in memory before a read (``RunJournal`` buffers resolved rows)."""
+
+    def rows_in_stage(self, stage: Stage, *, limit: int | None = None) -> Iterator[RowRecord]:
+        """Rows in that stage, in input order (at most ``limit``); reads ahead in pages."""
+        return self._paged("stage=?", (stage.value,), limit)
+
+    def sendable(self, *, limit: int) -> Iterator[RowRecord]:
+        """Planned rows that may be sent now, in line order (at most ``limit``): every one but
+        a row following another whose write has not landed yet."""
+        return self._paged(f"stage=? AND {_READY}", (Stage.PLANNED.value, *_LANDED), limit)
+
+    def all_rows(self) -> Iterator[RowRecord]:
+        """Every row of the run in input order."""
+        return self._paged("1=1", (), None)
+
+    def units(
+        self, where: str = "1=1", params: tuple[Any, ...] = (), *, limit: int | None = None
+    ) -> Iterator[tuple[RowRecord, RowRecord | None]]:
+        """Every row that follows none, in line order, with the row that follows it (a tier
+        move's second write) or None; ``where`` may name the row's columns as ``l.`` and the
+        follower's as ``d.``."""
+        last, left = -1, limit
+        while left is None or left > 0:
+            self.flush()
+            size = 2000 if left is None else min(left, 2000)
+            page = self.journal.read(
+                f"SELECT {_LEAD_COLUMNS}, {_FOLLOW_COLUMNS} FROM rows l {_FOLLOWER}"  # noqa: S608
+                f" WHERE l.run_id=? AND l.follows IS NULL AND ({where}) AND l.line>?"
+                " ORDER BY l.line LIMIT ?",
+                (self.run_id, *params, last, size),
+            ).fetchall()
+            if not page:
+                return
+            width = len(page[0]) // 2
+            for row in page:
+                follower = row[width:]
+                yield (
+                    rowstore.row_record(row[:width]),
+                    rowstore.row_record(follower) if follower[0] is not None else None,
+                )
+            last = page[-1][0]
+            left = None if left is None else left - len(page)
+
+    def _paged(self, where: str, params: tuple[Any, ...], limit: int | None) -> Iterator[RowRecord]:
+        # Keyset pages: rows may change stage while the caller walks them.
+        last, left = -1, limit
+        while left is None or left > 0:
+            self.flush()
+            size = 2000 if left is None else min(left, 2000)
+            page = self.journal.read(
+                f"SELECT {rowstore.ROW_COLUMNS} FROM rows WHERE run_id=? AND {where} AND line>?"  # noqa: S608
+                " ORDER BY line LIMIT ?",
+                (self.run_id, *params, last, size),
+            ).fetchall()
+            if not page:
+                return
+            for row in page:
+                yield rowstore.row_record(row)
+            last = page[-1][0]
+            left = None if left is None else left - len(page)
+
+    def rows_of_chunk(self, chunk: int) -> list[RowRecord]:
+        """The rows sent in one chunk, in input order."""
+        return list(self._paged("chunk=?", (chunk,), None))
+
+    def rows_with_outcome(
+        self, outcomes: Sequence[Outcome], *, limit: int | None = None
+    ) -> list[RowRecord]:
+        """Rows with one of these outcomes, in input order (at most ``limit``)."""
+        marks = ",".join("?" for _ in outcomes)
+        return list(self._paged(f"outcome IN ({marks})", tuple(o.value for o in outcomes), limit))
+
+    def counts(self) -> dict[Outcome, int]:
+        """Rows per final outcome (rows still pending are not counted)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT outcome, COUNT(*) FROM rows WHERE run_id=? AND outcome IS NOT NULL GROUP BY 1",
+            (self.run_id,),
+        )
+        return {Outcome(outcome): count for outcome, count in cur.fetchall()}
+
+    def tally(self) -> list[Tally]:
+        """Units (rows that follow none, with their follower) grouped by where each of their
+        rows stands: outcome, stage and whether it has a batch (for summaries)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT l.outcome, l.stage, l.batch_id IS NOT NULL, d.outcome, d.stage,"  # noqa: S608
+            f" d.batch_id IS NOT NULL, COUNT(*) FROM rows l {_FOLLOWER}"
+            " WHERE l.run_id=? AND l.follows IS NULL GROUP BY 1, 2, 3, 4, 5, 6",
+            (self.run_id,),
+        )
+        return [
+            Tally(*_part(outcome, stage, has_batch), count, _then(then))
+            for outcome, stage, has_batch, *then, count in cur.fetchall()
+        ]
+
+    def move_tally(self) -> list[MoveTally]:
+        """Units grouped by their action and handles (their follower's too) and where their
+        rows stand: what the moves by pair are counted from."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT l.action, l.send, l.outcome, l.stage, l.batch_id IS NOT NULL, d.send,"  # noqa: S608
+            f" d.outcome, d.stage, d.batch_id IS NOT NULL, COUNT(*) FROM rows l {_FOLLOWER}"
+            " WHERE l.run_id=? AND l.follows IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+            (self.run_id,),
+        )
+        return [
+            MoveTally(
+                Action(action) if action else None,
+                rowstore.handles_of(send),
+                _part(outcome, stage, has_batch),
+                rowstore.handles_of(then_send),
+                _then(then),
+                count,
+            )
+            for action, send, outcome, stage, has_batch, then_send, *then, count in cur
+        ]
+
+    def stage_count(self, stage: Stage) -> int:
+        """How many rows are in that stage."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=?", (self.run_id, stage.value)
+        )
+        return int(cur.fetchone()[0])
+
+    def lookups_left(self) -> int:
+        """How many rows wait for a lookup by their key (an undo's rows know their profile)."""
+        self.flush()
+        cur = self.journal.read(
+            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=? AND profile_id IS NULL",
+            (self.run_id, Stage.LOOKUP.value),
+        )
+        return int(cur.fetchone()[0])
+
+    def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
+        """The run's chunks in order, optionally only those in one state."""
+        sql = (
+            "SELECT chunk, state, batch_id, batch_status, profiles, success_count, failed_count,"
+            " resent FROM chunks WHERE run_id=?"
+        )
+        params: list[Any] = [self.run_id]
+        if state is not None:
+            sql += " AND state=?"
+            params.append(state.value)
+        cur = self.journal.read(sql + " ORDER BY chunk", params)
+        return [
+            ChunkRecord(chunk, ChunkState(st), batch_id, status, profiles, ok, failed, resent)
+            for chunk, st, batch_id, status, profiles, ok, failed, resent in cur.fetchall()
+        ]
+
+
+class RunJournal(RunReads):
     """The journal of one run: every method applies to that run.
 
     It owns when it commits. Chunks and their answers are written and committed at once (the
@@ -302,6 +501,7 @@ class RunJournal:
         self.journal = journal
         self.run_id = run_id
         self._pending: list[Planned | Settled] = []
+        self._following: list[NewRow] = []
         self._pending_since = 0.0
 
     # -- the run itself --------------------------------------------------------------------
@@ -370,6 +570,12 @@ class RunJournal:
         """Give a row its final outcome (written with the next flush)."""
         self._buffer(settled)
 
+    def follow(self, row: NewRow) -> None:
+        """Add a row that follows a decided one (a tier move's second write), written with the
+        next flush in the same transaction as that decision: after a crash, either both are
+        there or neither is."""
+        self._following.append(row)
+
     def _buffer(self, record: Planned | Settled) -> None:
         if not self._pending:
             self._pending_since = self.journal.clock()
@@ -382,10 +588,34 @@ class RunJournal:
 
     def flush(self) -> None:
         """Write and commit every buffered row now."""
-        if not self._pending:
+        if not self._pending and not self._following:
             return
         pending, self._pending = self._pending, []
-        self.journal.write(lambda db: rowstore.apply(db, self.run_id, pending))
+        following, self._following = self._following, []
+
+        def write(db: sqlite3.Connection) -> None:
+            rowstore.insert_rows(db, self.run_id, following)
+            rowstore.apply(db, self.run_id, pending)
+
+        self.journal.write(write)
+
+    def release(self) -> int:
+        """Settle as ``failed`` the rows following one whose write did not land (a move's
+        siblings stay where they are), and commit; returns how many following rows are now
+        ready to be sent."""
+        self.flush()
+        failed = (Stage.DONE.value, Outcome.FAILED.value, "not sent: the write it follows failed")
+        self.journal.write(
+            lambda db: db.execute(
+                f"UPDATE rows SET stage=?, outcome=?, detail=? WHERE {_ORPHANED}",  # noqa: S608
+                (*failed, self.run_id, Stage.PLANNED.value, Stage.DONE.value, *_LANDED),
+            )
+        )
+        cur = self.journal.read(
+            f"SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=? AND follows IS NOT NULL AND {_READY}",  # noqa: S608, E501
+            (self.run_id, Stage.PLANNED.value, *_LANDED),
+        )
+        return int(cur.fetchone()[0])
 
     # -- write-ahead points (committed at once) --------------------------------------------
 
@@ -479,100 +709,6 @@ class RunJournal:
         self.journal.write(move)
         return numbers[-1]
 
-    # -- reads (each flushes first, so it sees every row written so far) --------------------
-
-    def rows_in_stage(self, stage: Stage, *, limit: int | None = None) -> Iterator[RowRecord]:
-        """Rows in that stage, in input order (at most ``limit``); reads ahead in pages."""
-        return self._paged("stage=?", (stage.value,), limit)
-
-    def all_rows(self) -> Iterator[RowRecord]:
-        """Every row of the run in input order."""
-        return self._paged("1=1", (), None)
-
-    def _paged(self, where: str, params: tuple[Any, ...], limit: int | None) -> Iterator[RowRecord]:
-        # Keyset pages: rows may change stage while the caller walks them.
-        last, left = -1, limit
-        while left is None or left > 0:
-            self.flush()
-            size = 2000 if left is None else min(left, 2000)
-            page = self.journal.read(
-                f"SELECT {rowstore.ROW_COLUMNS} FROM rows WHERE run_id=? AND {where} AND line>?"  # noqa: S608
-                " ORDER BY line LIMIT ?",
-                (self.run_id, *params, last, size),
-            ).fetchall()
-            if not page:
-                return
-            for row in page:
-                yield rowstore.row_record(row)
-            last = page[-1][0]
-            left = None if left is None else left - len(page)
-
-    def rows_of_chunk(self, chunk: int) -> list[RowRecord]:
-        """The rows sent in one chunk, in input order."""
-        return list(self._paged("chunk=?", (chunk,), None))
-
-    def rows_with_outcome(
-        self, outcomes: Sequence[Outcome], *, limit: int | None = None
-    ) -> list[RowRecord]:
-        """Rows with one of these outcomes, in input order (at most ``limit``)."""
-        marks = ",".join("?" for _ in outcomes)
-        return list(self._paged(f"outcome IN ({marks})", tuple(o.value for o in outcomes), limit))
-
-    def counts(self) -> dict[Outcome, int]:
-        """Rows per final outcome (rows still pending are not counted)."""
-        self.flush()
-        cur = self.journal.read(
-            "SELECT outcome, COUNT(*) FROM rows WHERE run_id=? AND outcome IS NOT NULL GROUP BY 1",
-            (self.run_id,),
-        )
-        return {Outcome(outcome): count for outcome, count in cur.fetchall()}
-
-    def tally(self) -> list[Tally]:
-        """Rows grouped by outcome, stage and whether they have a batch (for summaries)."""
-        self.flush()
-        cur = self.journal.read(
-            "SELECT outcome, stage, batch_id IS NOT NULL, COUNT(*) FROM rows WHERE run_id=?"
-            " GROUP BY 1, 2, 3",
-            (self.run_id,),
-        )
-        return [
-            Tally(Outcome(outcome) if outcome else None, Stage(stage), bool(has_batch), count)
-            for outcome, stage, has_batch, count in cur.fetchall()
-        ]
-
-    def stage_count(self, stage: Stage) -> int:
-        """How many rows are in that stage."""
-        self.flush()
-        cur = self.journal.read(
-            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=?", (self.run_id, stage.value)
-        )
-        return int(cur.fetchone()[0])
-
-    def lookups_left(self) -> int:
-        """How many rows wait for a lookup by their key (an undo's rows know their profile)."""
-        self.flush()
-        cur = self.journal.read(
-            "SELECT COUNT(*) FROM rows WHERE run_id=? AND stage=? AND profile_id IS NULL",
-            (self.run_id, Stage.LOOKUP.value),
-        )
-        return int(cur.fetchone()[0])
-
-    def chunks(self, state: ChunkState | None = None) -> list[ChunkRecord]:
-        """The run's chunks in order, optionally only those in one state."""
-        sql = (
-            "SELECT chunk, state, batch_id, batch_status, profiles, success_count, failed_count,"
-            " resent FROM chunks WHERE run_id=?"
-        )
-        params: list[Any] = [self.run_id]
-        if state is not None:
-            sql += " AND state=?"
-            params.append(state.value)
-        cur = self.journal.read(sql + " ORDER BY chunk", params)
-        return [
-            ChunkRecord(chunk, ChunkState(st), batch_id, status, profiles, ok, failed, resent)
-            for chunk, st, batch_id, status, profiles, ok, failed, resent in cur.fetchall()
-        ]
-
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
@@ -609,4 +745,5 @@ def _run_info(data: dict[str, Any]) -> RunInfo:
         updated_at=data["updated_at"],
         sync=json.loads(data["sync"]) if data.get("sync") is not None else None,
         match=data.get("match") or "email",
+        status_column=data.get("status_column"),
     )

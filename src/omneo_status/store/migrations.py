@@ -164,6 +164,20 @@ def _resends(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE rows ADD COLUMN resent INTEGER NOT NULL DEFAULT 0")
 
 
+def _status_column(db: sqlite3.Connection) -> None:
+    """Migration 8: statuses per row, and tier moves. A run may read each row's status from a
+    column of its input (``runs.status_column``, its name; NULL: the statuses were given on the
+    command line, as for every run before it). A row may follow another (``rows.follows``,
+    that row's line): it is the second write of a tier move, sent once the first landed. The
+    index holds the followers only, so runs without moves pay nothing for it."""
+    db.execute("ALTER TABLE runs ADD COLUMN status_column TEXT")
+    db.execute("ALTER TABLE rows ADD COLUMN follows INTEGER")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS rows_by_follows ON rows (run_id, follows)"
+        " WHERE follows IS NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _row_address,
@@ -172,6 +186,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _run_match_key,
     _scan_holders,
     _resends,
+    _status_column,
 )
 """Every migration in order; migration N is ``MIGRATIONS[N - 1]``."""
 

@@ -100,6 +100,9 @@ class RunInfo:
     match: str = "email"
     """The match key of its rows (``--match``: ``email``, ``mobile``, ``id``,
     ``identity:HANDLE``)."""
+    status_column: str | None = None
+    """The input column its rows' statuses were read from (``--status-column``); None when the
+    statuses were given on the command line."""
 
 
 class RowRecord(NamedTuple):
@@ -125,13 +128,17 @@ class RowRecord(NamedTuple):
     """Found on the tenant as a holder of the status, not read from the input."""
     resent: bool = False
     """Sent again after its first batch was lost or stood still (it never is twice)."""
+    follows: int | None = None
+    """The line of the row whose write must land before this one is sent: this row is the
+    second write of a tier move (the siblings removed once the new status is there)."""
 
 
 class NewRow(NamedTuple):
     """A row to load into a run. The three kinds differ only in what they carry: an input row
     waits for its lookup (or is settled at once, ``outcome``: an invalid cell); an undo's row
     knows its profile and the handles to send; a sync's holder row was found on the tenant and
-    is ``planned`` (or settled at once: a dry run)."""
+    is ``planned`` (or settled at once: a dry run). A tier move's second write is added when its
+    input row is decided (``follows`` names that row)."""
 
     line: int | None
     """Its input line; None for a holder row (numbered after the input's last line)."""
@@ -151,6 +158,8 @@ class NewRow(NamedTuple):
     action: Action | None = None
     """Its own action when it is not the run's."""
     holder: bool = False
+    follows: int | None = None
+    """The line of the row it follows (a tier move's second write)."""
 
 
 @dataclass(frozen=True)
@@ -193,13 +202,45 @@ class Settled:
     batch_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Tally:
-    """How many rows of a run share an outcome, a stage and whether they have a batch."""
+class Part(NamedTuple):
+    """Where one row stands: its outcome (None while pending), its stage, and whether it has
+    a batch."""
 
     outcome: Outcome | None
     stage: Stage
     has_batch: bool
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many of a run's units share an outcome, a stage and whether they have a batch (a
+    unit is a row that follows none, with the row that follows it, if any)."""
+
+    outcome: Outcome | None
+    stage: Stage
+    has_batch: bool
+    count: int
+    then: Part | None = None
+    """Where the row that follows stands (a tier move's second write); None when none does."""
+
+    @property
+    def part(self) -> Part:
+        """Where the unit's own row stands."""
+        return Part(self.outcome, self.stage, self.has_batch)
+
+
+@dataclass(frozen=True)
+class MoveTally:
+    """How many units of a run share their handles and where their rows stand: what the plan's
+    moves by pair are counted from."""
+
+    action: Action | None
+    """The unit's own action (None: the run's)."""
+    send: tuple[str, ...]
+    part: Part
+    then_send: tuple[str, ...]
+    """The handles of the row that follows (a move's siblings), empty when none does."""
+    then: Part | None
     count: int
 
 

@@ -19,13 +19,13 @@ from omneo_status.store.records import ChunkState, NewRow, Planned, RowRecord, S
 
 ROW_COLUMNS = (
     "line, email, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail,"
-    " action, holder, resent"
+    " action, holder, resent, follows"
 )
 """The columns a ``RowRecord`` is read from, in its order."""
 
 _INSERT_ROW = (
     "INSERT INTO rows (run_id, line, email, address, email_key, stage, outcome, detail,"
-    " profile_id, held, send, action, holder) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " profile_id, held, send, action, holder, follows) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -63,6 +63,7 @@ def _cells(run_id: str, line: int, row: NewRow) -> tuple[Any, ...]:
         handles_text(row.send) if row.send else None,
         None if row.action is None else row.action.value,
         int(row.holder),
+        row.follows,
     )
 
 
@@ -189,6 +190,11 @@ def handles_text(handles: Sequence[str]) -> str:
     return json.dumps(list(handles))
 
 
+def handles_of(text: str | None) -> tuple[str, ...]:
+    """The handles of a stored JSON list (empty for NULL)."""
+    return _handles(text) if text else ()
+
+
 @lru_cache(maxsize=256)
 def _handles(text: str) -> tuple[str, ...]:
     """The handles of a stored JSON list; a run holds few distinct lists, parsed once each."""
@@ -198,7 +204,7 @@ def _handles(text: str) -> tuple[str, ...]:
 def row_record(row: Sequence[Any]) -> RowRecord:
     """The record of a row read as ``ROW_COLUMNS``."""
     line, key, address, stage, outcome, profile_id, held, send, chunk, batch_id, detail = row[:11]
-    action, holder, resent = row[11:]
+    action, holder, resent, follows = row[11:]
     return RowRecord(
         line,
         key,
@@ -214,6 +220,7 @@ def row_record(row: Sequence[Any]) -> RowRecord:
         _ACTIONS[action] if action else None,
         bool(holder),
         bool(resent),
+        follows,
     )
 
 

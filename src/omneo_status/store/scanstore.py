@@ -33,7 +33,7 @@ class ScanState:
     read: int
     """Pages read so far."""
     holders_of: str | None = None
-    """The status whose holders the scan keeps (a sync's), or None."""
+    """The statuses whose holders the scan keeps (a sync's, comma-separated), or None."""
 
     @property
     def complete(self) -> bool:
@@ -48,8 +48,10 @@ class ScanStore:
         self.run = run
         self.journal = run.journal
         info = run.info()
-        self.holders_of = info.handles[0] if info.sync is not None else None
-        """The status whose holders this run's scan keeps: a sync's one handle."""
+        self.holding = frozenset(info.handles if info.sync is not None else ())
+        """The statuses whose holders this run's scan keeps: a sync's handles."""
+        self.holders_of = ",".join(info.handles) if info.sync is not None else None
+        """How the scan's record names them (a sync's handles, comma-separated)."""
 
     def state(self) -> ScanState | None:
         """The run's scan, or None when none was started."""
@@ -123,7 +125,8 @@ class ScanStore:
         self.journal.write(record)
 
     def holders(self) -> list[Profile]:
-        """The profiles the scan saw holding its status (each once), in profile id order."""
+        """The profiles the scan saw holding one of its statuses (each once), in profile id
+        order."""
         cur = self.journal.read(
             "SELECT profile FROM scan_holders WHERE run_id=? ORDER BY profile_id",
             (self.run.run_id,),
