@@ -42,10 +42,11 @@ from omneo_status.cli.flags import (
 )
 from omneo_status.cli.session import Session, open_session
 from omneo_status.errors import OmneoStatusError, UsageError
-from omneo_status.jobs import JobContext, RunSummary
+from omneo_status.jobs import JobContext, Preview, RunSummary
 from omneo_status.keys import MatchKey
 from omneo_status.models import Action
 from omneo_status.options import JobSpec, RunOptions
+from omneo_status.settings import tenant_name
 from omneo_status.source import prepared_input
 from omneo_status.sync import SYNC_ONE
 
@@ -187,7 +188,6 @@ def _from_file(
                 lambda ctx: jobs.run_job(
                     ctx, spec, options, source, report=report, fresh=given[FRESH]
                 ),
-                spec=spec,
                 ask=_asks(rt, given, options, conn),
             )
     _finish(summary, out, fresh_advice=True)
@@ -206,22 +206,19 @@ def _by_id(undo: bool, run_id: str, given: Given) -> None:
                 session,
                 options,
                 lambda ctx: runner(ctx, run_id, options, report=report),
-                spec=None,
                 ask=_asks(rt, given, options, conn),
             )
     _finish(summary, out, fresh_advice=False)
 
 
-def _execute(
-    session: Session, options: RunOptions, job: Job, *, spec: JobSpec | None, ask: bool
-) -> RunSummary:
+def _execute(session: Session, options: RunOptions, job: Job, *, ask: bool) -> RunSummary:
     """Drive one job with the session's client and display; log its end."""
     shown, rt = session.shown, session.rt
     facts = session.facts()
 
-    def confirm(preview: console.PlanPreview) -> bool:
+    def confirm(preview: Preview) -> bool:
         with shown.paused():
-            return console.confirm_plan(preview, spec)
+            return console.confirm_plan(preview, tenant_name(session.settings.base_url))
 
     async def go() -> RunSummary:
         async with session.client(options.concurrency) as client:

@@ -37,6 +37,7 @@ from omneo_status.run.watcher import BatchWatcher
 from omneo_status.store.journal import FLUSH_SECONDS, RunJournal
 from omneo_status.store.records import Planned, RowRecord, Settled, Stage
 from omneo_status.summary import Verification
+from omneo_status.wording import count as counted
 
 SCAN_MOVED = (
     "The tenant's profile list changed during the scan: addresses it did not find are looked"
@@ -46,10 +47,22 @@ SCAN_MOVED = (
 
 @dataclass(frozen=True)
 class Preview:
-    """The plan's counts, shown before the first write when a person is asked to go on."""
+    """The plan, shown before the first write when a person is asked to go on: every row of
+    the run is in exactly one of ``counts``, ``to_send`` and ``in_flight``."""
 
+    spec: JobSpec
+    """The job: its action, handles and whether it is a sync."""
     counts: dict[str, int]
+    """Rows with their outcome already, by outcome."""
     to_send: int
+    """Profiles that would be written now."""
+    in_flight: int = 0
+    """Rows an earlier attempt of the run sent already (their batches are followed)."""
+
+    @property
+    def rows(self) -> int:
+        """Every row of the run."""
+        return sum(self.counts.values()) + self.to_send + self.in_flight
 
 
 Confirm = Callable[[Preview], bool]
@@ -202,7 +215,7 @@ class Engine:
             if self.planner is not None:
                 await self.planner.plan(self.run)
             if not self.options.dry_run:
-                ask_to_proceed(self.run, self.confirm)
+                ask_to_proceed(self.run, self.spec, self.confirm)
                 self.outbox.launch(full_only=False)
             await self._crew.drain()
             self.result.gave_up = self.outbox.gave_up
@@ -300,6 +313,7 @@ class Engine:
             self.run,
             mode=self.options.lookup,
             concurrency=self.options.concurrency,
+            reporter=self.reporter,
             facts=self.facts,
             on_change=self._show_plan,
         )
@@ -317,7 +331,8 @@ class Engine:
             self.reporter.warn(plan.warning)
         else:
             self.reporter.info(
-                f"Lookup: {plan.mode.value}, about {plan.requests} requests: {plan.reason}"
+                f"Lookup: {plan.mode.value}, about {counted(plan.requests, 'request')}:"
+                f" {plan.reason}"
             )
 
     async def _scanned(self, chosen: Chosen) -> Resolver:
@@ -404,11 +419,12 @@ def check_unmatched(run: RunJournal, limit: float | None) -> None:
         )
 
 
-def ask_to_proceed(run: RunJournal, confirm: Confirm | None) -> None:
+def ask_to_proceed(run: RunJournal, spec: JobSpec, confirm: Confirm | None) -> None:
     """Show the plan to the person (when one is asked) and raise ``Cancelled`` if they say no."""
     to_send = run.stage_count(Stage.PLANNED)
     if confirm is None or to_send == 0:
         return
     counts = {outcome.value: n for outcome, n in run.counts().items()}
-    if not confirm(Preview(counts, to_send)):
+    in_flight = run.stage_count(Stage.CHUNKED)
+    if not confirm(Preview(spec, counts, to_send, in_flight)):
         raise Cancelled("Cancelled at the prompt; nothing was written")
