@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from omneo_status.api.doctor import DoctorReport
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
     from rich.table import Table
+    from rich.text import Text
+    from typer.rich_utils import OptionHighlighter
 
     from omneo_status.run.engine import Preview
 
@@ -474,29 +476,40 @@ def render_batch(batch: Batch) -> None:
 
 
 def render_runs(runs: Sequence[RunView]) -> None:
-    """Recent runs as a table, newest first (a run id begins with its UTC start time)."""
+    """Recent runs, newest first (a run id begins with its UTC start time): a table where it
+    fits the terminal without cutting or breaking a word, else one block a run, its id on a
+    line of its own. A run id is what ``resume`` and ``undo`` take: it is never cut."""
+    from rich.measure import Measurement
     from rich.table import Table
 
+    out = stdout()
     table = Table(show_header=True, header_style="bold")
     table.add_column("run id", no_wrap=True)
-    table.add_column("job", min_width=10)
+    table.add_column("job")
     table.add_column("state", no_wrap=True)
     table.add_column("rows", justify="right", no_wrap=True)
     table.add_column("failed", justify="right", no_wrap=True)
-    table.add_column("input", overflow="fold", min_width=8)
+    table.add_column("input")
     for run in runs:
-        job = f"{run.action} {','.join(run.handles)}"
-        job += f" by {run.match}" if run.match != "email" else ""
-        job += " (dry run)" if run.dry_run else ""
-        table.add_row(
-            run.run_id,
-            escape(job),
-            run.state,
-            str(run.rows),
-            str(run.counts.get(Outcome.FAILED.value, 0)),
-            escape(run.input_name),
-        )
-    stdout().print(table)
+        failed = number(run.counts.get(Outcome.FAILED.value, 0))
+        cells = (run.run_id, escape(_job(run)), run.state, number(run.rows), failed)
+        table.add_row(*cells, escape(run.input_name))
+    unbounded = out.options.update_width(1_000_000)  # measured at ease, then compared
+    if Measurement.get(out, unbounded, table).minimum <= out.width:
+        out.print(table)
+        return
+    for run in runs:
+        failed = number(run.counts.get(Outcome.FAILED.value, 0))
+        out.print(f"[bold]{run.run_id}[/]")
+        out.print(f"  {escape(_job(run))}, {run.state}: {count(run.rows, 'row')}, {failed} failed")
+        out.print(f"  input: {escape(run.input_name)}")
+
+
+def _job(run: RunView) -> str:
+    """What a run did, in words: ``assign vip by mobile (dry run)``."""
+    job = f"{run.action} {','.join(run.handles)}"
+    job += f" by {run.match}" if run.match != "email" else ""
+    return job + (" (dry run)" if run.dry_run else "")
 
 
 def sandbox_banner(base_url: str, token: str, profiles: int, *, all_interfaces: bool) -> None:
@@ -556,3 +569,26 @@ def print_text(text: str) -> None:
     """Text as it is on stdout (the report CSV of ``--report -``)."""
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def fold_help() -> None:
+    """Make Typer's help wrap a value too long for its column (a URL, a path) onto the next
+    line instead of cutting it with an ellipsis. Typer draws every help text through its
+    module's highlighter; this one also marks the text to fold."""
+    from typer import rich_utils
+
+    folding = _folding()
+    if not isinstance(rich_utils.highlighter, folding):
+        rich_utils.highlighter = folding()
+
+
+@cache
+def _folding() -> type[OptionHighlighter]:
+    from typer.rich_utils import OptionHighlighter
+
+    class Folding(OptionHighlighter):
+        def highlight(self, text: Text) -> None:
+            super().highlight(text)
+            text.overflow = "fold"
+
+    return Folding
