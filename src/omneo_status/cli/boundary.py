@@ -150,16 +150,16 @@ def run(rt: Runtime, work: Callable[[], Awaitable[T]]) -> T:
 
 class HelpCommand(TyperCommand):
     """Typer's command, with its help drawn as every help here is (``console.fold_help``) and
-    no value type after ``-h, --help``."""
+    no value type after a switch (``-h, --help``, ``--show-completion``)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """The command's help, its long values wrapped rather than cut."""
         console.fold_help()
         super().format_help(ctx, formatter)
 
-    def get_help_option(self, ctx: Any) -> Any:
-        """``-h, --help``, shown as the switch it is."""
-        return _switch(super().get_help_option(ctx))
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Its parameters, a switch (``-h, --help``) shown without a value type."""
+        return _switches(super().get_params(ctx))
 
 
 class HelpGroup(TyperGroup):
@@ -171,9 +171,9 @@ class HelpGroup(TyperGroup):
         console.fold_help()
         super().format_help(ctx, formatter)
 
-    def get_help_option(self, ctx: Any) -> Any:
-        """``-h, --help``, shown as the switch it is."""
-        return _switch(super().get_help_option(ctx))
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Its parameters, a switch (``-h, --help``) shown without a value type."""
+        return _switches(super().get_params(ctx))
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """The command ``args`` names; an unknown one is refused with the command it is close
@@ -187,10 +187,11 @@ class HelpGroup(TyperGroup):
             raise
 
 
-def _switch(option: Any) -> Any:
-    if option is not None:
-        option.metavar = ""  # Typer would show <bool>
-    return option
+def _switches(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # Typer would show <bool>
+    return params
 
 
 class JsonAwareGroup(HelpGroup):
