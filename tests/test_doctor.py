@@ -83,7 +83,7 @@ async def test_statuses_are_listed_with_their_group_and_expiry() -> None:
     [statuses] = [c for c in report.checks if c.name == "statuses"]
     assert "tier-silver (group tier)" in statuses.detail
     assert "welcome (expires after 30 days)" in statuses.detail
-    assert "8 status(es)" in statuses.detail
+    assert "8 statuses" in statuses.detail
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,10 @@ def test_no_eta_while_an_earlier_stage_still_feeds_this_one() -> None:
     assert stages.eta(Step.SEND) is None  # its total grows while rows are resolved
     stages.advance(Step.RESOLVE, 600)
     stages.finish(Step.RESOLVE)
-    assert stages.eta(Step.SEND) is not None
+    assert stages.eta(Step.SEND) is None  # timed from now on
+    clock.now += ETA_AFTER
+    stages.advance(Step.SEND, 100)
+    assert stages.eta(Step.SEND) == pytest.approx(ETA_AFTER * 150 / 100)
 
 
 def test_units_an_earlier_attempt_did_count_but_not_in_the_rate() -> None:
@@ -457,3 +460,34 @@ def test_a_usage_error_under_json_is_the_same_document(sandbox: Sandbox) -> None
     assert document["error"] == "No such option: --dry-rn; did you mean `--dry-run`?"
     assert document["hint"] == "Run `omneo-status assign --help` to see its arguments and options."
     assert result.stderr.startswith("Error: No such option: --dry-rn")
+
+
+def test_a_stage_that_caught_up_stops_its_clock_until_it_has_more() -> None:
+    clock = Clock()
+    stages = Stages(clock)
+    stages.start(Step.SEND, 500)
+    clock.now += 4
+    stages.advance(Step.SEND, 500)  # every row planned so far is sent
+    clock.now += 20
+    tally = stages.tallies[Step.SEND]
+    assert tally.elapsed(clock()) == 4 and not tally.under_way
+    stages.extend(Step.SEND, 250)  # a batch sent again
+    assert tally.elapsed(clock()) == 24 and tally.under_way
+
+
+def test_rows_resolved_after_a_scan_are_timed_from_the_scans_end() -> None:
+    clock = Clock()
+    stages = Stages(clock)
+    stages.start(Step.RESOLVE, 4792)
+    stages.start(Step.SCAN, 600)
+    for _ in range(30):  # a 30-second scan
+        clock.now += 1
+        stages.advance(Step.SCAN, 20)
+    clock.now += 0.5
+    stages.advance(Step.RESOLVE, 578)
+    assert stages.eta(Step.RESOLVE) is None  # not 3 minutes from a rate of 19 a second
+    assert stages.tallies[Step.RESOLVE].rate(clock()) == 578 / 0.5
+    clock.now += ETA_AFTER
+    stages.advance(Step.RESOLVE, 1000)
+    eta = stages.eta(Step.RESOLVE)
+    assert eta is not None and eta < 10

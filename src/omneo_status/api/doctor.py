@@ -408,7 +408,7 @@ def _describe_statuses(statuses: list[StatusDefinition]) -> str:
         elif status.absolute_expiry:
             notes.append(f"expires {status.absolute_expiry}")
         shown.append(status.handle + (f" ({', '.join(notes)})" if notes else ""))
-    return f"{len(statuses)} status(es): " + ", ".join(shown)
+    return f"{count(len(statuses), 'status')}: " + ", ".join(shown)
 
 
 def _sentence(exc: ApiError) -> str:

@@ -2,10 +2,10 @@
 rate, and a time left only once it is founded. Bookkeeping only: ``console`` draws it.
 
 An ETA is founded when the stage's total can no longer grow (no stage before it is still under
-way: a stage is fed only by the stages before it), this process did a share of it
-(``ETA_SHARE``) and it ran a while (``ETA_AFTER``). It is worked out afresh every time it is
-shown, from what this process did since the stage began, so it grows while nothing moves
-rather than standing still.
+way: a stage is fed only by the stages before it), and since then this process did a share of
+it (``ETA_SHARE``) over a while (``ETA_AFTER``). Its rate is counted from that moment (rows
+resolved after a scan go fast, though the scan took a minute), and it is worked out afresh every
+time it is shown, so it grows while nothing moves rather than standing still.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ class Tally:
     before: int = 0
     """Units an earlier attempt did (counted in ``done``, not in the rate)."""
     ended: float | None = None
+    mark: tuple[float, int] = (0.0, 0)
+    """When, and at how many units, the rate is counted from: the stage's start, or the last
+    time a stage before it moved (until then this one is fed, not timed)."""
+    caught_up: float | None = None
+    """When the last unit of the total was done (a stage told of no more units yet, such as
+    sending while the last batches are watched): its clock stops there."""
 
     @property
     def finished(self) -> bool:
@@ -62,13 +68,18 @@ class Tally:
         return not self.finished and not (self.total and self.done >= self.total)
 
     def elapsed(self, now: float) -> float:
-        """Seconds since the stage began (to its end, once it ended)."""
-        return (self.ended if self.ended is not None else now) - self.began
+        """Seconds since the stage began (to its end, or to its last unit, once done)."""
+        end = self.ended if self.ended is not None else self.caught_up
+        return (end if end is not None else now) - self.began
+
+    def __post_init__(self) -> None:
+        self.mark = (self.began, self.before)
 
     def rate(self, now: float) -> float:
-        """Units a second done by this process (0 before any)."""
-        seconds = self.elapsed(now)
-        return (self.done - self.before) / seconds if seconds > 0 else 0.0
+        """Units a second done by this process since its mark (0 before any)."""
+        since, then = self.mark
+        seconds = self.elapsed(now) - (since - self.began)
+        return (self.done - then) / seconds if seconds > 0 else 0.0
 
     def count(self) -> str:
         """``335/600 pages``, ``12 pages`` while the total is unknown, or ``""`` for a stage
@@ -97,6 +108,7 @@ class Stages:
                 tally.total = total
             return False
         self.tallies[step] = Tally(step, self.clock(), total or 0, done, done)
+        self._feeds(step)
         return True
 
     def advance(self, step: Step, amount: int) -> Tally | None:
@@ -104,6 +116,9 @@ class Stages:
         tally = self.tallies.get(step)
         if tally is not None:
             tally.done += amount
+            if tally.total and tally.done >= tally.total:
+                tally.caught_up = self.clock()
+            self._feeds(step)
         return tally
 
     def extend(self, step: Step, amount: int) -> Tally | None:
@@ -111,6 +126,8 @@ class Stages:
         tally = self.tallies.get(step)
         if tally is not None:
             tally.total += amount
+            tally.caught_up = None
+            self._feeds(step)
         return tally
 
     def finish(self, step: Step) -> Tally | None:
@@ -125,16 +142,25 @@ class Stages:
         """Seconds left in the stage, or None while that is not founded (module docstring)."""
         tally = self.tallies[step]
         now = self.clock()
-        fresh = tally.done - tally.before
+        since, then = tally.mark
+        fresh = tally.done - then
         if not tally.under_way or not tally.total or fresh <= 0:
             return None
-        if fresh < ETA_SHARE * (tally.total - tally.before) or tally.elapsed(now) < ETA_AFTER:
+        if fresh < ETA_SHARE * (tally.total - then) or now - since < ETA_AFTER:
             return None
         if any(
             _ORDER[other.step] < _ORDER[step] and other.under_way for other in self.tallies.values()
         ):
             return None
         return (tally.total - tally.done) / tally.rate(now)
+
+    def _feeds(self, step: Step) -> None:
+        """``step`` moved: the stages after it were fed by it until now, and their rates count
+        from now."""
+        now = self.clock()
+        for later in self.tallies.values():
+            if _ORDER[later.step] > _ORDER[step]:
+                later.mark = (now, later.done)
 
     def line(self, step: Step) -> str:
         """The stage in words: ``scanning the tenant: 335/600 pages (5.2/s, ETA 0:00:50)``."""
@@ -170,7 +196,7 @@ class Shown:
         """``193/s``, or nothing before the first unit."""
         tally = self.stages.tallies[self.step]
         rate = tally.rate(self.stages.clock())
-        return rate_text(rate) if rate > 0 and not tally.finished else ""
+        return rate_text(rate) if rate > 0 and tally.under_way else ""
 
     @property
     def elapsed(self) -> str:
