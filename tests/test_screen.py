@@ -85,7 +85,7 @@ def test_no_eta_before_it_is_founded() -> None:
     stages.start(Step.SCAN, 600)
     assert stages.eta(Step.SCAN) is None  # nothing done
     clock.now += 10
-    stages.advance(Step.SCAN, 10)  # under 5% of the pages
+    stages.advance(Step.SCAN, 10)  # under a tenth of the pages
     assert stages.eta(Step.SCAN) is None
     assert stages.line(Step.SCAN) == "scanning the tenant: 10/600 pages (1.0/s)"
     stages.advance(Step.SCAN, 50)
@@ -98,7 +98,8 @@ def test_no_eta_in_the_first_instants_of_a_stage() -> None:
     stages = Stages(clock)
     stages.start(Step.WAIT, 100)
     clock.now += ETA_AFTER / 2
-    stages.advance(Step.WAIT, 50)
+    stages.advance(Step.WAIT, 25)
+    stages.advance(Step.WAIT, 25)
     assert stages.eta(Step.WAIT) is None
     clock.now += ETA_AFTER
     assert stages.eta(Step.WAIT) is not None
@@ -109,7 +110,9 @@ def test_an_eta_grows_while_nothing_moves_instead_of_standing_still() -> None:
     stages = Stages(clock)
     stages.start(Step.WAIT, 4479)
     clock.now += 8
-    stages.advance(Step.WAIT, 1500)
+    stages.advance(Step.WAIT, 1000)
+    assert stages.eta(Step.WAIT) is None  # one batch ending is one jump, not a rate
+    stages.advance(Step.WAIT, 500)
     first = stages.eta(Step.WAIT)
     clock.now += 5  # no batch finished for five seconds
     later = stages.eta(Step.WAIT)
@@ -123,7 +126,8 @@ def test_no_eta_while_an_earlier_stage_still_feeds_this_one() -> None:
     stages.start(Step.SEND, None)
     stages.extend(Step.SEND, 250)
     clock.now += 10
-    stages.advance(Step.RESOLVE, 400)
+    stages.advance(Step.RESOLVE, 200)
+    stages.advance(Step.RESOLVE, 200)
     stages.advance(Step.SEND, 250)
     stages.extend(Step.SEND, 250)
     assert stages.eta(Step.RESOLVE) is not None
@@ -132,7 +136,8 @@ def test_no_eta_while_an_earlier_stage_still_feeds_this_one() -> None:
     stages.finish(Step.RESOLVE)
     assert stages.eta(Step.SEND) is None  # timed from now on
     clock.now += ETA_AFTER
-    stages.advance(Step.SEND, 100)
+    stages.advance(Step.SEND, 50)
+    stages.advance(Step.SEND, 50)
     assert stages.eta(Step.SEND) == pytest.approx(ETA_AFTER * 150 / 100)
 
 
@@ -162,7 +167,8 @@ def test_plain_lines_say_each_stage_in_its_unit() -> None:
     assert shown.display is Display.LINES  # not a terminal
     shown.start(Step.SCAN, 600, done=2)
     clock.now += 10
-    shown.advance(Step.SCAN, 98)
+    shown.advance(Step.SCAN, 48)
+    shown.advance(Step.SCAN, 50)
     shown.tick()
     shown.finish(Step.SCAN)
     assert screen.export_text().splitlines() == [

@@ -212,12 +212,12 @@ class ConsoleReporter:
             self.console.print(escape(self.stages.ended(step)))
 
     def tick(self) -> None:
-        """One progress line per stage under way, in its unit, with its rate and, once
-        founded, its ETA (``LINES`` only)."""
+        """One progress line per stage under way (begun, with units left), in its unit, with
+        its rate and, once founded, its ETA (``LINES`` only)."""
         if self.display is not Display.LINES:
             return
         for step, tally in self.stages.tallies.items():
-            if not tally.finished:
+            if tally.under_way:
                 self.console.print(f"[{self._elapsed()}] {escape(self.stages.line(step))}")
 
     def info(self, message: str) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from omneo_status.events import Step
 from omneo_status.wording import count, number, plural
 
-ETA_SHARE = 0.05
-"""An ETA is shown once this process did this share of a stage's units..."""
+ETA_SHARE = 0.1
+"""An ETA is shown once this process did this share of a stage's units, in two moves at least
+(batches end in jumps: one jump is not a rate)..."""
 ETA_AFTER = 2.0
 """...and the stage ran at least this many seconds: a rate read off a few units in the first
 instants says little."""
@@ -53,6 +54,8 @@ class Tally:
     mark: tuple[float, int] = (0.0, 0)
     """When, and at how many units, the rate is counted from: the stage's start, or the last
     time a stage before it moved (until then this one is fed, not timed)."""
+    moves: int = 0
+    """Advances since the mark."""
     caught_up: float | None = None
     """When the last unit of the total was done (a stage told of no more units yet, such as
     sending while the last batches are watched): its clock stops there."""
@@ -116,6 +119,7 @@ class Stages:
         tally = self.tallies.get(step)
         if tally is not None:
             tally.done += amount
+            tally.moves += 1
             if tally.total and tally.done >= tally.total:
                 tally.caught_up = self.clock()
             self._feeds(step)
@@ -146,7 +150,7 @@ class Stages:
         fresh = tally.done - then
         if not tally.under_way or not tally.total or fresh <= 0:
             return None
-        if fresh < ETA_SHARE * (tally.total - then) or now - since < ETA_AFTER:
+        if fresh < ETA_SHARE * (tally.total - then) or tally.moves < 2 or now - since < ETA_AFTER:
             return None
         if any(
             _ORDER[other.step] < _ORDER[step] and other.under_way for other in self.tallies.values()
@@ -160,7 +164,7 @@ class Stages:
         now = self.clock()
         for later in self.tallies.values():
             if _ORDER[later.step] > _ORDER[step]:
-                later.mark = (now, later.done)
+                later.mark, later.moves = (now, later.done), 0
 
     def line(self, step: Step) -> str:
         """The stage in words: ``scanning the tenant: 335/600 pages (5.2/s, ETA 0:00:50)``."""
