@@ -93,7 +93,7 @@ def test_no_eta_before_it_is_founded() -> None:
     assert stages.line(Step.SCAN).endswith("(6.0/s, ETA 0:01:30)")
 
 
-def test_no_eta_in_the_first_instants_of_a_stage() -> None:
+def test_no_rate_or_eta_in_the_first_instants_of_a_stage() -> None:
     clock = Clock()
     stages = Stages(clock)
     stages.start(Step.WAIT, 100)
@@ -101,6 +101,8 @@ def test_no_eta_in_the_first_instants_of_a_stage() -> None:
     stages.advance(Step.WAIT, 25)
     stages.advance(Step.WAIT, 25)
     assert stages.eta(Step.WAIT) is None
+    assert stages.rate(Step.WAIT) is None  # a burst in the first instants is no rate
+    assert stages.line(Step.WAIT) == "waiting for batches: 50/100 rows"
     clock.now += ETA_AFTER
     assert stages.eta(Step.WAIT) is not None
 

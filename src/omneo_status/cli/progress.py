@@ -166,12 +166,22 @@ class Stages:
             if _ORDER[later.step] > _ORDER[step]:
                 later.mark, later.moves = (now, later.done), 0
 
+    def rate(self, step: Step) -> float | None:
+        """Units a second of a stage under way, once it ran ``ETA_AFTER`` seconds since its
+        mark (a burst in the first instants is no rate); None before that, or before any unit."""
+        tally = self.tallies[step]
+        now = self.clock()
+        rate = tally.rate(now)
+        if not tally.under_way or rate <= 0 or now - tally.mark[0] < ETA_AFTER:
+            return None
+        return rate
+
     def line(self, step: Step) -> str:
         """The stage in words: ``scanning the tenant: 335/600 pages (5.2/s, ETA 0:00:50)``."""
-        tally = self.tallies[step]
-        rate, eta = tally.rate(self.clock()), self.eta(step)
-        said = [rate_text(rate)] if rate > 0 else []
+        rate, eta = self.rate(step), self.eta(step)
+        said = [rate_text(rate)] if rate is not None else []
         said += [f"ETA {duration(eta)}"] if eta is not None else []
+        tally = self.tallies[step]
         count = tally.count() or "under way"
         return f"{step.value}: {count}" + (f" ({', '.join(said)})" if said else "")
 
@@ -197,10 +207,9 @@ class Shown:
 
     @property
     def rate(self) -> str:
-        """``193/s``, or nothing before the first unit."""
-        tally = self.stages.tallies[self.step]
-        rate = tally.rate(self.stages.clock())
-        return rate_text(rate) if rate > 0 and tally.under_way else ""
+        """``193/s``, or nothing while there is no rate to speak of (``Stages.rate``)."""
+        rate = self.stages.rate(self.step)
+        return rate_text(rate) if rate is not None else ""
 
     @property
     def elapsed(self) -> str:
