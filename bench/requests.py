@@ -215,7 +215,7 @@ def sync(work: Path) -> None:
 class Silent:
     """A reporter that shows nothing."""
 
-    def start(self, step: Step, total: int | None = None) -> None:
+    def start(self, step: Step, total: int | None = None, done: int = 0) -> None:
         """Nothing to show."""
 
     def advance(self, step: Step, amount: int = 1) -> None:

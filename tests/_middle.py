@@ -121,7 +121,7 @@ class Recorder:
         self.events: list[tuple[str, str]] = []
         self.on_advance: Callable[[Step], None] | None = None
 
-    def start(self, step: Step, total: int | None = None) -> None:
+    def start(self, step: Step, total: int | None = None, done: int = 0) -> None:
         self.events.append(("start", step.value))
 
     def advance(self, step: Step, amount: int = 1) -> None:

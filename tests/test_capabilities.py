@@ -219,7 +219,7 @@ def test_a_per_page_tenant_is_scanned_at_the_page_size_that_works(
     emails = [f"customer{n}@example.com" for n in range(1471, 1771)]
     requests, lookup = _lookup_requests(sandbox, tmp_path, emails)
     assert lookup["mode"] == "scan"
-    assert "1770 profiles in 18 pages of 100" in lookup["reason"]
+    assert "1,770 profiles in 18 pages of 100" in lookup["reason"]
     # Page 1 in each dialect, the ignored in filter once, then pages 2 to 18.
     assert requests == lookup["requests"] == 20
 

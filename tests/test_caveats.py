@@ -45,5 +45,5 @@ def test_the_summary_shows_verification_notes(sandbox: Sandbox, tmp_path: Path) 
     csv = write_csv(tmp_path / "a.csv", [ava.email or ""])
     result = sandbox.run("assign", "tier-platinum", str(csv))
     assert result.exit_code == 0, result.output
-    assert "Verified: 1/1 profiles, all good" in result.stdout
+    assert "Verified: 1/1 profile, all good" in result.stdout
     assert "note: line 2 (ava.nguyen@example.com): tier-silver is gone" in result.stdout

@@ -160,7 +160,8 @@ def test_a_long_stage_prints_a_progress_line_at_least_every_10_seconds(sandbox: 
     assert len(waiting) >= 9  # about 95 virtual seconds of waiting, a line every 10
     times = [t for t, _ in waits]
     assert all(b - a <= 10 for a, b in itertools.pairwise(times))
-    assert all(re.search(r"\d+/\d+ rows \([\d.,]+/s, ETA [\d:]+|unknown\)", t) for _, t in waiting)
+    shape = r"waiting for batches: \d+/\d+ rows( \([\d.,]+/s(, ETA \d+:\d\d:\d\d)?\))?"
+    assert all(re.fullmatch(shape, text) for _, text in waiting), waiting
 
 
 class BusyFirst(httpx.AsyncBaseTransport):

@@ -457,7 +457,7 @@ def test_confirmation_prompt_no_writes_nothing(
         assert [r for r in tenant.requests if r.method != "GET"] == []
         again = runner.invoke(cli.app, ["assign", "vip", EMAILS], input="y\n")
     assert again.exit_code == 0, again.stderr
-    assert "Plan" in again.stderr and "Assign vip on 4 profile(s)?" in again.stderr
+    assert "Plan" in again.stderr and "Assign vip on 4 profiles at 127.0.0.1:" in again.stderr
     assert tenant.by_email("ava.nguyen@example.com")[0].statuses == ["vip"]
 
 

@@ -84,7 +84,7 @@ async def test_statuses_are_listed_with_their_group_and_expiry() -> None:
     assert "tier-silver (group tier)" in statuses.detail
     assert "welcome (expires after 30 days)" in statuses.detail
     assert "club-gold (group club)" in statuses.detail
-    assert "11 status(es)" in statuses.detail
+    assert "11 statuses" in statuses.detail
 
 
 @pytest.mark.parametrize(

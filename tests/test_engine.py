@@ -299,9 +299,15 @@ def test_a_run_assigns_settles_and_verifies_every_row(bench: Bench) -> None:
     assert result.gave_up is False
     assert result.verification.checked == 3 and result.verification.ok == 3
     assert result.lookup is not None and result.lookup.mode is LookupMode.SCAN
-    assert f"Lookup: scan, about 1 requests: {result.lookup.reason}" in bench.reporter.said("info")
+    assert f"Lookup: scan, about 1 request: {result.lookup.reason}" in bench.reporter.said("info")
     finished = [step for kind, step in bench.reporter.events if kind == "finish"]
-    assert finished == ["resolving", "sending", "waiting for batches", "verifying"]
+    assert finished == [
+        "scanning the tenant",
+        "resolving",
+        "sending",
+        "waiting for batches",
+        "verifying",
+    ]
 
 
 def test_a_dry_run_writes_nothing_and_waits_for_nothing(bench: Bench) -> None:
@@ -344,7 +350,8 @@ def test_a_person_asked_sees_the_plan_before_any_write(bench: Bench, answer: boo
             bench.execute(run, options, confirm=confirm)
         assert bench.tenant.writes() == []
     [(preview, looked_up, written)] = shown
-    assert preview == Preview({"already_had": 1, "not_found": 1}, 7)
+    assert preview == Preview(ASSIGN_VIP, {"already_had": 1, "not_found": 1}, 7)
+    assert preview.rows == 9
     assert (looked_up, written) == (9, 0)
 
 
@@ -440,7 +447,7 @@ def test_a_resumed_run_reconciles_in_doubt_sends_queued_and_watches_accepted(
         6: ("assigned", ""),
     }
     assert all(bench.has_vip(address) for address in (queued, lost, accepted, fresh))
-    assert bench.reporter.said("info")[0] == RECONCILING.format(chunks=1)
+    assert bench.reporter.said("info")[0] == RECONCILING.format(chunks="1 chunk")
     assert len(bench.lookups()) == 1  # the row never looked up
     assert len(bench.requests("GET", PROFILES + "/")) == 2  # the pair in doubt, read back by id
     assert [c.state.value for c in run.chunks()] == ["done", "reconciled", "done", "done"]
@@ -592,7 +599,7 @@ def test_a_batch_that_never_lands_is_sent_again_once_then_given_up(
     result = bench.execute(run, RunOptions(lookup=LookupMode.SINGLE, stall_timeout=30.0))
     assert ghosts.sent == 2
     warned = bench.reporter.said("warn")
-    assert "its 2 row(s) lacking the change are sent again, once" in warned[0]
+    assert "its 2 rows lacking the change are sent again, once" in warned[0]
     if endpoint:
         assert result.gave_up is False
         assert {outcome for outcome, _ in details(run).values()} == {"failed"}

@@ -30,7 +30,7 @@ from omneo_status.sandbox.app import PageStyle
 from omneo_status.store.journal import Journal, RunJournal
 from omneo_status.store.records import Stage
 
-from ._middle import Scripted, connect, json_answer, new_run, open_journal, without_total
+from ._middle import Recorder, Scripted, connect, json_answer, new_run, open_journal, without_total
 from .conftest import Sandbox, VirtualClock, report_rows, summary_of, write_csv
 
 PROFILES = "/api/v3/profiles"
@@ -333,7 +333,13 @@ async def carry_out(client: OmneoClient, run: RunJournal, mode: LookupMode, fact
     resolver in its groups, then the scan the lookups may have switched to."""
     changes: list[LookupPlan] = []
     planner = LookupPlanner(
-        client, run, mode=mode, concurrency=4, facts=facts, on_change=changes.append
+        client,
+        run,
+        mode=mode,
+        concurrency=4,
+        reporter=Recorder(),
+        facts=facts,
+        on_change=changes.append,
     )
     chosen = await planner.choose()
     decided = {row.line for row, _ in chosen.settled}
@@ -429,7 +435,7 @@ TABLE: list[tuple[Shape, list[tuple[str, int, str]]]] = [
         MEDIUM,
         [
             ("single", 1, ONE),
-            ("bulk", 2, "honours filter[email][in]: 1 requests of up to 5 addresses, fewer than 3"),
+            ("bulk", 2, "honours filter[email][in]: 1 request of up to 5 addresses, fewer than 3"),
             (
                 "bulk",
                 3,
@@ -458,7 +464,7 @@ TABLE: list[tuple[Shape, list[tuple[str, int, str]]]] = [
         [
             ("single", 1, ONE),
             ("single", 7, "ignores filter[email][in]: 5 single lookups cost fewer requests than"),
-            ("scan", 31, "3000 profiles in 30 pages of 100 costs fewer requests than 150 single"),
+            ("scan", 31, "3,000 profiles in 30 pages of 100 costs fewer requests than 150 single"),
         ],
     ),
     (
@@ -466,7 +472,7 @@ TABLE: list[tuple[Shape, list[tuple[str, int, str]]]] = [
         [
             ("single", 1, ONE),
             ("single", 6, f"ignores filter[email][in] ({DOCTOR}): 5 single lookups"),
-            ("scan", 30, f"ignores filter[email][in] ({DOCTOR}): reading the tenant's 3000"),
+            ("scan", 30, f"ignores filter[email][in] ({DOCTOR}): reading the tenant's 3,000"),
         ],
     ),
     (
@@ -504,7 +510,7 @@ TABLE: list[tuple[Shape, list[tuple[str, int, str]]]] = [
     (
         replace(LARGE, name="3000, case-sensitive", case_sensitive=True, doctor=KNOWN_SENSITIVE),
         [
-            ("bulk", 2, "up to 1 addresses, fewer than 30 pages"),
+            ("bulk", 2, "up to 1 address, fewer than 30 pages"),
             ("bulk", 2, "up to 5 addresses, fewer than 30 pages"),
             ("bulk", 3, "up to 100 addresses, fewer than 30 pages"),
         ],
@@ -521,7 +527,7 @@ TABLE: list[tuple[Shape, list[tuple[str, int, str]]]] = [
         replace(LARGE, name="3000, no total", total=False),
         [
             ("single", 1, ONE),
-            ("bulk", 2, "honours filter[email][in]: 1 requests of up to 5 addresses"),
+            ("bulk", 2, "honours filter[email][in]: 1 request of up to 5 addresses"),
             ("bulk", 3, "honours filter[email][in]: 2 requests of up to 100 addresses"),
         ],
     ),

@@ -124,7 +124,7 @@ def test_a_batch_the_tenant_lost_is_sent_again_at_once_and_the_rerun_ends_exit_0
     first, again = doc["batches"]
     assert (first["status"], first["resent"]) == ("lost", 4)
     assert (again["status"], again["resent"]) == ("success", 0)
-    assert "(404): its 4 row(s) lacking the change are sent again, once" in rerun.stderr
+    assert "(404): its 4 rows lacking the change are sent again, once" in rerun.stderr
     sent_again = [r for r in report_rows(Path(str(doc["report"]))) if r["outcome"] == "assigned"]
     assert all(r["batch_id"] == again["batch_id"] for r in sent_again)
     assert all("sent again" in r["detail"] for r in sent_again)

@@ -586,7 +586,7 @@ def test_runs_prune_forgets_old_finished_runs_only(sandbox: Sandbox) -> None:
         db.execute("UPDATE runs SET state='interrupted' WHERE dry_run=0")
     kept = sandbox.invoke("runs", "--prune", "30", "--json")
     assert kept.exit_code == 0
-    assert "Forgot 1 run(s)" in kept.stderr
+    assert "Forgot 1 run older than 30 days" in kept.stderr
     assert [r["dry_run"] for r in json.loads(kept.stdout)] == [False]  # unfinished: kept
     with sqlite3.connect(state / "journal.sqlite") as db:
         assert db.execute("SELECT COUNT(DISTINCT run_id) FROM rows").fetchone()[0] == 1

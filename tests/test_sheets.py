@@ -418,6 +418,6 @@ def test_the_plan_and_the_runs_list_name_the_sheet(
         monkeypatch.setenv("OMNEO_TOKEN", "sandbox-token")
         asked = runner.invoke(cli.app, ["assign", "vip", path, "--sheet", "1"], input="n\n")
     assert asked.exit_code == 1
-    assert f"Plan for {path}, sheet 'Customers'" in " ".join(asked.stderr.split())
+    assert f"Input: {path}, sheet 'Customers'" in " ".join(asked.stderr.split())
     listed = runner.invoke(cli.app, ["runs", "--json"])
     assert json.loads(listed.stdout)[0]["input"] == f"{path}, sheet 'Customers'"

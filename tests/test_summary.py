@@ -75,11 +75,11 @@ def test_the_human_summary_is_drawn_from_the_run_summary(
     ]
     assert lines[-8:] == [
         "Batches: 4 (1 succeeded, 1 failed): b1, b2, b3 (+1 more)",
-        "Sent again: 5 rows, once, from 2 batch(es) the tenant lost or that stood still:"
+        "Sent again: 5 rows, once, from 2 batches the tenant lost or that stood still:"
         " b2 (failed), b3 (lost)",
         "Lookup: bulk (about 2 requests): 7 addresses",
         "  warning: a [bold] case",
-        "Verified: 3/4 profiles, 1 problem(s)",
+        "Verified: 3/4 profiles, 1 problem",
         "  - p9 lacks [vip]",
         "  note: expired",
         "Report: /tmp/reports/run.csv",

@@ -107,7 +107,7 @@ def test_the_default_guard_stops_two_of_seven_removals_before_any_write(
     result = sandbox.run("sync", "vip", str(listed), "--json")
     assert result.exit_code == 3
     assert sandbox.writes() == []
-    assert "take vip from 2 of 7 holder(s), over --max-remove 10%" in result.stderr
+    assert "take vip from 2 of 7 holders, over --max-remove 10%" in result.stderr
     assert "--max-remove 2" in result.stderr
     doc = summary_of(result)
     assert doc["exit_code"] == 3

@@ -192,8 +192,8 @@ def test_a_missing_status_column_is_a_usage_error_naming_it(
     ("args", "message"),
     [
         (["assign", "vip", "--status-column", "tier", TIERS], "give no HANDLE (got 'vip')"),
-        (["assign", TIERS], "Missing argument CSV_FILE"),
-        (["assign", "--status-column", "tier"], "Missing argument CSV_FILE"),
+        (["assign", TIERS], "Missing argument 'CSV_FILE'."),
+        (["assign", "--status-column", "tier"], "Missing argument 'CSV_FILE'."),
         (["sync", "vip", TIERS, "--status-column", "tier"], "give no HANDLE"),
     ],
 )
@@ -385,7 +385,8 @@ def test_the_prompt_shows_the_moves_before_the_first_write(
         )
     assert result.exit_code == 1, result.stderr
     assert "Moves:\n  club-gold -> club-platinum: 1\n" in result.stderr
-    assert "Assign on 5 profile(s)?" in result.stderr  # a move is one profile to write
+    # a move is one profile to write
+    assert "Assign club-gold, club-silver, club-platinum on 5 profiles at " in result.stderr
     assert [r for r in tenant.requests if r.method != "GET"] == []
 
 
@@ -462,7 +463,7 @@ def test_a_group_sync_is_refused_by_its_guard_then_allowed_with_max_remove(
     assert sandbox.writes() == []
     # Seven profiles hold a Club tier; member07 and member10 are not in the file.
     assert summary_of(refused)["guard"] == {"holders": 7, "would_remove": 2, "max_remove": "10%"}
-    assert "from 2 of 7 holder(s), over --max-remove 10%" in refused.stderr
+    assert "from 2 of 7 holders, over --max-remove 10%" in refused.stderr
     assert "--max-remove 2" in refused.stderr
     allowed = sandbox.run("sync", "--status-column", "tier", TIERS, "--max-remove", "2", "--json")
     assert allowed.exit_code == 0, allowed.stderr

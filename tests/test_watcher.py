@@ -349,7 +349,7 @@ async def test_without_the_endpoint_profiles_standing_still_come_back_unsent(
     started = floor.clock.now
     watched = await floor.watcher().watch(BATCH, [applied, still])
     assert watched.gave_up == (
-        f"1 profile(s) still lack the change: no progress for {STALL:g}s (the stall timeout)"
+        f"1 profile still lacks the change: no progress for {STALL:g}s (the stall timeout)"
     )
     assert lines(watched.unsent) == [still.line]  # may be sent again
     assert outcomes(watched) == [(applied.line, Outcome.ASSIGNED, "")]

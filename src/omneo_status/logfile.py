@@ -89,11 +89,11 @@ class JsonLogReporter:
         else:
             self._out.append(record)
 
-    def start(self, step: Step, total: int | None = None) -> None:
-        """Log a stage's start (once)."""
+    def start(self, step: Step, total: int | None = None, done: int = 0) -> None:
+        """Log a stage's start (once), with its unit and what an earlier attempt did."""
         if step not in self._counts:
-            self._counts[step] = 0
-            self.write("stage_start", stage=step.value, total=total)
+            self._counts[step] = done
+            self.write("stage_start", stage=step.value, unit=step.unit, total=total, done=done)
 
     def advance(self, step: Step, amount: int = 1) -> None:
         """Count, without a line per unit."""
@@ -105,7 +105,7 @@ class JsonLogReporter:
     def finish(self, step: Step) -> None:
         """Log a stage's end with how many units it did."""
         if step in self._counts:
-            self.write("stage_end", stage=step.value, done=self._counts[step])
+            self.write("stage_end", stage=step.value, unit=step.unit, done=self._counts[step])
 
     def info(self, message: str) -> None:
         """Log a line."""

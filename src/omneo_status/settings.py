@@ -65,6 +65,16 @@ def tenant_base_url(tenant: str) -> str:
     return f"https://api.{tenant.lower()}.getomneo.com/api"
 
 
+def tenant_name(base_url: str) -> str:
+    """How a person names the tenant a base URL reaches: ``acme`` for
+    ``https://api.acme.getomneo.com/api``, else the URL's host (and port)."""
+    host = urlsplit(base_url).netloc
+    label = host.removeprefix("api.").removesuffix(".getomneo.com")
+    if host.startswith("api.") and host.endswith(".getomneo.com") and _TENANT_RE.match(label):
+        return label
+    return host or base_url
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":

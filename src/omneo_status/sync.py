@@ -22,7 +22,7 @@ from typing import Any
 
 from omneo_status.api.client import OmneoClient
 from omneo_status.errors import GuardrailError, UsageError
-from omneo_status.events import Reporter
+from omneo_status.events import Reporter, Step
 from omneo_status.inputs import email_key, normalize_email
 from omneo_status.models import Action, Profile
 from omneo_status.options import CONCURRENCY, RemovalLimit
@@ -30,6 +30,7 @@ from omneo_status.run.scan import TenantScan
 from omneo_status.store.journal import RunJournal
 from omneo_status.store.records import FoundBy, NewRow, Stage, SyncPlan
 from omneo_status.store.scanstore import listed_profiles
+from omneo_status.wording import count
 
 TENANT_SCAN_MAX = 250_000
 """Profiles read at most to find the holders on a tenant that ignores the status filter."""
@@ -80,33 +81,38 @@ async def find_holders(
     profile it lists holds the handle, else from a scan of the whole tenant (``UsageError``
     when the tenant has more than ``TENANT_SCAN_MAX`` profiles or does not say how many)."""
     before = client.governor.stats.requests
-    scan = TenantScan(client, run, concurrency=concurrency)
+    scan = TenantScan(client, run, concurrency=concurrency, reporter=reporter)
     state = scan.started()
     what = ", ".join(handles)
     if state is not None and state.holders_of == ",".join(handles) and not state.moved:
         if state.complete:
             holders = tuple(scan.store.holders())
             reporter.info(
-                f"{what}: {len(holders)} holder(s), seen by the tenant scan of this run"
+                f"{what}: {count(len(holders), 'holder')}, seen by the tenant scan of this run"
                 " (no request of their own)"
             )
             return Holders(holders, "tenant_scan", 0)
         # A scan for the holders that an earlier attempt began (the filter proved ignored).
         return await _scanned(client, scan, what, reporter, before, fresh=False)
     found: dict[str, Profile] = {}
+    reporter.start(Step.HOLDERS, None)
     for handle in handles:
         listed = await client.find_profiles(
-            {"filter[statuses.handle]": handle}, stop_at=_without(handle)
+            {"filter[statuses.handle]": handle},
+            stop_at=_without(handle),
+            on_page=_HoldersRead(reporter),
         )
         strangers = sum(1 for profile in listed.profiles if handle not in profile.statuses)
         if strangers:
+            reporter.finish(Step.HOLDERS)
             reporter.warn(
                 "The tenant ignores filter[statuses.handle]: it listed"
-                f" {strangers} profile(s) without {handle}; reading the whole tenant to find"
-                " its holders"
+                f" {count(strangers, 'profile')} without {handle}; reading the whole tenant to"
+                " find its holders"
             )
             return await _scanned(client, scan, what, reporter, before, fresh=True)
         found.update((profile.id, profile) for profile in listed.profiles)
+    reporter.finish(Step.HOLDERS)
     spent = client.governor.stats.requests - before
     return Holders(tuple(found.values()), "filter", spent)
 
@@ -147,10 +153,28 @@ async def _scanned(
     spent = client.governor.stats.requests - before
     holders = tuple(scan.store.holders())
     reporter.info(
-        f"Read the whole tenant ({state.total} profiles, {spent} request(s)):"
-        f" {len(holders)} hold {handle}"
+        f"Read the whole tenant ({count(state.total, 'profile')}, {count(spent, 'request')}):"
+        f" {count(len(holders), 'holder')} of {handle}"
     )
     return Holders(holders, "tenant_scan", spent)
+
+
+class _HoldersRead:
+    """Reports the holders read by the status filter, page by page (``Step.HOLDERS``), with
+    the list's total once its first page tells it."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.shown = 0
+        self.total = False
+
+    def __call__(self, seen: int, total: int | None) -> None:
+        if total and not self.total:
+            self.total = True
+            self.reporter.extend(Step.HOLDERS, total)
+        if seen > self.shown:  # a walk that switched dialects reads page 1 again
+            self.reporter.advance(Step.HOLDERS, seen - self.shown)
+            self.shown = seen
 
 
 def guard(
@@ -160,12 +184,13 @@ def guard(
     rows unless every holder may go (``100%``), or more removals than ``limit`` allows."""
     if rows == 0 and not limit.everyone:
         return (
-            f"The input has no rows: a sync would take {handle} from all {holders} holder(s)"
+            f"The input has no rows: a sync would take {handle} from all"
+            f" {count(holders, 'holder')}"
             " (an empty or truncated export?); nothing was written"
         )
     if not limit.allows(removals, holders):
         return (
-            f"The sync would take {handle} from {removals} of {holders} holder(s), over"
+            f"The sync would take {handle} from {removals:,} of {count(holders, 'holder')}, over"
             f" --max-remove {limit}; nothing was written"
         )
     return None
@@ -239,7 +264,8 @@ class SyncPlanner:
             holder_requests=holders.requests,
         )
         self.reporter.info(
-            f"{self.handle}: {len(holders.profiles)} holder(s), {len(unlisted)} not in the input"
+            f"{self.handle}: {count(len(holders.profiles), 'holder')}, {len(unlisted):,} not in"
+            " the input"
             f" (--max-remove {self.limit}: {'allowed' if stop is None else 'over the limit'})"
         )
         if stop is not None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from omneo_status.api.exchange import ExchangeHook, Exchanger, data, json_body, path_id
 from omneo_status.api.governor import RateGovernor
-from omneo_status.api.paging import PageStyle, read_page, walk
+from omneo_status.api.paging import PageSeen, PageStyle, read_page, walk
 from omneo_status.api.retrying import Retrier, RetryHook, RetryPolicy, Sleep
 from omneo_status.errors import BadResponse
 from omneo_status.models import Action, Batch, Profile, StatusDefinition
@@ -200,15 +200,16 @@ class OmneoClient:
         *,
         max_profiles: int | None = None,
         stop_at: Callable[[list[Profile]], bool] | None = None,
+        on_page: PageSeen | None = None,
     ) -> ProfileList:
         """Every profile matching ``filters``, each once, over every page (or until more than
         ``max_profiles`` were seen, or up to the first page for which ``stop_at`` is true: a
         page that proves the tenant ignored the filter, after which reading on would be in
-        vain). Pages the tenant did not really give (it ignored the pagination dialect and
-        answered page 1 again) are never trusted: the client switches to the other dialect, or
-        raises ``BadResponse`` when neither works."""
+        vain); ``on_page`` is told after each page. Pages the tenant did not really give (it
+        ignored the pagination dialect and answered page 1 again) are never trusted: the client
+        switches to the other dialect, or raises ``BadResponse`` when neither works."""
         profiles, total, complete = await walk(
-            self, "/profiles", filters, _parser(Profile, "profile"), max_profiles, stop_at
+            self, "/profiles", filters, _parser(Profile, "profile"), max_profiles, stop_at, on_page
         )
         return ProfileList(profiles, total, complete)
 

@@ -20,6 +20,7 @@ from omneo_status.errors import ApiError, AuthError, ExitCode
 from omneo_status.inputs import same_email
 from omneo_status.models import Profile, StatusDefinition
 from omneo_status.options import MAX_PAGE_SIZE
+from omneo_status.wording import count
 
 CheckResult = Literal["ok", "warn", "fail"]
 
@@ -223,7 +224,9 @@ class _Doctor:
         total = lenient_int(meta.get("total"))
         self.caps.profiles = total
         self.add(
-            "profiles", "ok", f"{total if total is not None else 'an unknown number of'} profile(s)"
+            "profiles",
+            "ok",
+            count(total, "profile") if total is not None else "an unknown number of profiles",
         )
         await self.check_pages(page)
         known = next((p for p in page if p.email and p.email.swapcase() != p.email), None)
@@ -268,7 +271,7 @@ class _Doctor:
                 "email_filter",
                 "fail",
                 f"filter[email] for an address no one has "
-                f"listed {len(strangers)} profile(s): the tenant ignores the email "
+                f"listed {count(len(strangers), 'profile')}: the tenant ignores the email "
                 "filter, so no row could be matched safely",
             )
             return
@@ -413,7 +416,7 @@ def _describe_statuses(statuses: list[StatusDefinition]) -> str:
         elif status.absolute_expiry:
             notes.append(f"expires {status.absolute_expiry}")
         shown.append(status.handle + (f" ({', '.join(notes)})" if notes else ""))
-    return f"{len(statuses)} status(es): " + ", ".join(shown)
+    return f"{count(len(statuses), 'status')}: " + ", ".join(shown)
 
 
 def _sentence(exc: ApiError) -> str:

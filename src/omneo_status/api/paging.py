@@ -18,6 +18,10 @@ _MAX_PAGES = 100_000
 
 M = TypeVar("M")
 
+PageSeen = Callable[[int, "int | None"], None]
+"""Told after each page of a walk: the distinct rows read so far, and the list's total
+(``meta.total``) when the tenant says."""
+
 
 class PageStyle(StrEnum):
     """How a list endpoint is asked for a page: Omneo's two SDKs use different dialects, and a
@@ -84,17 +88,18 @@ async def walk(
     parse: Callable[[Any], M],
     limit: int | None = None,
     stop_at: Callable[[list[M]], bool] | None = None,
+    on_page: PageSeen | None = None,
 ) -> tuple[list[M], int | None, bool]:
     """Every row of a paginated list, each once and parsed: ``(items, total, complete)``;
     ``complete`` is False when more than ``limit`` rows were seen, or ``stop_at`` was true of
-    a page's items, before the last page.
+    a page's items, before the last page. ``on_page`` is told after every page.
 
     Pages the tenant did not really give (it ignored the dialect and answered page 1 again)
     are never trusted: the walk switches ``source.page_style`` to the other dialect and reads
     again from page 1, or raises ``BadResponse`` when neither dialect works."""
     style = source.page_style
     try:
-        return await _walk_in(source, style, path, filters, parse, limit, stop_at)
+        return await _walk_in(source, style, path, filters, parse, limit, stop_at, on_page)
     except _PageMismatch:
         pass
     # Switch for good, unless a concurrent walk already did, and read again from page 1 (the
@@ -102,7 +107,9 @@ async def walk(
     if source.page_style is style:
         source.page_style = style.other
     try:
-        return await _walk_in(source, source.page_style, path, filters, parse, limit, stop_at)
+        return await _walk_in(
+            source, source.page_style, path, filters, parse, limit, stop_at, on_page
+        )
     except _PageMismatch as mismatch:
         raise BadResponse(
             f"GET /v3{path} answered page {mismatch.given or 1} when asked for page "
@@ -120,6 +127,7 @@ async def _walk_in(
     parse: Callable[[Any], M],
     limit: int | None,
     stop_at: Callable[[list[M]], bool] | None,
+    on_page: PageSeen | None,
 ) -> tuple[list[M], int | None, bool]:
     seen: dict[str, M] = {}
     total: int | None = None
@@ -133,6 +141,8 @@ async def _walk_in(
         items = [parse(row) for row in page.rows]
         for key, item in zip(keys, items, strict=True):
             seen.setdefault(key, item)
+        if on_page is not None:
+            on_page(len(seen), total)
         if limit is not None and len(seen) > limit and page.has_next:
             return list(seen.values()), total, False
         if stop_at is not None and page.has_next and stop_at(items):

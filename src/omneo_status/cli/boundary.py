@@ -19,11 +19,12 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from omneo_status import __version__
 from omneo_status.cli import console
 from omneo_status.errors import ConfigError, ExitCode, Interrupted, OmneoStatusError, UsageError
+from omneo_status.wording import closest
 
 T = TypeVar("T")
 
@@ -151,9 +152,56 @@ def run(rt: Runtime, work: Callable[[], Awaitable[T]]) -> T:
         raise Interrupted("Interrupted") from None
 
 
-class JsonAwareGroup(TyperGroup):
-    """Typer's group, except that with ``--json`` even a usage error Typer raises itself (an
-    unknown option, a value out of range) leaves one JSON document on stdout."""
+class HelpCommand(TyperCommand):
+    """Typer's command, with its help drawn as every help here is (``console.fold_help``) and
+    no value type after a switch (``-h, --help``, ``--show-completion``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The command's help, its long values wrapped rather than cut."""
+        console.fold_help()
+        super().format_help(ctx, formatter)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Its parameters, a switch (``-h, --help``) shown without a value type."""
+        return _switches(super().get_params(ctx))
+
+
+class HelpGroup(TyperGroup):
+    """Typer's group, with its help drawn as ``HelpCommand``'s is, and a command it does not
+    know refused with the one meant, when that is clear."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, its long values wrapped rather than cut."""
+        console.fold_help()
+        super().format_help(ctx, formatter)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Its parameters, a switch (``-h, --help``) shown without a value type."""
+        return _switches(super().get_params(ctx))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args`` names; an unknown one is refused with the command it is close
+        to, if one is (``wording.closest``)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:
+            guess = closest(args[0], self.list_commands(ctx)) if args else None
+            if guess is not None and hasattr(exc, "message"):
+                exc.message = f"{exc.message.rstrip('.')}; did you mean `{guess}`?"
+            raise
+
+
+def _switches(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # Typer would show <bool>
+    return params
+
+
+class JsonAwareGroup(HelpGroup):
+    """The app's group: a usage error Typer finds itself (an unknown option, a missing
+    argument, a value out of range) is said the one way every error is, ``Error:`` and
+    ``Hint:`` on stderr with exit 2, and with ``--json`` also as one JSON document on stdout."""
 
     def main(  # type: ignore[override]
         self,
@@ -164,28 +212,54 @@ class JsonAwareGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        if "--json" not in argv:
-            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        json_out = "--json" in argv
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)
         except typer.TyperException as exc:  # Typer's own usage errors (its Click's classes)
-            error = (UsageError if exc.exit_code == ExitCode.USAGE else OmneoStatusError)(
-                exc.format_message(), hint="See the command's --help."
-            )
-            code = report_error(error, json_out=True)
+            code = _said(exc, json_out)
         except typer.Abort:
-            code = report_error(OmneoStatusError("Aborted"), json_out=True)
+            code = report_error(OmneoStatusError("Aborted"), json_out=json_out)
         except Exception as exc:
-            # A bug: the document says so, and the traceback follows on stderr.
-            report_error(
-                OmneoStatusError(
-                    f"Internal error ({type(exc).__name__})",
-                    hint="This is a bug; please report it with the traceback below.",
-                ),
-                json_out=True,
-            )
+            if json_out:  # a bug: the document says so, and the traceback follows on stderr
+                report_error(
+                    OmneoStatusError(
+                        f"Internal error ({type(exc).__name__})",
+                        hint="This is a bug; please report it with the traceback below.",
+                    ),
+                    json_out=True,
+                )
             raise
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _said(exc: typer.TyperException, json_out: bool) -> int:
+    """Say one of Typer's own errors as the tool's; its exit code. Help shown for want of
+    arguments was said already (exit 2, as Typer exits)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return int(ExitCode.USAGE)
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    option = getattr(exc, "option_name", None)
+    if option is not None and ctx is not None:  # an unknown option: Click's list of guesses
+        known = [name for param in ctx.command.params for name in param.opts if "--" in name]
+        guess = closest(option, known)
+        message = getattr(exc, "message", message)
+        message += f"; did you mean `{guess}`?" if guess is not None else ""
+    kind = UsageError if exc.exit_code == ExitCode.USAGE else OmneoStatusError
+    return report_error(kind(message, hint=_usage_hint(ctx)), json_out=json_out)
+
+
+def _usage_hint(ctx: Any) -> str:
+    """Where to read how the command is used."""
+    if ctx is None:
+        return "Run `omneo-status --help` to see the commands."
+    if isinstance(ctx.command, TyperGroup):
+        what = "the commands"
+    elif any(param.param_type_name == "argument" for param in ctx.command.params):
+        what = "its arguments and options"
+    else:
+        what = "its options"
+    return f"Run `{ctx.command_path} --help` to see {what}."

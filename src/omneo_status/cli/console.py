@@ -11,21 +11,27 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any
 
 from omneo_status.api.doctor import DoctorReport
 from omneo_status.api.trace import Exchange
+from omneo_status.cli.progress import Shown, Stages, duration
 from omneo_status.events import Step
 from omneo_status.models import Batch, BatchState, Outcome, StatusDefinition
 from omneo_status.moves import MovePair
-from omneo_status.options import JobSpec
 from omneo_status.settings import SettingView
 from omneo_status.summary import BatchSummary, RunSummary, RunView
+from omneo_status.wording import count, number
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
+    from rich.table import Table
+    from rich.text import Text
+    from typer.rich_utils import OptionHighlighter
+
+    from omneo_status.run.engine import Preview
 
 # rich is imported where it is first used, not with this module: a run whose stderr is not a
 # terminal and that goes well (cron, --json --quiet) never draws anything with it, and rich
@@ -35,6 +41,9 @@ PROGRESS_EVERY = 10.0
 """Seconds between two progress lines of a stage when stderr is not a terminal."""
 RETRY_SHOWN_FROM = 3.0
 """A retry wait at least this long is said without ``-v``: the run looks stuck otherwise."""
+LIVE_WORDS_WIDTH = 70
+"""Columns the live display's words take (a stage's name, count, rate, time and ETA): the bar
+gets what is left of the width, up to 30, and no bar under 5."""
 
 _OUTCOME_STYLE = {
     Outcome.ASSIGNED.value: "green",
@@ -117,8 +126,10 @@ class Display(StrEnum):
 class ConsoleReporter:
     """Shows a run's progress on stderr (a ``Reporter``), and the client's retries and requests.
 
-    ``clock`` is the run's monotonic clock: rates, ETAs and progress lines follow it. ``quiet``
-    (``--quiet``) keeps the ``-v`` lines back; ``-vv``'s request lines show in every mode.
+    Each stage counts its own unit (``progress.Stages``). ``clock`` is the run's monotonic
+    clock: rates, ETAs and progress lines follow it. ``quiet`` (``--quiet``) keeps the ``-v``
+    lines back; ``-vv``'s request lines show in every mode. A live display needs a terminal
+    that can move its cursor: on a dumb one (``TERM=dumb``) the plain lines are shown instead.
     """
 
     def __init__(
@@ -128,8 +139,11 @@ class ConsoleReporter:
         verbose: int = 0,
         quiet: bool = False,
         clock: Callable[[], float],
+        console: Console | None = None,
     ) -> None:
-        if display is Display.LIVE and not self.console.is_terminal:
+        if console is not None:
+            self.console = console
+        if display is Display.LIVE and not self.console.is_interactive:
             display = Display.LINES
         self.display = display
         self.verbose = verbose
@@ -137,12 +151,9 @@ class ConsoleReporter:
         """Whether the ``-v`` lines show."""
         self._clock = clock
         self._began = clock()
+        self.stages = Stages(clock)
         self._progress: Progress | None = None
         self._tasks: dict[Step, TaskID] = {}
-        self._totals: dict[Step, int] = {}
-        self._done: dict[Step, int] = {}
-        self._started: dict[Step, float] = {}
-        self._finished: set[Step] = set()
 
     @cached_property
     def console(self) -> Console:
@@ -156,101 +167,61 @@ class ConsoleReporter:
 
     @contextmanager
     def showing(self) -> Iterator[ConsoleReporter]:
-        """Keep the live display up for the duration of the block."""
+        """Keep the live display up for the duration of the block (cleared at its end)."""
         if self.display is Display.LIVE:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[progress.description]{task.description:<20}"),
-                BarColumn(bar_width=30),
-                TextColumn("{task.fields[count]}", justify="right"),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._progress.start()
+            self._show()
         try:
             yield self
         finally:
-            if self._progress is not None:
-                self._progress.stop()
-                self._progress = None
+            self._hide(leave=False)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Take the live display down while a question is asked, then put it back."""
-        progress = self._progress
-        if progress is None:
+        """Take the live display down while a question is asked, leaving its last frame in the
+        scrollback, and draw a new one below the question and its answer afterwards (drawing
+        the old one again would move up over them)."""
+        if self._progress is None:
             yield
             return
-        progress.stop()
+        self._hide(leave=True)
         try:
             yield
         finally:
-            progress.start()
+            self._show()
 
-    def start(self, step: Step, total: int | None = None) -> None:
+    def start(self, step: Step, total: int | None = None, done: int = 0) -> None:
         """Show a stage (again: a stage may be announced by every chunk that joins it)."""
-        if step in self._started:
-            if total is not None:
-                self.extend(step, total - self._totals.get(step, 0))
-            return
-        self._started[step] = self._clock()
-        self._totals[step] = total or 0
-        self._done[step] = 0
-        if self._progress is not None:
-            self._tasks[step] = self._progress.add_task(
-                step.value, total=total if total else None, rate="", count=""
-            )
-            self._show_count(step)
+        if self.stages.start(step, total, done) and self._progress is not None:
+            self._add_task(step)
+        self._draw(step)
 
     def advance(self, step: Step, amount: int = 1) -> None:
         """Move a stage on."""
-        self._done[step] = self._done.get(step, 0) + amount
-        if self._progress is not None and step in self._tasks:
-            rate = self._rate(step)
-            self._progress.advance(self._tasks[step], amount)
-            self._progress.update(self._tasks[step], rate=f"{rate:,.0f}/s" if rate else "")
-            self._show_count(step)
+        if self.stages.advance(step, amount) is not None:
+            self._draw(step)
 
     def extend(self, step: Step, amount: int) -> None:
         """A stage has more units than announced."""
-        self._totals[step] = self._totals.get(step, 0) + amount
-        if self._progress is not None and step in self._tasks:
-            self._progress.update(self._tasks[step], total=self._totals[step])
-            self._show_count(step)
+        if self.stages.extend(step, amount) is not None:
+            self._draw(step)
 
     def finish(self, step: Step) -> None:
         """A stage is over."""
-        if step in self._finished or step not in self._started:
+        if self.stages.finish(step) is None:
             return
-        self._finished.add(step)
-        done = self._done.get(step, 0)
-        if self._progress is not None and step in self._tasks:
-            total = self._totals[step] or done or 1
-            self._progress.update(self._tasks[step], total=total, completed=done or total)
-            self._show_count(step)
+        if self._progress is not None:
+            self._draw(step)
         elif self.display is Display.LINES:
-            self.console.print(f"{step.value}: " + (f"{done:,} done" if done else "done"))
+            self.console.print(escape(self.stages.ended(step)))
 
     def tick(self) -> None:
-        """One progress line per stage under way: rows done, rate and ETA (``LINES`` only)."""
+        """One progress line per stage under way (begun, with units left), in its unit, with
+        its rate and, once founded, its ETA (``LINES`` only)."""
         if self.display is not Display.LINES:
             return
-        for step in self._started:
-            if step not in self._finished:
-                self.console.print(f"[{self._elapsed()}] {escape(self._progress_text(step))}")
+        for step, tally in self.stages.tallies.items():
+            if tally.under_way:
+                self.console.print(f"[{self._elapsed()}] {escape(self.stages.line(step))}")
 
     def info(self, message: str) -> None:
         """A log line, shown with ``--verbose`` (not with ``--quiet``)."""
@@ -283,100 +254,134 @@ class ConsoleReporter:
             f" {exchange.elapsed_ms:.0f} ms[/]"
         )
 
-    def _rate(self, step: Step) -> float:
-        elapsed = self._clock() - self._started.get(step, self._clock())
-        return self._done.get(step, 0) / elapsed if elapsed > 0 else 0.0
+    # -- the live display ------------------------------------------------------------------
 
-    def _progress_text(self, step: Step) -> str:
-        done, total, rate = self._done.get(step, 0), self._totals.get(step, 0), self._rate(step)
-        count = f"{done:,}/{total:,}" if total else f"{done:,}"
-        eta = _duration((total - done) / rate) if total and rate > 0 else "unknown"
-        return f"{step.value}: {count} rows ({rate:,.1f}/s, ETA {eta})"
+    def _show(self) -> None:
+        """A new live display, with a row for every stage that has not ended."""
+        self._progress = _live_progress(self.console)
+        self._tasks = {}
+        for step, tally in self.stages.tallies.items():
+            if not tally.finished:
+                self._add_task(step)
+        self._progress.start()
+
+    def _hide(self, *, leave: bool) -> None:
+        """Stop the live display: its last frame is left in place (``leave``) or cleared."""
+        progress, self._progress = self._progress, None
+        if progress is None:
+            return
+        progress.live.transient = not leave
+        progress.stop()
+
+    def _add_task(self, step: Step) -> None:
+        assert self._progress is not None
+        if step in self._tasks:  # a stage that begins again (a second scan) keeps one row
+            self._progress.remove_task(self._tasks[step])
+        self._tasks[step] = self._progress.add_task(
+            step.value, total=None, shown=Shown(self.stages, step)
+        )
+        self._draw(step)
+
+    def _draw(self, step: Step) -> None:
+        """Bring the bar of a stage up to date (its words are worked out as they are drawn)."""
+        if self._progress is None or step not in self._tasks:
+            return
+        tally = self.stages.tallies[step]
+        if tally.finished:  # a full bar and a tick, whatever its count says
+            total = tally.total or tally.done or 1
+            self._progress.update(self._tasks[step], total=total, completed=total)
+        else:
+            self._progress.update(
+                self._tasks[step], total=tally.total or None, completed=tally.done
+            )
 
     def _elapsed(self) -> str:
-        return _duration(self._clock() - self._began)
-
-    def _show_count(self, step: Step) -> None:
-        assert self._progress is not None
-        total, done = self._totals.get(step, 0), self._done.get(step, 0)
-        text = f"{done:,}/{total:,}" if total else (f"{done:,}" if done else "")
-        self._progress.update(self._tasks[step], count=text)
+        return duration(self._clock() - self._began)
 
 
-def _duration(seconds: float) -> str:
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+def _live_progress(console: Console) -> Progress:
+    """rich's live display of the stages, fitted to the console's width: the bar narrows,
+    then goes (a stage's words never do)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+    width = console.width
+    words = [
+        TextColumn("{task.fields[shown].count}", justify="right", markup=False),
+        TextColumn("{task.fields[shown].rate}", markup=False),
+        TextColumn("{task.fields[shown].elapsed}", markup=False),
+        TextColumn("{task.fields[shown].eta}", markup=False),
+    ]
+    bar = min(30, width - LIVE_WORDS_WIDTH)
+    return Progress(
+        SpinnerColumn(finished_text="✓"),
+        TextColumn("{task.description:<19}", markup=False),
+        *([BarColumn(bar_width=bar)] if bar >= 5 else []),
+        *words,
+        console=console,
+        transient=True,
+    )
 
 
-class PlanPreview(Protocol):
-    """The plan's counts a person is shown before the first write."""
-
-    @property
-    def counts(self) -> Mapping[str, int]:
-        """Rows per outcome."""
-
-    @property
-    def to_send(self) -> int:
-        """Profiles that would be written."""
-
-    @property
-    def moves(self) -> Sequence[MovePair]:
-        """The moves by pair (a run whose rows name their statuses), else empty."""
+def _outcome_rows(counts: Mapping[str, int]) -> list[tuple[str, str]]:
+    """The outcomes with rows, in the one order the plan and the summary share (``Outcome``'s),
+    each with its style."""
+    return [
+        (outcome.value, _OUTCOME_STYLE.get(outcome.value, ""))
+        for outcome in Outcome
+        if counts.get(outcome.value, 0)
+    ]
 
 
-def confirm_plan(
-    preview: PlanPreview, spec: JobSpec | None, *, input_name: str | None = None
-) -> bool:
-    """Show the plan's counts and ask whether to write (on stderr; the answer from stdin).
-
-    ``spec`` names the action and handles when the command knows them before the run starts,
-    ``input_name`` what it read (a workbook's sheet included).
-    """
-    from rich.prompt import Confirm
+def _counts_table(title: str, counts: Mapping[str, int]) -> Table:
+    """A table of rows by outcome, in ``Outcome``'s order (more rows are added after)."""
     from rich.table import Table
 
-    err = stderr()
-    verb = ("sync" if spec.sync else spec.action.value) if spec is not None else "write"
-    title = f"Plan for {escape(input_name)}" if input_name else "Plan"
-    table = Table(title=title, show_header=True, header_style="bold")
+    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
-    for outcome, count in sorted(preview.counts.items()):
-        if count and outcome:
-            table.add_row(outcome, str(count))
-    table.add_row(f"to {verb}", str(preview.to_send), style="bold")
+    for outcome, style in _outcome_rows(counts):
+        name = f"[{style}]{outcome}[/]" if style else outcome
+        table.add_row(name, number(counts[outcome]))
+    return table
+
+
+def confirm_plan(preview: Preview, tenant: str, *, input_name: str | None = None) -> bool:
+    """Show the plan and ask whether to write (on stderr; the answer from stdin). The question
+    names the action, the handles and the ``tenant``; it and its answer stay on the screen.
+    ``input_name`` is what the run read (a workbook's sheet included)."""
+    from rich.prompt import Confirm
+
+    err = stderr()
+    spec = preview.spec
+    verb = "sync" if spec.sync else spec.action.value
+    handles = ", ".join(spec.handles)
+    table = _counts_table(f"Plan: {verb} {escape(handles)} at {escape(tenant)}", preview.counts)
+    if preview.in_flight:
+        table.add_row("sent before", number(preview.in_flight))
+    table.add_row(f"to {verb}", number(preview.to_send), style="bold")
+    table.add_row("total", number(preview.rows), style="bold")
     err.print(table)
     _render_moves(err, preview.moves)
-    what = f" {', '.join(spec.handles)}" if spec is not None and spec.handles else ""
-    question = f"{verb.capitalize()}{what} on {preview.to_send} profile(s)?"
-    return Confirm.ask(question, console=err, default=False)
+    if input_name:
+        err.print(f"Input: {escape(input_name)}")
+    question = f"{verb.capitalize()} {handles} on {count(preview.to_send, 'profile')} at {tenant}?"
+    return Confirm.ask(escape(question), console=err, default=False)
 
 
 def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = False) -> None:
     """The human summary of a run (on stderr when ``err``)."""
-    from rich.table import Table
-
     out = stderr() if err else stdout()
     verb = f"Dry run of {summary.what}" if summary.dry_run else summary.what.capitalize()
     title = f"{verb} {', '.join(summary.handles)} - run {summary.run_id}{title_note}"
-    table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
-    table.add_column("outcome")
-    table.add_column("rows", justify="right")
-    for outcome in Outcome:
-        count = summary.counts.get(outcome.value, 0)
-        if count:
-            style = _OUTCOME_STYLE.get(outcome.value, "")
-            table.add_row(f"[{style}]{outcome.value}[/]" if style else outcome.value, str(count))
-    table.add_row("total", str(summary.rows), style="bold")
+    table = _counts_table(escape(title), summary.counts)
+    table.add_row("total", number(summary.rows), style="bold")
     out.print(table)
     _render_moves(out, summary.moves or ())
     _render_batches(out, summary.batches)
     lookup = summary.lookup
     if lookup is not None:
         out.print(
-            f"Lookup: {lookup.mode.value} (about {lookup.requests} requests):"
+            f"Lookup: {lookup.mode.value} (about {count(lookup.requests, 'request')}):"
             f" {escape(lookup.reason)}"
         )
         if lookup.warning:
@@ -384,8 +389,11 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
     verified = summary.verified
     if verified.checked:
         problems = verified.problems
-        status = "[green]all good[/]" if not problems else f"[red]{len(problems)} problem(s)[/]"
-        out.print(f"Verified: {verified.ok}/{verified.checked} profiles, {status}")
+        status = (
+            "[green]all good[/]" if not problems else f"[red]{count(len(problems), 'problem')}[/]"
+        )
+        checked = f"{number(verified.ok)}/{count(verified.checked, 'profile')}"
+        out.print(f"Verified: {checked}, {status}")
         for problem in problems:
             out.print(f"  [red]-[/] {escape(problem)}")
         for note in verified.notes:
@@ -400,7 +408,7 @@ def _render_moves(out: Console, moves: Sequence[MovePair]) -> None:
     if moves:
         out.print("Moves:")
     for pair in moves:
-        out.print(f"  {escape(pair.label)}: {pair.rows}")
+        out.print(f"  {escape(pair.label)}: {number(pair.rows)}")
 
 
 def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
@@ -410,15 +418,18 @@ def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
     states = [BatchState.of(batch.status) for batch in batches]
     ok, failed = states.count(BatchState.DONE), states.count(BatchState.FAILED)
     ids = ", ".join(batch.batch_id for batch in batches[:3])
-    more = f" (+{len(batches) - 3} more)" if len(batches) > 3 else ""
-    out.print(f"Batches: {len(batches)} ({ok} succeeded, {failed} failed): {escape(ids)}{more}")
+    more = f" (+{number(len(batches) - 3)} more)" if len(batches) > 3 else ""
+    out.print(
+        f"Batches: {number(len(batches))} ({number(ok)} succeeded, {number(failed)} failed):"
+        f" {escape(ids)}{more}"
+    )
     resent = [batch for batch in batches if batch.resent]
     if resent:
         rows = sum(batch.resent for batch in resent)
         which = ", ".join(f"{batch.batch_id} ({batch.status})" for batch in resent[:3])
         out.print(
-            f"Sent again: {rows} rows, once, from {len(resent)} batch(es) the tenant lost"
-            f" or that stood still: {escape(which)}"
+            f"Sent again: {count(rows, 'row')}, once, from {count(len(resent), 'batch')} the"
+            f" tenant lost or that stood still: {escape(which)}"
         )
 
 
@@ -427,10 +438,13 @@ def summary_line(summary: RunSummary, *, note: str = "") -> str:
     as it follows the table's title (``(already finished: nothing sent)``)."""
     verb = "dry run of " if summary.dry_run else ""
     counts = summary.counts
-    shown = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "nothing to do"
+    shown = (
+        ", ".join(f"{number(counts[outcome])} {outcome}" for outcome, _ in _outcome_rows(counts))
+        or "nothing to do"
+    )
     return (
         f"{verb}{summary.what} {','.join(summary.handles)}{note}: {shown}"
-        f" ({summary.rows} rows); run {summary.run_id}; report {summary.report}"
+        f" ({count(summary.rows, 'row')}); run {summary.run_id}; report {summary.report}"
     )
 
 
@@ -481,30 +495,42 @@ def render_batch(batch: Batch) -> None:
 
 
 def render_runs(runs: Sequence[RunView]) -> None:
-    """Recent runs as a table, newest first (a run id begins with its UTC start time)."""
+    """Recent runs, newest first (a run id begins with its UTC start time): a table where it
+    fits the terminal without cutting or breaking a word, else one block a run, its id on a
+    line of its own. A run id is what ``resume`` and ``undo`` take: it is never cut."""
+    from rich.measure import Measurement
     from rich.table import Table
 
+    out = stdout()
     table = Table(show_header=True, header_style="bold")
     table.add_column("run id", no_wrap=True)
-    table.add_column("job", min_width=10)
+    table.add_column("job")
     table.add_column("state", no_wrap=True)
     table.add_column("rows", justify="right", no_wrap=True)
     table.add_column("failed", justify="right", no_wrap=True)
-    table.add_column("input", overflow="fold", min_width=8)
+    table.add_column("input")
     for run in runs:
-        job = f"{run.action} {','.join(run.handles)}"
-        job += f" from column {run.status_column}" if run.status_column else ""
-        job += f" by {run.match}" if run.match != "email" else ""
-        job += " (dry run)" if run.dry_run else ""
-        table.add_row(
-            run.run_id,
-            escape(job),
-            run.state,
-            str(run.rows),
-            str(run.counts.get(Outcome.FAILED.value, 0)),
-            escape(run.input_name),
-        )
-    stdout().print(table)
+        failed = number(run.counts.get(Outcome.FAILED.value, 0))
+        cells = (run.run_id, escape(_job(run)), run.state, number(run.rows), failed)
+        table.add_row(*cells, escape(run.input_name))
+    unbounded = out.options.update_width(1_000_000)  # measured at ease, then compared
+    if Measurement.get(out, unbounded, table).minimum <= out.width:
+        out.print(table)
+        return
+    for run in runs:
+        failed = number(run.counts.get(Outcome.FAILED.value, 0))
+        out.print(f"[bold]{run.run_id}[/]")
+        out.print(f"  {escape(_job(run))}, {run.state}: {count(run.rows, 'row')}, {failed} failed")
+        out.print(f"  input: {escape(run.input_name)}")
+
+
+def _job(run: RunView) -> str:
+    """What a run did, in words: ``assign vip by mobile (dry run)``, ``assign club-gold,...
+    from column tier``."""
+    job = f"{run.action} {','.join(run.handles)}"
+    job += f" from column {run.status_column}" if run.status_column else ""
+    job += f" by {run.match}" if run.match != "email" else ""
+    return job + (" (dry run)" if run.dry_run else "")
 
 
 def sandbox_banner(base_url: str, token: str, profiles: int, *, all_interfaces: bool) -> None:
@@ -564,3 +590,26 @@ def print_text(text: str) -> None:
     """Text as it is on stdout (the report CSV of ``--report -``)."""
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def fold_help() -> None:
+    """Make Typer's help wrap a value too long for its column (a URL, a path) onto the next
+    line instead of cutting it with an ellipsis. Typer draws every help text through its
+    module's highlighter; this one also marks the text to fold."""
+    from typer import rich_utils
+
+    folding = _folding()
+    if not isinstance(rich_utils.highlighter, folding):
+        rich_utils.highlighter = folding()
+
+
+@cache
+def _folding() -> type[OptionHighlighter]:
+    from typer.rich_utils import OptionHighlighter
+
+    class Folding(OptionHighlighter):
+        def highlight(self, text: Text) -> None:
+            super().highlight(text)
+            text.overflow = "fold"
+
+    return Folding

@@ -34,6 +34,7 @@ from omneo_status.cli.session import Session, open_session
 from omneo_status.errors import UsageError
 from omneo_status.models import Batch, StatusDefinition
 from omneo_status.settings import describe_settings, resolve_state_dir
+from omneo_status.wording import count
 
 STATUSES_EPILOG = (
     "Example:\n\n  export OMNEO_TENANT=acme OMNEO_TOKEN_FILE=~/.config/omneo-status/token\n\n"
@@ -118,7 +119,7 @@ def runs(given: Given) -> None:
         state, _ = resolve_state_dir(given[STATE_DIR])
         if prune is not None:
             forgotten = jobs.prune_runs(state, prune)
-            console.print_note(f"Forgot {forgotten} run(s) older than {prune} day(s)")
+            console.print_note(f"Forgot {count(forgotten, 'run')} older than {count(prune, 'day')}")
         found = jobs.recent_runs(state, given[LIMIT])
     if given[JSON]:
         console.print_json([view.to_json() for view in found])

@@ -4,17 +4,20 @@ this one."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from omneo_status import __version__
 from omneo_status.cli import console, reads, runs, sandbox
-from omneo_status.cli.boundary import EXIT_CODES_HELP, JsonAwareGroup
+from omneo_status.cli.boundary import EXIT_CODES_HELP, HelpCommand, HelpGroup, JsonAwareGroup
 
 app = typer.Typer(
     name="omneo-status",
     cls=JsonAwareGroup,
+    suggest_commands=False,  # JsonAwareGroup suggests a command only when it is close
     help="Add or remove an Omneo CX profile status for every email in a CSV, without ever"
     " wiping the statuses those profiles already hold.",
     no_args_is_help=True,
@@ -52,27 +55,40 @@ def _root(
     """Add or remove an Omneo CX profile status for every email in a CSV, safely."""
 
 
-app.command("assign", epilog=runs.RUN_EPILOG.format(verb="assign"), no_args_is_help=True)(
-    runs.assign
-)
-app.command("remove", epilog=runs.RUN_EPILOG.format(verb="remove"), no_args_is_help=True)(
-    runs.remove
-)
-app.command("sync", epilog=runs.SYNC_EPILOG, no_args_is_help=True)(runs.sync)
-app.command("resume", epilog=runs.RESUME_EPILOG, no_args_is_help=True)(runs.resume)
-app.command("undo", epilog=runs.UNDO_EPILOG, no_args_is_help=True)(runs.undo)
-app.command("statuses", epilog=reads.STATUSES_EPILOG)(reads.statuses)
-app.command("batch", epilog=reads.BATCH_EPILOG)(reads.batch)
-app.command("doctor", epilog=reads.DOCTOR_EPILOG)(reads.doctor)
-app.command("runs", epilog=reads.RUNS_EPILOG)(reads.runs)
-app.command("sandbox", epilog=sandbox.SANDBOX_EPILOG)(sandbox.sandbox)
+def _flowed(doc: str | None) -> str:
+    """A docstring as a command's help: each paragraph on one line, for rich to wrap to the
+    terminal's width (Typer keeps the line breaks of every paragraph but the first)."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+def _register(
+    group: typer.Typer, name: str, command: Callable[..., Any], epilog: str, **how: Any
+) -> None:
+    group.command(name, epilog=epilog, help=_flowed(command.__doc__), cls=HelpCommand, **how)(
+        command
+    )
+
+
+_register(app, "assign", runs.assign, runs.RUN_EPILOG.format(verb="assign"), no_args_is_help=True)
+_register(app, "remove", runs.remove, runs.RUN_EPILOG.format(verb="remove"), no_args_is_help=True)
+_register(app, "sync", runs.sync, runs.SYNC_EPILOG, no_args_is_help=True)
+_register(app, "resume", runs.resume, runs.RESUME_EPILOG, no_args_is_help=True)
+_register(app, "undo", runs.undo, runs.UNDO_EPILOG, no_args_is_help=True)
+_register(app, "statuses", reads.statuses, reads.STATUSES_EPILOG)
+_register(app, "batch", reads.batch, reads.BATCH_EPILOG)
+_register(app, "doctor", reads.doctor, reads.DOCTOR_EPILOG)
+_register(app, "runs", reads.runs, reads.RUNS_EPILOG)
+_register(app, "sandbox", sandbox.sandbox, sandbox.SANDBOX_EPILOG)
 
 config_app = typer.Typer(
+    cls=HelpGroup,
+    suggest_commands=False,
     help="Inspect the configuration (flags, OMNEO_* variables and the config file).",
     no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
-config_app.command("show", epilog=reads.CONFIG_SHOW_EPILOG)(reads.config_show)
+_register(config_app, "show", reads.config_show, reads.CONFIG_SHOW_EPILOG)
 
 
 def main() -> None:

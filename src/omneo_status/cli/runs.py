@@ -45,10 +45,11 @@ from omneo_status.cli.flags import (
 )
 from omneo_status.cli.session import Session, open_session
 from omneo_status.errors import OmneoStatusError, UsageError
-from omneo_status.jobs import JobContext, RunSummary
+from omneo_status.jobs import JobContext, Preview, RunSummary
 from omneo_status.keys import MatchKey
 from omneo_status.models import Action
 from omneo_status.options import JobSpec, RunOptions
+from omneo_status.settings import tenant_name
 from omneo_status.source import prepared_input
 from omneo_status.sync import SYNC_ONE
 
@@ -194,13 +195,13 @@ def _arguments(
     argument is the file)."""
     if first is None:
         raise UsageError(
-            "Missing argument CSV_FILE",
+            "Missing argument 'CSV_FILE'.",
             hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
         )
     if status_column is None:
         if csv_file is None:
             raise UsageError(
-                "Missing argument CSV_FILE",
+                "Missing argument 'CSV_FILE'.",
                 hint="Give a status HANDLE and a CSV_FILE, or --status-column NAME and a CSV_FILE.",
             )
         return first, csv_file
@@ -249,7 +250,6 @@ def _from_file(
                 lambda ctx: jobs.run_job(
                     ctx, spec, options, source, report=report, fresh=given[FRESH]
                 ),
-                spec=spec,
                 asking=_asking(rt, given, options, conn),
                 input_name=source.label,
             )
@@ -269,7 +269,6 @@ def _by_id(undo: bool, run_id: str, given: Given) -> None:
                 session,
                 options,
                 lambda ctx: runner(ctx, run_id, options, report=report),
-                spec=None,
                 asking=_asking(rt, given, options, conn),
             )
     _finish(summary, out, fresh_advice=False)
@@ -280,7 +279,6 @@ def _execute(
     options: RunOptions,
     job: Job,
     *,
-    spec: JobSpec | None,
     asking: Asking,
     input_name: str | None = None,
 ) -> RunSummary:
@@ -290,9 +288,10 @@ def _execute(
         session.reporter.warn(UNASKED)
     facts = session.facts()
 
-    def confirm(preview: console.PlanPreview) -> bool:
+    def confirm(preview: Preview) -> bool:
         with shown.paused():
-            return console.confirm_plan(preview, spec, input_name=input_name)
+            tenant = tenant_name(session.settings.base_url)
+            return console.confirm_plan(preview, tenant, input_name=input_name)
 
     async def go() -> RunSummary:
         async with session.client(options.concurrency) as client:

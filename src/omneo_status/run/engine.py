@@ -38,6 +38,7 @@ from omneo_status.run.watcher import BatchWatcher
 from omneo_status.store.journal import FLUSH_SECONDS, RunJournal
 from omneo_status.store.records import Planned, RowRecord, RunState, Settled, Stage
 from omneo_status.summary import Verification, move_pairs, outcome_counts
+from omneo_status.wording import count as counted
 
 SCAN_MOVED = (
     "The tenant's profile list changed during the scan: addresses it did not find are looked"
@@ -47,13 +48,24 @@ SCAN_MOVED = (
 
 @dataclass(frozen=True)
 class Preview:
-    """The plan's counts, shown before the first write when a person is asked to go on."""
+    """The plan, shown before the first write when a person is asked to go on: every row of
+    the run is in exactly one of ``counts``, ``to_send`` and ``in_flight``."""
 
+    spec: JobSpec
+    """The job: its action, handles and whether it is a sync."""
     counts: dict[str, int]
+    """Rows with their outcome already, by outcome."""
     to_send: int
-    """Rows with a write to send (a tier move counts once)."""
+    """Rows with a write to send now (a tier move counts once)."""
+    in_flight: int = 0
+    """Rows an earlier attempt of the run sent already (their batches are followed)."""
     moves: tuple[MovePair, ...] = ()
     """The moves by pair, for a run whose rows name their statuses (``--status-column``)."""
+
+    @property
+    def rows(self) -> int:
+        """Every row of the run."""
+        return sum(self.counts.values()) + self.to_send + self.in_flight
 
 
 Confirm = Callable[[Preview], bool]
@@ -210,7 +222,7 @@ class Engine:
             if self.planner is not None:
                 await self.planner.plan(self.run)
             if not self.options.dry_run:
-                ask_to_proceed(self.run, self.confirm, self.spec)
+                ask_to_proceed(self.run, self.spec, self.confirm)
                 self.outbox.launch(full_only=False)
             await self._crew.drain()
             while self.run.release():  # the second writes of moves whose first write landed
@@ -311,6 +323,7 @@ class Engine:
             self.run,
             mode=self.options.lookup,
             concurrency=self.options.concurrency,
+            reporter=self.reporter,
             facts=self.facts,
             on_change=self._show_plan,
         )
@@ -328,7 +341,8 @@ class Engine:
             self.reporter.warn(plan.warning)
         else:
             self.reporter.info(
-                f"Lookup: {plan.mode.value}, about {plan.requests} requests: {plan.reason}"
+                f"Lookup: {plan.mode.value}, about {counted(plan.requests, 'request')}:"
+                f" {plan.reason}"
             )
 
     async def _scanned(self, chosen: Chosen) -> Resolver:
@@ -424,13 +438,14 @@ def check_unmatched(run: RunJournal, limit: float | None) -> None:
         )
 
 
-def ask_to_proceed(run: RunJournal, confirm: Confirm | None, spec: JobSpec) -> None:
+def ask_to_proceed(run: RunJournal, spec: JobSpec, confirm: Confirm | None) -> None:
     """Show the plan to the person (when one is asked) and raise ``Cancelled`` if they say no."""
     if confirm is None or run.stage_count(Stage.PLANNED) == 0:
         return
     counts = outcome_counts(run, RunState.RUNNING, live=True)
-    to_send = counts.pop("pending", 0)
+    pending = counts.pop("pending", 0)
+    in_flight = min(pending, run.stage_count(Stage.CHUNKED))
     moves = move_pairs(run, spec.action, RunState.RUNNING, live=True) if spec.status_column else []
     shown = {outcome: n for outcome, n in counts.items() if n}
-    if not confirm(Preview(shown, to_send, tuple(moves))):
+    if not confirm(Preview(spec, shown, pending - in_flight, in_flight, tuple(moves))):
         raise Cancelled("Cancelled at the prompt; nothing was written")

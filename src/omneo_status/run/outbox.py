@@ -24,9 +24,10 @@ from omneo_status.run.readback import ProfileReader
 from omneo_status.run.watcher import BatchWatcher, Watched, reconcile
 from omneo_status.store.journal import RunJournal
 from omneo_status.store.records import ChunkState, Planned, RowRecord, Settled
+from omneo_status.wording import count
 
 RECONCILING = (
-    "{chunks} chunk(s) may or may not have been sent before the last run stopped: reading their"
+    "{chunks} may or may not have been sent before the last run stopped: reading their"
     " profiles back"
 )
 LOST = "the tenant no longer knows batch {batch} (404)"
@@ -74,7 +75,7 @@ class Outbox:
         if not posting:
             return
         self.reporter.start(Step.RECONCILE, sum(chunk.profiles for chunk in posting))
-        self.reporter.info(RECONCILING.format(chunks=len(posting)))
+        self.reporter.info(RECONCILING.format(chunks=count(len(posting), "chunk")))
         for chunk in posting:
             rows = self.run.rows_of_chunk(chunk.chunk)
             if not rows:
@@ -194,7 +195,7 @@ class Outbox:
             self._give_up(batch_id, watched.gave_up or why)
         if again:
             self.reporter.warn(
-                f"{why}: its {len(again)} row(s) lacking the change are sent again, once"
+                f"{why}: its {count(len(again), 'row')} lacking the change are sent again, once"
             )
         new = self.run.resend_chunk(
             chunk,

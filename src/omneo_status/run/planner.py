@@ -34,12 +34,15 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 
 from omneo_status.api.client import OmneoClient, TenantPage
+from omneo_status.events import Reporter
 from omneo_status.options import MAX_PAGE_SIZE, LookupMode, LookupPlan
 from omneo_status.run.decide import Match
 from omneo_status.run.resolver import BulkEmailResolver, EmailCase, Resolver, SingleEmailResolver
 from omneo_status.run.scan import TenantScan
 from omneo_status.store.journal import RunJournal
 from omneo_status.store.records import RowRecord, Stage
+from omneo_status.wording import count as counted
+from omneo_status.wording import number
 
 CASE_SCAN_FACTOR = 3
 """On a tenant whose email filter is case-sensitive, the scan is chosen while its requests are
@@ -96,6 +99,7 @@ class LookupPlanner:
         *,
         mode: LookupMode,
         concurrency: int,
+        reporter: Reporter,
         facts: TenantFacts | None = None,
         on_change: Callable[[LookupPlan], None] | None = None,
     ) -> None:
@@ -104,7 +108,7 @@ class LookupPlanner:
         self.mode = mode
         self.facts = facts or TenantFacts()
         self.case = EmailCase(self.facts.case_sensitive, self.facts.measured)
-        self.scan = TenantScan(client, run, concurrency=concurrency)
+        self.scan = TenantScan(client, run, concurrency=concurrency, reporter=reporter)
         self.single = SingleEmailResolver(client, self.case)
         self.on_change = on_change
         """Told when the plan changes during the lookups (a case rule learned on the way)."""
@@ -133,8 +137,8 @@ class LookupPlanner:
         if started is not None:
             left = started.pages - started.read
             reason = (
-                f"continuing the tenant scan an earlier attempt began ({started.read} of"
-                f" {started.pages} pages read)"
+                f"continuing the tenant scan an earlier attempt began ({number(started.read)} of"
+                f" {counted(started.pages, 'page')} read)"
             )
             return self._scanning(left, reason, started.page_size)
         if mode is LookupMode.SINGLE:
@@ -165,32 +169,34 @@ class LookupPlanner:
         else:
             if pages is not None and pages < 1 + groups:
                 reason = (
-                    f"{count} addresses, {tenant}:"
-                    f" fewer requests than {_count(groups, 'bulk lookup')}"
+                    f"{counted(count, 'address')}, {tenant}:"
+                    f" fewer requests than {counted(groups, 'bulk lookup')}"
                 )
                 return self._scanning(spent + pages - 1, reason, size, first)
             if self._twin_scan(pages, groups):
-                reason = self._case_reason(tenant, _count(groups, "bulk lookup"))
+                reason = self._case_reason(tenant, counted(groups, "bulk lookup"))
                 return self._scanning(spent + (pages or 1) - 1, reason, size, first)
             found = await bulk.try_group(group)
             if found is not None:
-                versus = f", fewer than {pages} pages" if pages is not None else ""
+                versus = f", fewer than {counted(pages, 'page')}" if pages is not None else ""
                 reason = (
-                    f"the tenant honours filter[email][in]: {groups} requests of up to"
-                    f" {len(group)} addresses{versus}"
+                    f"the tenant honours filter[email][in]: {counted(groups, 'request')} of up"
+                    f" to {counted(len(group), 'address')}{versus}"
                 )
                 plan = LookupPlan(LookupMode.BULK, spent + groups, reason)
                 return await self._by_filter(plan, bulk, rows, found)
             ignored = "the tenant ignores filter[email][in]"
             spent += 1
         if pages is not None and pages - 1 < count:
-            reason = f"{ignored}: {tenant} costs fewer requests than {count} single lookups"
+            singles = counted(count, "single lookup")
+            reason = f"{ignored}: {tenant} costs fewer requests than {singles}"
             return self._scanning(spent + pages - 1, reason, size, first)
         if self._twin_scan(pages, count):
-            reason = f"{ignored}; {self._case_reason(tenant, f'{count} single lookups')}"
+            reason = f"{ignored}; {self._case_reason(tenant, counted(count, 'single lookup'))}"
             return self._scanning(spent + (pages or 1) - 1, reason, size, first)
         versus = f" than {tenant}" if pages is not None else " (its list does not say its size)"
-        reason = f"{ignored}: {count} single lookups cost fewer requests{versus}"
+        costs = "costs" if count == 1 else "cost"
+        reason = f"{ignored}: {counted(count, 'single lookup')} {costs} fewer requests{versus}"
         return await self._by_filter(
             LookupPlan(LookupMode.SINGLE, spent + count, reason), self.single
         )
@@ -287,7 +293,7 @@ class LookupPlanner:
             pages, size = _pages(self.first)
             why = (
                 f"{_tenant(self.first, pages, size)} would cost more than {CASE_SCAN_FACTOR}"
-                f" times the {plan.requests} requests of this plan"
+                f" times the {counted(plan.requests, 'request')} of this plan"
             )
         return (
             f"The tenant's email filter {self._rule()}: a lookup by filter cannot rule out another"
@@ -405,10 +411,7 @@ def _pages(first: TenantPage) -> tuple[int | None, int]:
 
 
 def _tenant(first: TenantPage, pages: int | None, size: int) -> str:
-    if pages is None:
+    if pages is None or first.total is None:
         return "the tenant's list does not say its size"
-    return f"reading the tenant's {first.total} profiles in {_count(pages, 'page')} of {size}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    profiles = counted(first.total, "profile")
+    return f"reading the tenant's {profiles} in {counted(pages, 'page')} of {size}"

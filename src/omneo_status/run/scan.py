@@ -28,6 +28,7 @@ from itertools import islice
 
 from omneo_status.api.client import OmneoClient, TenantPage
 from omneo_status.errors import BadResponse, UsageError, ValidationFailed
+from omneo_status.events import Reporter, Step
 from omneo_status.inputs import email_key
 from omneo_status.models import Profile
 from omneo_status.options import MAX_PAGE_SIZE
@@ -42,12 +43,15 @@ class _PageMismatch(Exception):
 
 
 class TenantScan:
-    """Reads every page of the tenant not yet read (``concurrency`` at a time), then gives each
-    row waiting for a lookup its ``Match``."""
+    """Reads every page of the tenant not yet read (``concurrency`` at a time), reporting them
+    as ``Step.SCAN``'s pages, then gives each row waiting for a lookup its ``Match``."""
 
-    def __init__(self, client: OmneoClient, run: RunJournal, *, concurrency: int) -> None:
+    def __init__(
+        self, client: OmneoClient, run: RunJournal, *, concurrency: int, reporter: Reporter
+    ) -> None:
         self.client = client
         self.run = run
+        self.reporter = reporter
         self.store = ScanStore(run)
         self.concurrency = max(1, concurrency)
         self.requests = 0
@@ -104,6 +108,8 @@ class TenantScan:
                 except _PageMismatch:
                     raise _unreadable() from None
             done = self.store.pages_read()
+        # Pages read before this point (page 1 and 2, or an earlier attempt's) count as done.
+        self.reporter.start(Step.SCAN, state.pages, done=len(done))
         todo = iter([n for n in range(1, state.pages + 1) if n not in done])
         workers = min(self.concurrency, state.pages)
         tasks = [asyncio.ensure_future(self._worker(state, todo)) for _ in range(workers)]
@@ -112,6 +118,7 @@ class TenantScan:
         finally:
             for task in tasks:
                 task.cancel()
+        self.reporter.finish(Step.SCAN)
         return self.store.state() or state
 
     def _begin(self, first: TenantPage) -> ScanState:
@@ -132,6 +139,7 @@ class TenantScan:
                 await self._fetch(state, number)
             except _PageMismatch:
                 raise _unreadable() from None
+            self.reporter.advance(Step.SCAN)
 
     async def _fetch(self, state: ScanState, number: int) -> None:
         self.requests += 1

@@ -19,6 +19,7 @@ from omneo_status.models import Action, Batch, BatchItem, BatchState, Outcome, P
 from omneo_status.run.backoff import Backoff
 from omneo_status.run.readback import ProfileReader
 from omneo_status.store.records import RowRecord, Settled
+from omneo_status.wording import count
 
 NOT_APPLIED = "the batch finished but the change is not on the profile"
 
@@ -138,7 +139,9 @@ class BatchWatcher:
                 wait.progressed()
             waiting = still
             if waiting and (reason := wait.expired()) is not None:
-                watched.gave_up = f"{len(waiting)} profile(s) still lack the change: {reason}"
+                lack = "lacks" if len(waiting) == 1 else "lack"
+                lacking = f"{count(len(waiting), 'profile')} still {lack}"
+                watched.gave_up = f"{lacking} the change: {reason}"
                 if wait.stalled:
                     watched.unsent = waiting
                 return watched
