@@ -355,6 +355,8 @@ def confirm_plan(preview: Preview, tenant: str, *, input_name: str | None = None
     spec = preview.spec
     verb = "sync" if spec.sync else spec.action.value
     handles = ", ".join(spec.handles)
+    if input_name:  # above the plan: the line before the question is the plan's last
+        err.print(f"Input: {escape(input_name)}")
     table = _counts_table(f"Plan: {verb} {escape(handles)} at {escape(tenant)}", preview.counts)
     if preview.in_flight:
         table.add_row("sent before", number(preview.in_flight))
@@ -362,8 +364,6 @@ def confirm_plan(preview: Preview, tenant: str, *, input_name: str | None = None
     table.add_row("total", number(preview.rows), style="bold")
     err.print(table)
     _render_moves(err, preview.moves)
-    if input_name:
-        err.print(f"Input: {escape(input_name)}")
     question = f"{verb.capitalize()} {handles} on {count(preview.to_send, 'profile')} at {tenant}?"
     return Confirm.ask(escape(question), console=err, default=False)
 
