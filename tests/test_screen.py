@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -373,6 +374,19 @@ def test_runs_never_cuts_a_run_id(
         assert "│ 4,479 │" in shown.replace("  ", "")
     else:  # one block a run: the id on its own line, the input whole
         assert "  assign vip, finished: 4,479 rows, 2 failed" in shown.splitlines()
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_runs_says_how_many_rows_a_stopped_run_has_still_to_decide(
+    columns: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    [view] = _views(["big.csv"])
+    counts = {"assigned": 232, "pending": 768}
+    console.render_runs([replace(view, state="interrupted", rows=1000, counts=counts)])
+    shown = capsys.readouterr().out
+    assert "interrupted, 768 pending" in shown
+    assert "768 failed" not in shown
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from omneo_status.report import ReportRow, write_report
 from omneo_status.store.journal import RunJournal
 from omneo_status.store.records import (
     LIVE,
+    RESUMABLE,
     Part,
     RowRecord,
     RunInfo,
@@ -243,8 +244,9 @@ class RunView:
     rows: int
     """Every row of the run, a sync's holder rows included (the sum of ``counts``)."""
     counts: dict[str, int]
-    """Rows per outcome, counted as the report counts them; while the run is live, rows not
-    yet decided are counted under ``pending``."""
+    """Rows per outcome, counted as the report counts them; while the run is live or can be
+    resumed, rows not yet decided are counted under ``pending`` (the report of a stopped run
+    calls them ``failed``: "not processed ... resume it to go on")."""
     report: str | None
     undo_of: str | None
     exit_code: int | None = None
@@ -290,19 +292,28 @@ def _pending(part: Part, then: Part | None) -> bool:
     return part.outcome is None or (then is not None and then.outcome is None)
 
 
-def outcome_counts(run: RunJournal, state: RunState, *, live: bool = False) -> dict[str, int]:
+def outcome_counts(
+    run: RunJournal, state: RunState, *, live: bool = False, resumable: bool = False
+) -> dict[str, int]:
     """Rows per outcome as the report counts them (every outcome present, zeros included); a
     tier move's two rows count once, as the input row's one outcome.
 
     With ``live`` (a process still works on the run), undecided rows count as ``pending``.
+    With ``resumable`` (the run can be continued), so do the rows the report calls ``failed``
+    only because the run stopped before them: resuming it decides them (rows in a batch the
+    tenant accepted stay ``sent``).
     """
     counts = {outcome.value: 0 for outcome in Outcome}
     for tally in run.tally():
-        if live and _pending(tally.part, tally.then):
+        undecided = _pending(tally.part, tally.then)
+        if live and undecided:
             counts["pending"] = counts.get("pending", 0) + tally.count
             continue
         then = None if tally.then is None else _effective(tally.then, "", state)
         outcome, _ = fold(_effective(tally.part, "", state), then, to=(), away=())
+        if resumable and undecided and outcome is Outcome.FAILED:
+            counts["pending"] = counts.get("pending", 0) + tally.count
+            continue
         counts[outcome.value] += tally.count
     return counts
 
@@ -457,7 +468,7 @@ def run_view(run: RunJournal, info: RunInfo, *, running: bool) -> RunView:
     if state in LIVE and not running:
         state = RunState.INTERRUPTED
     kept = {f.name: getattr(info, f.name) for f in fields(RunView) if f.name not in _WORDED}
-    counts = outcome_counts(run, state, live=state in LIVE)
+    counts = outcome_counts(run, state, live=state in LIVE, resumable=state in RESUMABLE)
     return RunView(
         action="sync" if info.sync is not None else info.action.value,
         state=state.value,

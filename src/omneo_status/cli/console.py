@@ -498,30 +498,81 @@ def render_runs(runs: Sequence[RunView]) -> None:
     """Recent runs, newest first (a run id begins with its UTC start time): a table where it
     fits the terminal without cutting or breaking a word, else one block a run, its id on a
     line of its own. A run id is what ``resume`` and ``undo`` take: it is never cut."""
-    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     out = stdout()
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("run id", no_wrap=True)
-    table.add_column("job")
-    table.add_column("state", no_wrap=True)
-    table.add_column("rows", justify="right", no_wrap=True)
-    table.add_column("failed", justify="right", no_wrap=True)
-    table.add_column("input")
-    for run in runs:
-        failed = number(run.counts.get(Outcome.FAILED.value, 0))
-        cells = (run.run_id, escape(_job(run)), run.state, number(run.rows), failed)
-        table.add_row(*cells, escape(run.input_name))
-    unbounded = out.options.update_width(1_000_000)  # measured at ease, then compared
-    if Measurement.get(out, unbounded, table).minimum <= out.width:
-        out.print(table)
+    rows = [
+        (
+            run.run_id,
+            _job(run),
+            _state(run),
+            number(run.rows),
+            number(run.counts.get(Outcome.FAILED.value, 0)),
+            run.input_name,
+        )
+        for run in runs
+    ]
+    widths = _word_widths(out, _RUNS_COLUMNS, rows)
+    if widths is None:
+        for run, (run_id, job, state, _, failed, input_name) in zip(runs, rows, strict=True):
+            out.print(Text(run_id, style="bold"))
+            out.print(Text(f"  {job}, {state}: {count(run.rows, 'row')}, {failed} failed"))
+            out.print(Text(f"  input: {input_name}"))
         return
-    for run in runs:
-        failed = number(run.counts.get(Outcome.FAILED.value, 0))
-        out.print(f"[bold]{run.run_id}[/]")
-        out.print(f"  {escape(_job(run))}, {run.state}: {count(run.rows, 'row')}, {failed} failed")
-        out.print(f"  input: {escape(run.input_name)}")
+    table = Table(show_header=True, header_style="bold")
+    for (header, wraps), width in zip(_RUNS_COLUMNS, widths, strict=True):
+        right = header in ("rows", "failed")
+        table.add_column(
+            header, justify="right" if right else "left", no_wrap=not wraps, width=width
+        )
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    out.print(table)
+
+
+_RUNS_COLUMNS = (
+    ("run id", False),
+    ("job", True),
+    ("state", False),
+    ("rows", False),
+    ("failed", False),
+    ("input", True),
+)
+"""The columns of ``runs``: each header, and whether its cells may break between words."""
+
+
+def _word_widths(
+    out: Console, columns: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]]
+) -> list[int] | None:
+    """Widths for a table's columns so it fits the terminal with no word cut or broken (a
+    column that may not break gets its longest cell), the room left given to the breakable
+    columns, first come first served; None when even the narrowest such table is too wide."""
+    from rich.cells import cell_len
+
+    least, most = [], []
+    for index, (header, wraps) in enumerate(columns):
+        cells = [header, *(row[index] for row in rows)]
+        longest = max(cell_len(cell) for cell in cells)
+        word = max(cell_len(word) for cell in cells for word in cell.split() or [""])
+        least.append(word if wraps else longest)
+        most.append(longest)
+    room = out.width - (3 * len(columns) + 1) - sum(least)  # a border and padding each side
+    if room < 0:
+        return None
+    widths = []
+    for low, high in zip(least, most, strict=True):
+        grown = min(high, low + room)
+        room -= grown - low
+        widths.append(grown)
+    return widths
+
+
+def _state(run: RunView) -> str:
+    """The run's state, with the rows it has still to decide (``interrupted, 768 pending``):
+    resuming it decides them."""
+    pending = run.counts.get("pending", 0)
+    return f"{run.state}, {number(pending)} pending" if pending else run.state
 
 
 def _job(run: RunView) -> str:
