@@ -512,3 +512,20 @@ def test_rows_resolved_after_a_scan_are_timed_from_the_scans_end() -> None:
     stages.advance(Step.RESOLVE, 1000)
     eta = stages.eta(Step.RESOLVE)
     assert eta is not None and eta < 10
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_prose_breaks_between_words_on_a_terminal_and_nowhere_else(terminal: bool) -> None:
+    text = (
+        "Lookup: scan (about 601 requests): the tenant ignores filter[email][in]: reading the"
+        " tenant's 60,000 profiles in 600 pages of 100 costs fewer requests than 5,000 single"
+        " lookups"
+    )
+    out = Console(file=io.StringIO(), width=80, force_terminal=terminal, color_system=None)
+    console.say(out, console.escape(text))
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    if not terminal:  # a log or a pipe: one line, for grep
+        assert lines == [text]
+        return
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    assert " ".join(line.strip() for line in lines) == text  # no word cut in two

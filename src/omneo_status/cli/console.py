@@ -85,14 +85,20 @@ def escape(text: str) -> str:
 def print_error(message: str, hint: str | None = None) -> None:
     """One ``Error:`` line (and a ``Hint:`` line) on stderr."""
     err = stderr()
-    err.print(f"[bold red]Error:[/] {escape(message)}")
+    say(err, f"[bold red]Error:[/] {escape(message)}")
     if hint:
-        err.print(f"[dim]Hint:[/] {escape(hint)}")
+        say(err, f"[dim]Hint:[/] {escape(hint)}")
 
 
 def print_warning(message: str) -> None:
     """One ``Warning:`` line on stderr."""
-    stderr().print(f"[yellow]Warning:[/] {escape(message)}")
+    say(stderr(), f"[yellow]Warning:[/] {escape(message)}")
+
+
+def say(out: Console, markup: str) -> None:
+    """A line of prose: broken between words at the terminal's width on a terminal (rather than
+    mid-word by the terminal), one line as it is everywhere else (a log, a pipe, a test)."""
+    out.print(markup, soft_wrap=not out.is_terminal)
 
 
 def print_note(message: str) -> None:
@@ -230,7 +236,7 @@ class ConsoleReporter:
 
     def warn(self, message: str) -> None:
         """A warning, always shown."""
-        self.console.print(f"[yellow]Warning:[/] {escape(message)}")
+        say(self.console, f"[yellow]Warning:[/] {escape(message)}")
 
     def row_failed(self, line: int, key: str, detail: str) -> None:
         """A failed row, shown with ``--verbose`` (the report lists them all)."""
@@ -380,12 +386,13 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
     _render_batches(out, summary.batches)
     lookup = summary.lookup
     if lookup is not None:
-        out.print(
+        say(
+            out,
             f"Lookup: {lookup.mode.value} (about {count(lookup.requests, 'request')}):"
-            f" {escape(lookup.reason)}"
+            f" {escape(lookup.reason)}",
         )
         if lookup.warning:
-            out.print(f"  [yellow]warning:[/] {escape(lookup.warning)}")
+            say(out, f"  [yellow]warning:[/] {escape(lookup.warning)}")
     verified = summary.verified
     if verified.checked:
         problems = verified.problems
@@ -395,9 +402,9 @@ def render_summary(summary: RunSummary, *, title_note: str = "", err: bool = Fal
         checked = f"{number(verified.ok)}/{count(verified.checked, 'profile')}"
         out.print(f"Verified: {checked}, {status}")
         for problem in problems:
-            out.print(f"  [red]-[/] {escape(problem)}")
+            say(out, f"  [red]-[/] {escape(problem)}")
         for note in verified.notes:
-            out.print(f"  [yellow]note:[/] {escape(note)}")
+            say(out, f"  [yellow]note:[/] {escape(note)}")
     if summary.input:
         out.print(f"Input: {escape(summary.input)}")
     out.print(f"Report: {escape(str(summary.report))}")
@@ -419,17 +426,19 @@ def _render_batches(out: Console, batches: Sequence[BatchSummary]) -> None:
     ok, failed = states.count(BatchState.DONE), states.count(BatchState.FAILED)
     ids = ", ".join(batch.batch_id for batch in batches[:3])
     more = f" (+{number(len(batches) - 3)} more)" if len(batches) > 3 else ""
-    out.print(
+    say(
+        out,
         f"Batches: {number(len(batches))} ({number(ok)} succeeded, {number(failed)} failed):"
-        f" {escape(ids)}{more}"
+        f" {escape(ids)}{more}",
     )
     resent = [batch for batch in batches if batch.resent]
     if resent:
         rows = sum(batch.resent for batch in resent)
         which = ", ".join(f"{batch.batch_id} ({batch.status})" for batch in resent[:3])
-        out.print(
+        say(
+            out,
             f"Sent again: {count(rows, 'row')}, once, from {count(len(resent), 'batch')} the"
-            f" tenant lost or that stood still: {escape(which)}"
+            f" tenant lost or that stood still: {escape(which)}",
         )
 
 
